@@ -1,0 +1,421 @@
+"""StyleGAN2 building blocks with the official module and parameter names.
+
+Names (``affine``, ``conv0``, ``torgb``, ``noise_const``, ``resample_filter`` ...) follow the official
+state dicts so that official checkpoints load strictly, with no renaming table.
+"""
+from __future__ import annotations
+
+import math
+
+import torch
+from torch import nn
+
+from .ops import (bias_act, conv2d_resample, default_gain, modulated_conv2d, normalize_2nd_moment,
+                  setup_filter, upsample2d)
+
+
+class FullyConnectedLayer(nn.Module):
+    """Equalised-learning-rate linear layer with bias and activation."""
+
+    def __init__(self, in_features: int, out_features: int, bias: bool = True, activation: str = "linear",
+                 lr_multiplier: float = 1.0, bias_init: float = 0.0):
+        super().__init__()
+        self.in_features, self.out_features, self.activation = in_features, out_features, activation
+        self.weight = nn.Parameter(torch.randn([out_features, in_features]) / lr_multiplier)
+        self.bias = nn.Parameter(torch.full([out_features], float(bias_init))) if bias else None
+        self.weight_gain = lr_multiplier / math.sqrt(in_features)
+        self.bias_gain = lr_multiplier
+
+    def forward(self, x):
+        w = self.weight.to(x.dtype) * self.weight_gain
+        b = self.bias
+        if b is not None:
+            b = b.to(x.dtype)
+            if self.bias_gain != 1:
+                b = b * self.bias_gain
+        if self.activation == "linear" and b is not None:
+            return torch.addmm(b.unsqueeze(0), x, w.t())
+        return bias_act(x.matmul(w.t()), b, act=self.activation)
+
+    def extra_repr(self):
+        return f"in_features={self.in_features}, out_features={self.out_features}, activation={self.activation}"
+
+
+class Conv2dLayer(nn.Module):
+    """Equalised-learning-rate convolution with optional FIR up/downsampling."""
+
+    def __init__(self, in_channels: int, out_channels: int, kernel_size: int, bias: bool = True,
+                 activation: str = "linear", up: int = 1, down: int = 1, resample_filter=(1, 3, 3, 1),
+                 conv_clamp: float | None = None, trainable: bool = True):
+        super().__init__()
+        self.activation, self.up, self.down, self.conv_clamp = activation, up, down, conv_clamp
+        self.register_buffer("resample_filter", setup_filter(resample_filter))
+        self.padding = kernel_size // 2
+        self.weight_gain = 1 / math.sqrt(in_channels * kernel_size ** 2)
+        self.act_gain = default_gain(activation)
+        weight = torch.randn([out_channels, in_channels, kernel_size, kernel_size])
+        bias_t = torch.zeros([out_channels]) if bias else None
+        if trainable:
+            self.weight = nn.Parameter(weight)
+            self.bias = nn.Parameter(bias_t) if bias_t is not None else None
+        else:
+            self.register_buffer("weight", weight)
+            if bias_t is not None:
+                self.register_buffer("bias", bias_t)
+            else:
+                self.bias = None
+
+    def forward(self, x, gain: float = 1.0):
+        w = self.weight * self.weight_gain
+        b = self.bias.to(x.dtype) if self.bias is not None else None
+        x = conv2d_resample(x, w.to(x.dtype), f=self.resample_filter, up=self.up, down=self.down,
+                            padding=self.padding, flip_weight=(self.up == 1))
+        clamp = self.conv_clamp * gain if self.conv_clamp is not None else None
+        return bias_act(x, b, act=self.activation, gain=self.act_gain * gain, clamp=clamp)
+
+
+class MappingNetwork(nn.Module):
+    """z (and a conditioning label c) -> w, broadcast to ``num_ws`` copies, with truncation."""
+
+    def __init__(self, z_dim: int, c_dim: int, w_dim: int, num_ws: int | None, num_layers: int = 8,
+                 embed_features: int | None = None, layer_features: int | None = None,
+                 activation: str = "lrelu", lr_multiplier: float = 0.01, w_avg_beta: float | None = 0.998):
+        super().__init__()
+        self.z_dim, self.c_dim, self.w_dim, self.num_ws = z_dim, c_dim, w_dim, num_ws
+        self.num_layers, self.w_avg_beta = num_layers, w_avg_beta
+        embed_features = w_dim if embed_features is None else embed_features
+        if c_dim == 0:
+            embed_features = 0
+        layer_features = w_dim if layer_features is None else layer_features
+        feats = [z_dim + embed_features] + [layer_features] * (num_layers - 1) + [w_dim]
+        if c_dim > 0:
+            self.embed = FullyConnectedLayer(c_dim, embed_features)
+        for i in range(num_layers):
+            setattr(self, f"fc{i}", FullyConnectedLayer(feats[i], feats[i + 1], activation=activation,
+                                                        lr_multiplier=lr_multiplier))
+        if num_ws is not None and w_avg_beta is not None:
+            self.register_buffer("w_avg", torch.zeros([w_dim]))
+
+    def forward(self, z, c, truncation_psi: float = 1, truncation_cutoff: int | None = None,
+                update_emas: bool = False):
+        x = None
+        if self.z_dim > 0:
+            x = normalize_2nd_moment(z.to(torch.float32))
+        if self.c_dim > 0:
+            y = normalize_2nd_moment(self.embed(c.to(torch.float32)))
+            x = torch.cat([x, y], dim=1) if x is not None else y
+        for i in range(self.num_layers):
+            x = getattr(self, f"fc{i}")(x)
+        if update_emas and self.w_avg_beta is not None:
+            self.w_avg.copy_(x.detach().mean(dim=0).lerp(self.w_avg, self.w_avg_beta))
+        if self.num_ws is not None:
+            x = x.unsqueeze(1).repeat([1, self.num_ws, 1])
+        if truncation_psi != 1:
+            if self.num_ws is None or truncation_cutoff is None:
+                x = self.w_avg.lerp(x, truncation_psi)
+            else:
+                x[:, :truncation_cutoff] = self.w_avg.lerp(x[:, :truncation_cutoff], truncation_psi)
+        return x
+
+
+class SynthesisLayer(nn.Module):
+    """Modulated 3x3 convolution + noise + bias + activation (optionally upsampling 2x)."""
+
+    def __init__(self, in_channels: int, out_channels: int, w_dim: int, resolution: int, kernel_size: int = 3,
+                 up: int = 1, use_noise: bool = True, activation: str = "lrelu", resample_filter=(1, 3, 3, 1),
+                 conv_clamp: float | None = None):
+        super().__init__()
+        self.in_channels, self.out_channels, self.resolution, self.up = in_channels, out_channels, resolution, up
+        self.use_noise, self.activation, self.conv_clamp = use_noise, activation, conv_clamp
+        self.register_buffer("resample_filter", setup_filter(resample_filter))
+        self.padding = kernel_size // 2
+        self.act_gain = default_gain(activation)
+        self.affine = FullyConnectedLayer(w_dim, in_channels, bias_init=1)
+        self.weight = nn.Parameter(torch.randn([out_channels, in_channels, kernel_size, kernel_size]))
+        if use_noise:
+            self.register_buffer("noise_const", torch.randn([resolution, resolution]))
+            self.noise_strength = nn.Parameter(torch.zeros([]))
+        self.bias = nn.Parameter(torch.zeros([out_channels]))
+
+    def forward(self, x, w, noise_mode: str = "random", fused_modconv: bool = True, gain: float = 1.0):
+        if noise_mode not in ("random", "const", "none"):
+            raise ValueError(f"noise_mode must be random, const or none, got {noise_mode!r}")
+        styles = self.affine(w)
+        noise = None
+        if self.use_noise and noise_mode == "random":
+            noise = torch.randn([x.shape[0], 1, self.resolution, self.resolution], device=x.device) * self.noise_strength
+        elif self.use_noise and noise_mode == "const":
+            noise = self.noise_const * self.noise_strength
+        x = modulated_conv2d(x, self.weight, styles, noise=noise, up=self.up, padding=self.padding,
+                             resample_filter=self.resample_filter, flip_weight=(self.up == 1),
+                             fused_modconv=fused_modconv)
+        clamp = self.conv_clamp * gain if self.conv_clamp is not None else None
+        return bias_act(x, self.bias.to(x.dtype), act=self.activation, gain=self.act_gain * gain, clamp=clamp)
+
+
+class ToRGBLayer(nn.Module):
+    """Modulated 1x1 convolution without demodulation (features -> colour channels)."""
+
+    def __init__(self, in_channels: int, out_channels: int, w_dim: int, kernel_size: int = 1,
+                 conv_clamp: float | None = None):
+        super().__init__()
+        self.conv_clamp = conv_clamp
+        self.affine = FullyConnectedLayer(w_dim, in_channels, bias_init=1)
+        self.weight = nn.Parameter(torch.randn([out_channels, in_channels, kernel_size, kernel_size]))
+        self.bias = nn.Parameter(torch.zeros([out_channels]))
+        self.weight_gain = 1 / math.sqrt(in_channels * kernel_size ** 2)
+
+    def forward(self, x, w, fused_modconv: bool = True):
+        styles = self.affine(w) * self.weight_gain
+        x = modulated_conv2d(x, self.weight, styles, demodulate=False, fused_modconv=fused_modconv)
+        return bias_act(x, self.bias.to(x.dtype), clamp=self.conv_clamp)
+
+
+class MotionTimeFuser(nn.Module):
+    """PV3D's motion layer ("TimeConvFuser"): (motion code x timestamp) -> MLP -> modulated conv, added.
+
+    m = FC_lrelu(z_m * t); m = FC_lrelu(m); m = FC_linear(m); x <- x + SynthesisLayer(x; style=m).
+    The code is scaled by t *before* the first layer, so at t = 0 every motion code gives the same
+    frame. The official layers are always 512 wide whatever w_dim is.
+    """
+
+    def __init__(self, resolution: int, channels: int, motion_dim: int = 512):
+        super().__init__()
+        self.motion_dim = motion_dim
+        self.affine = FullyConnectedLayer(motion_dim, motion_dim, activation="lrelu")
+        self.motion_mlp = nn.Sequential(
+            FullyConnectedLayer(motion_dim, motion_dim, activation="lrelu"),
+            FullyConnectedLayer(motion_dim, motion_dim),
+        )
+        self.conv = SynthesisLayer(channels, channels, w_dim=motion_dim, resolution=resolution, conv_clamp=None)
+
+    def motion_style(self, z_motion, t):
+        m = self.affine(z_motion * t.reshape(-1, 1).to(z_motion.dtype))
+        return self.motion_mlp(m)
+
+    def forward(self, x, z_motion, t, fused_modconv: bool = True, noise_mode: str = "random"):
+        style = self.motion_style(z_motion, t)
+        return x + self.conv(x, style, fused_modconv=fused_modconv, noise_mode=noise_mode)
+
+
+def _resolve_fused(fused_modconv, default, training: bool) -> bool:
+    if fused_modconv is None:
+        fused_modconv = default
+    if fused_modconv == "inference_only":
+        fused_modconv = not training
+    return bool(fused_modconv)
+
+
+class SynthesisBlock(nn.Module):
+    """One resolution of the StyleGAN2 "skip" synthesis network, with PV3D's optional motion layer.
+
+    ``upsample=False`` gives the super-resolution networks' no-upsampling variant (the input is
+    already at this block's resolution and the skip image is not upsampled).
+    """
+
+    def __init__(self, in_channels: int, out_channels: int, w_dim: int, resolution: int, img_channels: int,
+                 is_last: bool, architecture: str = "skip", resample_filter=(1, 3, 3, 1),
+                 conv_clamp: float | None = 256, use_fp16: bool = False, fused_modconv_default=True,
+                 fuse_motion_time: bool = False, motion_dim: int = 512, upsample: bool = True,
+                 **layer_kwargs):
+        super().__init__()
+        if architecture != "skip":
+            raise ValueError("only the 'skip' synthesis architecture is used by PV3D")
+        self.in_channels, self.w_dim, self.resolution = in_channels, w_dim, resolution
+        self.img_channels, self.is_last, self.use_fp16 = img_channels, is_last, use_fp16
+        self.fused_modconv_default, self.fuse_motion_time, self.upsample = fused_modconv_default, fuse_motion_time, upsample
+        self.register_buffer("resample_filter", setup_filter(resample_filter))
+        self.num_conv = 0
+        self.num_torgb = 0
+        if in_channels == 0:
+            self.const = nn.Parameter(torch.randn([out_channels, resolution, resolution]))
+        else:
+            self.conv0 = SynthesisLayer(in_channels, out_channels, w_dim=w_dim, resolution=resolution,
+                                        up=2 if upsample else 1, resample_filter=resample_filter,
+                                        conv_clamp=conv_clamp, **layer_kwargs)
+            self.num_conv += 1
+        if fuse_motion_time:
+            self.motion_time_fuser = MotionTimeFuser(resolution, out_channels, motion_dim)
+        self.conv1 = SynthesisLayer(out_channels, out_channels, w_dim=w_dim, resolution=resolution,
+                                    conv_clamp=conv_clamp, **layer_kwargs)
+        self.num_conv += 1
+        self.torgb = ToRGBLayer(out_channels, img_channels, w_dim=w_dim, conv_clamp=conv_clamp)
+        self.num_torgb += 1
+
+    def forward(self, x, img, ws, z_motion=None, t=None, force_fp32: bool = False, fused_modconv=None,
+                noise_mode: str = "random", update_emas: bool = False):
+        w_iter = iter(ws.unbind(dim=1))
+        if ws.device.type != "cuda":
+            force_fp32 = True
+        dtype = torch.float16 if self.use_fp16 and not force_fp32 else torch.float32
+        fused = _resolve_fused(fused_modconv, self.fused_modconv_default, self.training)
+        kw = dict(fused_modconv=fused, noise_mode=noise_mode)
+
+        if self.in_channels == 0:
+            x = self.const.to(dtype=dtype).unsqueeze(0).repeat([ws.shape[0], 1, 1, 1])
+            w0 = next(w_iter)
+            x = self.conv1(x, w0, **kw)
+            if self.fuse_motion_time:
+                x = self.motion_time_fuser(x, z_motion, t, **kw)
+        else:
+            x = x.to(dtype=dtype)
+            w0, w1 = next(w_iter), next(w_iter)
+            x = self.conv0(x, w0, **kw)
+            if self.fuse_motion_time:
+                x = self.motion_time_fuser(x, z_motion, t, **kw)
+            x = self.conv1(x, w1, **kw)
+
+        if img is not None and self.upsample:
+            img = upsample2d(img, self.resample_filter)
+        y = self.torgb(x, next(w_iter), fused_modconv=fused).to(torch.float32)
+        img = img + y if img is not None else y
+        return x, img
+
+
+class SynthesisNetwork(nn.Module):
+    """StyleGAN2 synthesis network (skip architecture) with motion layers in the blocks <= 32."""
+
+    def __init__(self, w_dim: int, img_resolution: int, img_channels: int, channel_base: int = 32768,
+                 channel_max: int = 512, num_fp16_res: int = 4, motion_resolutions=(4, 8, 16, 32),
+                 motion_dim: int = 512, **block_kwargs):
+        super().__init__()
+        if img_resolution < 4 or img_resolution & (img_resolution - 1):
+            raise ValueError(f"synthesis resolution must be a power of two >= 4, got {img_resolution}")
+        self.w_dim, self.img_resolution, self.img_channels = w_dim, img_resolution, img_channels
+        log2 = int(math.log2(img_resolution))
+        self.block_resolutions = [2 ** i for i in range(2, log2 + 1)]
+        channels = {r: min(channel_base // r, channel_max) for r in self.block_resolutions}
+        fp16_resolution = max(2 ** (log2 + 1 - num_fp16_res), 8)
+        self.num_ws = 0
+        for res in self.block_resolutions:
+            block = SynthesisBlock(channels[res // 2] if res > 4 else 0, channels[res], w_dim=w_dim,
+                                   resolution=res, img_channels=img_channels, is_last=(res == img_resolution),
+                                   use_fp16=(res >= fp16_resolution),
+                                   fuse_motion_time=(res in motion_resolutions), motion_dim=motion_dim,
+                                   **block_kwargs)
+            self.num_ws += block.num_conv
+            if res == img_resolution:
+                self.num_ws += block.num_torgb
+            setattr(self, f"b{res}", block)
+
+    def forward(self, ws, z_motion, t, **block_kwargs):
+        ws = ws.to(torch.float32)
+        t = torch.as_tensor(t, dtype=torch.float32, device=ws.device)
+        t = (t.expand(ws.shape[0]) if t.ndim == 0 else t).reshape(-1)
+        z_motion = z_motion.to(torch.float32)
+        x = img = None
+        w_idx = 0
+        for res in self.block_resolutions:
+            block = getattr(self, f"b{res}")
+            cur = ws.narrow(1, w_idx, block.num_conv + block.num_torgb)
+            w_idx += block.num_conv
+            x, img = block(x, img, cur, z_motion, t, **block_kwargs)
+        return img
+
+
+class StyleGAN2Backbone(nn.Module):
+    """Mapping + synthesis, as the official ``backbone`` (the tri-plane generator's StyleGAN2)."""
+
+    def __init__(self, z_dim: int, c_dim: int, w_dim: int, img_resolution: int, img_channels: int,
+                 mapping_kwargs: dict | None = None, **synthesis_kwargs):
+        super().__init__()
+        self.z_dim, self.c_dim, self.w_dim = z_dim, c_dim, w_dim
+        self.synthesis = SynthesisNetwork(w_dim=w_dim, img_resolution=img_resolution, img_channels=img_channels,
+                                          **synthesis_kwargs)
+        self.num_ws = self.synthesis.num_ws
+        self.mapping = MappingNetwork(z_dim=z_dim, c_dim=c_dim, w_dim=w_dim, num_ws=self.num_ws,
+                                      **(mapping_kwargs or {}))
+
+
+# ---------------------------------------------------------------------------------------------
+# Discriminator blocks
+
+
+class DiscriminatorBlock(nn.Module):
+    """ResNet discriminator block (fromrgb on the first block, two convs, a downsampling skip)."""
+
+    def __init__(self, in_channels: int, tmp_channels: int, out_channels: int, resolution: int,
+                 img_channels: int, first_layer_idx: int, architecture: str = "resnet",
+                 activation: str = "lrelu", resample_filter=(1, 3, 3, 1), conv_clamp: float | None = None,
+                 use_fp16: bool = False, freeze_layers: int = 0, **_ignored):
+        super().__init__()
+        if architecture != "resnet":
+            raise ValueError("only the 'resnet' discriminator architecture is used by PV3D")
+        self.in_channels, self.resolution, self.img_channels = in_channels, resolution, img_channels
+        self.use_fp16 = use_fp16
+        self.register_buffer("resample_filter", setup_filter(resample_filter))
+        idx = [first_layer_idx]
+
+        def trainable():
+            t = idx[0] >= freeze_layers
+            idx[0] += 1
+            return t
+
+        if in_channels == 0:
+            self.fromrgb = Conv2dLayer(img_channels, tmp_channels, kernel_size=1, activation=activation,
+                                       trainable=trainable(), conv_clamp=conv_clamp)
+        self.conv0 = Conv2dLayer(tmp_channels, tmp_channels, kernel_size=3, activation=activation,
+                                 trainable=trainable(), conv_clamp=conv_clamp)
+        self.conv1 = Conv2dLayer(tmp_channels, out_channels, kernel_size=3, activation=activation, down=2,
+                                 trainable=trainable(), resample_filter=resample_filter, conv_clamp=conv_clamp)
+        self.skip = Conv2dLayer(tmp_channels, out_channels, kernel_size=1, bias=False, down=2,
+                                trainable=trainable(), resample_filter=resample_filter)
+        self.num_layers = idx[0] - first_layer_idx
+
+    def forward(self, x, img, force_fp32: bool = False):
+        dev = (x if x is not None else img).device
+        dtype = torch.float16 if self.use_fp16 and not force_fp32 and dev.type == "cuda" else torch.float32
+        if x is not None:
+            x = x.to(dtype)
+        if self.in_channels == 0:
+            y = self.fromrgb(img.to(dtype))
+            x = x + y if x is not None else y
+            img = None
+        y = self.skip(x, gain=math.sqrt(0.5))
+        x = self.conv0(x)
+        x = self.conv1(x, gain=math.sqrt(0.5))
+        return y + x, img
+
+
+class MinibatchStdLayer(nn.Module):
+    def __init__(self, group_size: int | None, num_channels: int = 1):
+        super().__init__()
+        self.group_size, self.num_channels = group_size, num_channels
+
+    def forward(self, x):
+        n, c, h, w = x.shape
+        g = min(self.group_size, n) if self.group_size is not None else n
+        f = self.num_channels
+        y = x.reshape(g, -1, f, c // f, h, w)
+        y = y - y.mean(dim=0)
+        y = y.square().mean(dim=0)
+        y = (y + 1e-8).sqrt()
+        y = y.mean(dim=[2, 3, 4])
+        y = y.reshape(-1, f, 1, 1).repeat(g, 1, h, w)
+        return torch.cat([x, y], dim=1)
+
+
+class DiscriminatorEpilogue(nn.Module):
+    """4x4 head: minibatch std, conv, fc, output projected onto the mapped camera."""
+
+    def __init__(self, in_channels: int, cmap_dim: int, resolution: int, img_channels: int,
+                 architecture: str = "resnet", mbstd_group_size: int | None = 4, mbstd_num_channels: int = 1,
+                 activation: str = "lrelu", conv_clamp: float | None = None):
+        super().__init__()
+        self.cmap_dim, self.resolution = cmap_dim, resolution
+        self.mbstd = MinibatchStdLayer(mbstd_group_size, mbstd_num_channels) if mbstd_num_channels > 0 else None
+        self.conv = Conv2dLayer(in_channels + mbstd_num_channels, in_channels, kernel_size=3,
+                                activation=activation, conv_clamp=conv_clamp)
+        self.fc = FullyConnectedLayer(in_channels * resolution ** 2, in_channels, activation=activation)
+        self.out = FullyConnectedLayer(in_channels, 1 if cmap_dim == 0 else cmap_dim)
+
+    def forward(self, x, cmap):
+        x = x.to(torch.float32)
+        if self.mbstd is not None:
+            x = self.mbstd(x)
+        x = self.conv(x)
+        x = self.fc(x.flatten(1))
+        x = self.out(x)
+        if self.cmap_dim > 0:
+            x = (x * cmap).sum(dim=1, keepdim=True) * (1 / math.sqrt(self.cmap_dim))
+        return x

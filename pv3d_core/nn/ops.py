@@ -1,0 +1,210 @@
+"""StyleGAN2 low-level operations in plain PyTorch.
+
+These reproduce the semantics of the official custom ops (bias_act, upfirdn2d, conv2d_resample) with
+standard PyTorch calls, so the same weights give the same numbers on any device without compiling
+anything. Filters are 2-D tensors prepared by :func:`setup_filter`.
+"""
+from __future__ import annotations
+
+import math
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+
+SQRT2 = float(np.sqrt(2))
+
+# name -> (function, default alpha, default gain)
+ACTIVATIONS = {
+    "linear": (lambda x, a: x, 0.0, 1.0),
+    "relu": (lambda x, a: F.relu(x), 0.0, SQRT2),
+    "lrelu": (lambda x, a: F.leaky_relu(x, a), 0.2, SQRT2),
+    "tanh": (lambda x, a: torch.tanh(x), 0.0, 1.0),
+    "sigmoid": (lambda x, a: torch.sigmoid(x), 0.0, 1.0),
+    "softplus": (lambda x, a: F.softplus(x), 0.0, 1.0),
+}
+
+
+def default_gain(act: str) -> float:
+    return ACTIVATIONS[act][2]
+
+
+def bias_act(x: torch.Tensor, b: torch.Tensor | None = None, act: str = "linear", gain: float | None = None,
+             clamp: float | None = None, dim: int = 1) -> torch.Tensor:
+    """Bias, activation, gain and clamp, in that order."""
+    func, alpha, def_gain = ACTIVATIONS[act]
+    gain = def_gain if gain is None else float(gain)
+    if b is not None:
+        x = x + b.reshape([-1 if i == dim else 1 for i in range(x.ndim)])
+    x = func(x, alpha)
+    if gain != 1:
+        x = x * gain
+    if clamp is not None and clamp >= 0:
+        x = x.clamp(-clamp, clamp)
+    return x
+
+
+def normalize_2nd_moment(x: torch.Tensor, dim: int = 1, eps: float = 1e-8) -> torch.Tensor:
+    return x * (x.square().mean(dim=dim, keepdim=True) + eps).rsqrt()
+
+
+def setup_filter(f=(1, 3, 3, 1), normalize: bool = True) -> torch.Tensor:
+    """A 1-D tap list -> the normalised 2-D (outer product) filter stored as ``resample_filter``."""
+    f = torch.as_tensor(f, dtype=torch.float32)
+    if f.ndim == 0:
+        f = f[None]
+    if f.ndim == 1:
+        f = torch.outer(f, f)
+    if normalize:
+        f = f / f.sum()
+    return f
+
+
+def _pad4(padding) -> list[int]:
+    if isinstance(padding, int):
+        return [padding] * 4
+    if len(padding) == 2:
+        px, py = padding
+        return [px, px, py, py]
+    return list(padding)
+
+
+def upfirdn2d(x: torch.Tensor, f: torch.Tensor | None, up: int = 1, down: int = 1, padding=0,
+              flip_filter: bool = False, gain: float = 1.0) -> torch.Tensor:
+    """Upsample (zero insertion), pad, FIR-filter, downsample (pixel dropping)."""
+    if f is None:
+        f = torch.ones([1, 1], dtype=torch.float32, device=x.device)
+    n, c, h, w = x.shape
+    px0, px1, py0, py1 = _pad4(padding)
+    if up > 1:
+        x = x.reshape(n, c, h, 1, w, 1)
+        x = F.pad(x, [0, up - 1, 0, 0, 0, up - 1])
+        x = x.reshape(n, c, h * up, w * up)
+    x = F.pad(x, [max(px0, 0), max(px1, 0), max(py0, 0), max(py1, 0)])
+    x = x[:, :, max(-py0, 0): x.shape[2] - max(-py1, 0), max(-px0, 0): x.shape[3] - max(-px1, 0)]
+    f = (f * (gain ** (f.ndim / 2))).to(x.dtype)
+    if not flip_filter:
+        f = f.flip(list(range(f.ndim)))
+    if f.ndim == 2:
+        x = F.conv2d(x, f[None, None].expand(c, 1, *f.shape), groups=c)
+    else:
+        x = F.conv2d(x, f[None, None, None, :].expand(c, 1, 1, -1), groups=c)
+        x = F.conv2d(x, f[None, None, :, None].expand(c, 1, -1, 1), groups=c)
+    if down > 1:
+        x = x[:, :, ::down, ::down]
+    return x
+
+
+def upsample2d(x, f, up: int = 2, padding=0, gain: float = 1.0):
+    fw = f.shape[-1]
+    px0, px1, py0, py1 = _pad4(padding)
+    p = [px0 + (fw + up - 1) // 2, px1 + (fw - up) // 2, py0 + (fw + up - 1) // 2, py1 + (fw - up) // 2]
+    return upfirdn2d(x, f, up=up, padding=p, gain=gain * up * up)
+
+
+def downsample2d(x, f, down: int = 2, padding=0, gain: float = 1.0):
+    fw = f.shape[-1]
+    px0, px1, py0, py1 = _pad4(padding)
+    p = [px0 + (fw - down + 1) // 2, px1 + (fw - down) // 2, py0 + (fw - down + 1) // 2, py1 + (fw - down) // 2]
+    return upfirdn2d(x, f, down=down, padding=p, gain=gain)
+
+
+def _conv(x, w, stride=1, padding=0, groups=1, transpose=False, flip_weight=True):
+    if not flip_weight and (w.shape[2] > 1 or w.shape[3] > 1):
+        w = w.flip([2, 3])
+    if transpose:
+        return F.conv_transpose2d(x, w, stride=stride, padding=padding, groups=groups)
+    return F.conv2d(x, w, stride=stride, padding=padding, groups=groups)
+
+
+def conv2d_resample(x, w, f=None, up: int = 1, down: int = 1, padding=0, groups: int = 1,
+                    flip_weight: bool = True, flip_filter: bool = False) -> torch.Tensor:
+    """2-D convolution with optional FIR up/downsampling, padding applied once at the start."""
+    out_ch, in_per_group, kh, kw = w.shape
+    fw = f.shape[-1] if f is not None else 1
+    px0, px1, py0, py1 = _pad4(padding)
+    if up > 1:
+        px0 += (fw + up - 1) // 2
+        px1 += (fw - up) // 2
+        py0 += (fw + up - 1) // 2
+        py1 += (fw - up) // 2
+    if down > 1:
+        px0 += (fw - down + 1) // 2
+        px1 += (fw - down) // 2
+        py0 += (fw - down + 1) // 2
+        py1 += (fw - down) // 2
+
+    if kw == 1 and kh == 1 and down > 1 and up == 1:
+        x = upfirdn2d(x, f, down=down, padding=[px0, px1, py0, py1], flip_filter=flip_filter)
+        return _conv(x, w, groups=groups, flip_weight=flip_weight)
+    if kw == 1 and kh == 1 and up > 1 and down == 1:
+        x = _conv(x, w, groups=groups, flip_weight=flip_weight)
+        return upfirdn2d(x, f, up=up, padding=[px0, px1, py0, py1], gain=up ** 2, flip_filter=flip_filter)
+    if down > 1 and up == 1:
+        x = upfirdn2d(x, f, padding=[px0, px1, py0, py1], flip_filter=flip_filter)
+        return _conv(x, w, stride=down, groups=groups, flip_weight=flip_weight)
+    if up > 1:
+        # Transposed convolution, then the FIR filter.
+        if groups == 1:
+            w = w.transpose(0, 1)
+        else:
+            w = w.reshape(groups, out_ch // groups, in_per_group, kh, kw).transpose(1, 2)
+            w = w.reshape(groups * in_per_group, out_ch // groups, kh, kw)
+        px0 -= kw - 1
+        px1 -= kw - up
+        py0 -= kh - 1
+        py1 -= kh - up
+        pxt = max(min(-px0, -px1), 0)
+        pyt = max(min(-py0, -py1), 0)
+        x = _conv(x, w, stride=up, padding=[pyt, pxt], groups=groups, transpose=True, flip_weight=not flip_weight)
+        x = upfirdn2d(x, f, padding=[px0 + pxt, px1 + pxt, py0 + pyt, py1 + pyt], gain=up ** 2, flip_filter=flip_filter)
+        if down > 1:
+            x = upfirdn2d(x, f, down=down, flip_filter=flip_filter)
+        return x
+    if px0 == px1 and py0 == py1 and px0 >= 0 and py0 >= 0:
+        return _conv(x, w, padding=[py0, px0], groups=groups, flip_weight=flip_weight)
+    x = upfirdn2d(x, f if up > 1 else None, up=up, padding=[px0, px1, py0, py1], gain=up ** 2, flip_filter=flip_filter)
+    x = _conv(x, w, groups=groups, flip_weight=flip_weight)
+    if down > 1:
+        x = upfirdn2d(x, f, down=down, flip_filter=flip_filter)
+    return x
+
+
+def modulated_conv2d(x, weight, styles, noise=None, up: int = 1, down: int = 1, padding: int = 0,
+                     resample_filter=None, demodulate: bool = True, flip_weight: bool = True,
+                     fused_modconv: bool = True) -> torch.Tensor:
+    """StyleGAN2 modulated convolution (modulate, convolve, demodulate, add noise)."""
+    batch = x.shape[0]
+    out_ch, in_ch, kh, kw = weight.shape
+    if x.dtype == torch.float16 and demodulate:  # pre-normalise to avoid fp16 overflow
+        weight = weight * (1 / math.sqrt(in_ch * kh * kw) / weight.norm(float("inf"), dim=[1, 2, 3], keepdim=True))
+        styles = styles / styles.norm(float("inf"), dim=1, keepdim=True)
+
+    w = dcoefs = None
+    if demodulate or fused_modconv:
+        w = weight.unsqueeze(0) * styles.reshape(batch, 1, -1, 1, 1)
+    if demodulate:
+        dcoefs = (w.square().sum(dim=[2, 3, 4]) + 1e-8).rsqrt()
+    if demodulate and fused_modconv:
+        w = w * dcoefs.reshape(batch, -1, 1, 1, 1)
+
+    if not fused_modconv:
+        x = x * styles.to(x.dtype).reshape(batch, -1, 1, 1)
+        x = conv2d_resample(x, weight.to(x.dtype), f=resample_filter, up=up, down=down, padding=padding,
+                            flip_weight=flip_weight)
+        if demodulate and noise is not None:
+            x = torch.addcmul(noise.to(x.dtype), x, dcoefs.to(x.dtype).reshape(batch, -1, 1, 1))
+        elif demodulate:
+            x = x * dcoefs.to(x.dtype).reshape(batch, -1, 1, 1)
+        elif noise is not None:
+            x = x + noise.to(x.dtype)
+        return x
+
+    x = x.reshape(1, -1, *x.shape[2:])
+    w = w.reshape(-1, in_ch, kh, kw)
+    x = conv2d_resample(x, w.to(x.dtype), f=resample_filter, up=up, down=down, padding=padding,
+                        groups=batch, flip_weight=flip_weight)
+    x = x.reshape(batch, -1, *x.shape[2:])
+    if noise is not None:
+        x = x + noise
+    return x
