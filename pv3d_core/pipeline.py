@@ -1,0 +1,200 @@
+"""Frames from user settings: the one rendering path the CLI, the viewer and the exporters share.
+
+settings (seeds, t, camera, psi) -> ws (appearance mapping) + motion code -> tri-planes (cached by
+appearance, motion and t) -> volume render -> super-resolution -> frame.
+"""
+from __future__ import annotations
+
+import time
+from collections import OrderedDict
+from dataclasses import dataclass, field, replace
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+
+from .render import cameras
+
+VIEW_MODES = ("final", "raw", "depth", "normals")
+
+
+def seed_latent(seed: int, dim: int) -> torch.Tensor:
+    """The standard-normal code of an integer seed (numpy RandomState, as StyleGAN tools do)."""
+    return torch.from_numpy(np.random.RandomState(int(seed) % (2 ** 32)).randn(1, dim).astype(np.float32))
+
+
+@dataclass(frozen=True)
+class RenderSettings:
+    seed: int = 0                  # appearance seed
+    motion_seed: int = 0
+    t: float = 0.0                 # timestamp in [0, 1]
+    yaw: float = 0.0               # radians
+    pitch: float = 0.0             # radians
+    radius: float = cameras.DEFAULT_RADIUS
+    fov: float = field(default_factory=lambda: cameras.focal_to_fov(cameras.DEFAULT_FOCAL))
+    psi: float = 0.7               # truncation
+    resolution: int | None = None  # output size (None = the model's)
+    view: str = "final"            # final | raw | depth | normals
+    neural_resolution: int | None = None
+    use_cache: bool = True
+
+    def camera(self, pivot=cameras.DEFAULT_PIVOT) -> np.ndarray:
+        return cameras.OrbitCamera(self.yaw, self.pitch, self.radius, tuple(pivot), self.fov).c()
+
+    def with_(self, **kw) -> "RenderSettings":
+        return replace(self, **kw)
+
+
+@dataclass
+class Frame:
+    image: torch.Tensor            # (H, W, 3) uint8 on the model's device
+    timings: dict                  # stage -> milliseconds
+    cached_planes: bool
+    settings: RenderSettings
+
+    def numpy(self) -> np.ndarray:
+        return self.image.cpu().numpy()
+
+
+class LRU(OrderedDict):
+    def __init__(self, capacity: int):
+        super().__init__()
+        self.capacity = capacity
+
+    def get_item(self, key):
+        if key in self:
+            self.move_to_end(key)
+            return self[key]
+        return None
+
+    def put(self, key, value):
+        self[key] = value
+        self.move_to_end(key)
+        while len(self) > self.capacity:
+            self.popitem(last=False)
+
+
+class FrameRenderer:
+    """Renders frames of one generator, caching mapping outputs and tri-planes.
+
+    :meth:`set_appearance` replaces the seed -> ws mapping with a fixed latent (an inverted portrait).
+    """
+
+    def __init__(self, G, device=None, plane_cache: int = 8):
+        self.G = G
+        self.device = torch.device(device) if device is not None else next(G.parameters()).device
+        self.pivot = tuple(G.rendering_kwargs.get("avg_camera_pivot", cameras.DEFAULT_PIVOT))
+        self.radius = float(G.rendering_kwargs.get("avg_camera_radius", cameras.DEFAULT_RADIUS))
+        self._ws = LRU(64)
+        self._planes = LRU(plane_cache)
+        self.appearance_ws: torch.Tensor | None = None
+
+    # -------------------------------------------------------------- latents
+    def conditioning_camera(self) -> torch.Tensor:
+        c = cameras.frontal(self.radius, self.pivot)
+        return torch.from_numpy(c).to(self.device).unsqueeze(0)
+
+    def ws_for(self, seed: int, psi: float) -> torch.Tensor:
+        if self.appearance_ws is not None:
+            return self.appearance_ws.to(self.device)
+        key = (int(seed), float(psi))
+        ws = self._ws.get_item(key)
+        if ws is None:
+            z = seed_latent(seed, self.G.z_dim).to(self.device)
+            with torch.no_grad():
+                ws = self.G.mapping(z, self.conditioning_camera(), truncation_psi=psi)
+            self._ws.put(key, ws)
+        return ws
+
+    def motion_for(self, motion_seed: int) -> torch.Tensor:
+        return seed_latent(10_000_019 + int(motion_seed), self.G.motion_dim).to(self.device)
+
+    def set_appearance(self, ws: torch.Tensor | None) -> None:
+        """Use a fixed appearance latent (e.g. an inverted portrait) instead of seeds; None restores seeds."""
+        self.appearance_ws = ws
+        self._planes.clear()
+
+    def clear_cache(self) -> None:
+        self._ws.clear()
+        self._planes.clear()
+
+    # -------------------------------------------------------------- rendering
+    def planes_for(self, s: RenderSettings, timings: dict):
+        key = (id(self.appearance_ws) if self.appearance_ws is not None else s.seed, s.psi, s.motion_seed,
+               round(float(s.t), 6))
+        if s.use_cache:
+            p = self._planes.get_item(key)
+            if p is not None:
+                return p[0], p[1], True
+        t0 = time.perf_counter()
+        ws = self.ws_for(s.seed, s.psi)
+        timings["mapping"] = (time.perf_counter() - t0) * 1e3
+        t0 = time.perf_counter()
+        with torch.no_grad():
+            planes = self.G.planes(ws, self.motion_for(s.motion_seed), torch.tensor([float(s.t)], device=self.device),
+                                   noise_mode="const")
+        _sync(self.device)
+        timings["backbone"] = (time.perf_counter() - t0) * 1e3
+        if s.use_cache:
+            self._planes.put(key, (ws, planes))
+        return ws, planes, False
+
+    def render(self, s: RenderSettings) -> Frame:
+        if s.view not in VIEW_MODES:
+            raise ValueError(f"unknown view mode {s.view!r}; choose from {', '.join(VIEW_MODES)}")
+        if not 0.0 <= s.t <= 1.0:
+            raise ValueError(f"timestamp must be within [0, 1], got {s.t}")
+        timings: dict = {}
+        ws, planes, cached = self.planes_for(s, timings)
+        c = torch.from_numpy(s.camera(self.pivot)).to(self.device).unsqueeze(0)
+        t0 = time.perf_counter()
+        with torch.no_grad():
+            if s.view == "final":
+                out = self.G.render_planes(planes, ws, c, s.neural_resolution)
+                img = out["image"]
+            else:
+                out = self.render_raw(planes, ws, c, s.neural_resolution)
+                img = {"raw": out["image_raw"], "depth": out["depth_vis"], "normals": out["normals"]}[s.view]
+        _sync(self.device)
+        timings["render"] = (time.perf_counter() - t0) * 1e3
+        res = s.resolution or self.G.img_resolution
+        image = to_uint8(img, res)
+        return Frame(image=image, timings=timings, cached_planes=cached, settings=s)
+
+    def render_raw(self, planes, ws, c, neural_resolution=None):
+        """The raw neural render, a depth visualisation and normals from depth (no super-resolution)."""
+        from .render.rays import pixel_rays, split_camera
+        from .render.volume import render_rays
+
+        G = self.G
+        res = neural_resolution or G.neural_rendering_resolution
+        cam2world, intr = split_camera(c)
+        origins, dirs = pixel_rays(cam2world, intr, res)
+        feats, depth, _ = render_rays(planes, G.decoder, origins, dirs, G.rendering_kwargs, deterministic=True)
+        fimg = feats.permute(0, 2, 1).reshape(1, -1, res, res)
+        raw = G.to_img_raw(fimg, ws[:, 0, :], fused_modconv=False)
+        d = depth.permute(0, 2, 1).reshape(1, 1, res, res)
+        lo, hi = G.rendering_kwargs["ray_start"], G.rendering_kwargs["ray_end"]
+        depth_vis = (1 - (d - lo) / (hi - lo)).clamp(0, 1).repeat(1, 3, 1, 1) * 2 - 1
+        pts = (origins + dirs * depth).reshape(1, res, res, 3)
+        dx = pts[:, :, 1:] - pts[:, :, :-1]
+        dy = pts[:, 1:] - pts[:, :-1]
+        n = torch.cross(dx[:, :-1], dy[:, :, :-1], dim=-1)
+        n = F.normalize(n, dim=-1)
+        n = F.pad(n.permute(0, 3, 1, 2), (0, 1, 0, 1), mode="replicate")
+        # world normals -> colours; the face looks towards +z, so it shows bluish
+        normals = -n
+        return {"image_raw": raw, "depth_vis": depth_vis, "normals": normals, "depth": d}
+
+
+def to_uint8(img: torch.Tensor, resolution: int | None = None) -> torch.Tensor:
+    """(1, 3, h, w) in [-1, 1] -> (H, W, 3) uint8, resized (antialiased) to ``resolution``."""
+    if resolution is not None and img.shape[-1] != resolution:
+        img = F.interpolate(img.float(), size=(resolution, resolution), mode="bilinear", align_corners=False,
+                            antialias=resolution < img.shape[-1])
+    return ((img[0].permute(1, 2, 0) + 1) * 127.5).clamp(0, 255).round().to(torch.uint8)
+
+
+def _sync(device: torch.device) -> None:
+    if device.type == "cuda":
+        torch.cuda.synchronize(device)
