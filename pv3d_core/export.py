@@ -1,0 +1,164 @@
+"""Writing frames out: mp4 clips (imageio-ffmpeg, h264), PNG frames and folders, atomically.
+
+The clip renderer here is what `pv3d generate` and the viewer's export both call.
+"""
+from __future__ import annotations
+
+import os
+import tempfile
+import threading
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Callable, Iterable, Iterator
+
+import numpy as np
+
+from .pipeline import FrameRenderer, RenderSettings
+
+
+class ExportError(ValueError):
+    """An export that cannot be written, with a one-line reason."""
+
+
+class Cancelled(Exception):
+    """Raised when a long job is cancelled by the user; nothing partial is left behind."""
+
+
+def check_output(path) -> Path:
+    path = Path(path)
+    parent = path.parent if str(path.parent) else Path(".")
+    if path.is_dir() and path.suffix.lower() in (".mp4", ".png"):
+        raise ExportError(f"output path {path} is a folder")
+    try:
+        parent.mkdir(parents=True, exist_ok=True)
+    except OSError as e:
+        raise ExportError(f"cannot create folder {parent}: {e.strerror}") from None
+    if not os.access(parent, os.W_OK):
+        raise ExportError(f"cannot write to {parent}: permission denied")
+    return path
+
+
+def write_mp4(path, frames: Iterable[np.ndarray], fps: float = 25.0, quality: int = 8,
+              cancel: threading.Event | None = None) -> Path:
+    """Encode uint8 (H, W, 3) frames as h264 into a temporary file, then rename it into place."""
+    import imageio.v2 as imageio
+
+    path = check_output(path)
+    fd, tmp = tempfile.mkstemp(prefix=f".{path.stem}.", suffix=".mp4", dir=path.parent)
+    os.close(fd)
+    n = 0
+    try:
+        with imageio.get_writer(tmp, fps=fps, codec="libx264", quality=quality, macro_block_size=1,
+                                ffmpeg_log_level="error", output_params=["-pix_fmt", "yuv420p"]) as w:
+            for f in frames:
+                if cancel is not None and cancel.is_set():
+                    raise Cancelled("export cancelled")
+                w.append_data(np.ascontiguousarray(f, dtype=np.uint8))
+                n += 1
+        if n == 0:
+            raise ExportError("no frames to write")
+        os.replace(tmp, path)
+    except BaseException as e:
+        if os.path.exists(tmp):
+            os.unlink(tmp)
+        if isinstance(e, OSError):
+            raise ExportError(f"cannot write {path}: {e.strerror or e}") from None
+        raise
+    return path
+
+
+def write_png(path, image: np.ndarray) -> Path:
+    from PIL import Image
+
+    path = check_output(path)
+    fd, tmp = tempfile.mkstemp(prefix=f".{path.stem}.", suffix=".png", dir=path.parent)
+    os.close(fd)
+    try:
+        Image.fromarray(np.ascontiguousarray(image, dtype=np.uint8)).save(tmp, format="PNG")
+        os.replace(tmp, path)
+    except BaseException as e:
+        if os.path.exists(tmp):
+            os.unlink(tmp)
+        if isinstance(e, OSError):
+            raise ExportError(f"cannot write {path}: {e.strerror or e}") from None
+        raise
+    return path
+
+
+def write_png_folder(folder, frames: Iterable[np.ndarray], cancel: threading.Event | None = None) -> Path:
+    """frame_00000.png ... written into a temporary sibling folder that is renamed into place."""
+    folder = Path(folder)
+    check_output(folder / "x.png") if folder.exists() else check_output(folder)
+    if folder.exists() and any(folder.iterdir()):
+        raise ExportError(f"output folder {folder} is not empty")
+    tmp = Path(tempfile.mkdtemp(prefix=f".{folder.name}.", dir=folder.parent))
+    try:
+        n = 0
+        for i, f in enumerate(frames):
+            if cancel is not None and cancel.is_set():
+                raise Cancelled("export cancelled")
+            write_png(tmp / f"frame_{i:05d}.png", f)
+            n += 1
+        if n == 0:
+            raise ExportError("no frames to write")
+        if folder.exists():
+            folder.rmdir()
+        os.replace(tmp, folder)
+    except BaseException:
+        for p in tmp.glob("*"):
+            p.unlink()
+        tmp.rmdir()
+        raise
+    return folder
+
+
+@dataclass
+class ClipSpec:
+    """A timeline clip: frames at timestamps t0..t1, along a camera path."""
+    frames: int = 64
+    t0: float = 0.0
+    t1: float = 1.0
+    camera: str = "fixed"          # fixed | orbit | yaw
+    yaw_range: float = 0.35
+    pitch_range: float = 0.15
+
+    def timestamps(self) -> np.ndarray:
+        if self.frames < 1:
+            raise ValueError("a clip needs at least one frame")
+        if not (0 <= self.t0 <= 1 and 0 <= self.t1 <= 1):
+            raise ValueError(f"timestamps must lie in [0, 1], got {self.t0}..{self.t1}")
+        return np.linspace(self.t0, self.t1, self.frames) if self.frames > 1 else np.array([self.t0])
+
+
+def clip_settings(base: RenderSettings, spec: ClipSpec) -> list[RenderSettings]:
+    """Per-frame settings of a clip; camera paths are offsets around the base camera."""
+    ts = spec.timestamps()
+    out = []
+    for i, t in enumerate(ts):
+        s = i / len(ts)
+        yaw, pitch = base.yaw, base.pitch
+        if spec.camera == "orbit":
+            yaw += spec.yaw_range * np.sin(2 * np.pi * s)
+            pitch += spec.pitch_range * np.cos(2 * np.pi * s) - spec.pitch_range
+        elif spec.camera == "yaw":
+            yaw += spec.yaw_range * np.sin(2 * np.pi * s)
+        elif spec.camera != "fixed":
+            raise ValueError(f"unknown camera path {spec.camera!r}: choose fixed, orbit or yaw")
+        out.append(base.with_(t=float(t), yaw=float(yaw), pitch=float(pitch)))
+    return out
+
+
+def render_clip(renderer: FrameRenderer, settings: list[RenderSettings],
+                progress: Callable[[int, int], None] | None = None,
+                cancel: threading.Event | None = None) -> Iterator[np.ndarray]:
+    """Frames (uint8 numpy) of a list of settings, reporting progress and honouring cancel."""
+    for i, s in enumerate(settings):
+        if cancel is not None and cancel.is_set():
+            raise Cancelled("render cancelled")
+        yield renderer.render(s).numpy()
+        if progress is not None:
+            progress(i + 1, len(settings))
+
+
+__all__ = ["ExportError", "Cancelled", "write_mp4", "write_png", "write_png_folder", "ClipSpec",
+           "clip_settings", "render_clip", "check_output"]
