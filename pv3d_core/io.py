@@ -209,8 +209,12 @@ def check_writable(path) -> Path:
         parent.mkdir(parents=True, exist_ok=True)
     except OSError as e:
         raise CheckpointError(f"cannot create folder {parent}: {e.strerror}") from None
-    if not os.access(parent, os.W_OK):
-        raise CheckpointError(f"cannot write to {parent}: permission denied")
+    try:  # the only reliable test (root, read-only mounts, special file systems)
+        fd, probe = tempfile.mkstemp(prefix=".pv3d-write-test.", dir=parent)
+        os.close(fd)
+        os.unlink(probe)
+    except OSError as e:
+        raise CheckpointError(f"cannot write to {parent}: {e.strerror or e}") from None
     return path
 
 

@@ -224,6 +224,7 @@ class SynthesisBlock(nn.Module):
         self.in_channels, self.w_dim, self.resolution = in_channels, w_dim, resolution
         self.img_channels, self.is_last, self.use_fp16 = img_channels, is_last, use_fp16
         self.fused_modconv_default, self.fuse_motion_time, self.upsample = fused_modconv_default, fuse_motion_time, upsample
+        self.channels_last = False   # NHWC activations: faster convolutions on CPU (oneDNN) and tensor cores
         self.register_buffer("resample_filter", setup_filter(resample_filter))
         self.num_conv = 0
         self.num_torgb = 0
@@ -250,15 +251,16 @@ class SynthesisBlock(nn.Module):
         dtype = torch.float16 if self.use_fp16 and not force_fp32 else torch.float32
         fused = _resolve_fused(fused_modconv, self.fused_modconv_default, self.training)
         kw = dict(fused_modconv=fused, noise_mode=noise_mode)
+        fmt = torch.channels_last if self.channels_last else torch.contiguous_format
 
         if self.in_channels == 0:
-            x = self.const.to(dtype=dtype).unsqueeze(0).repeat([ws.shape[0], 1, 1, 1])
+            x = self.const.to(dtype=dtype).unsqueeze(0).repeat([ws.shape[0], 1, 1, 1]).to(memory_format=fmt)
             w0 = next(w_iter)
             x = self.conv1(x, w0, **kw)
             if self.fuse_motion_time:
                 x = self.motion_time_fuser(x, z_motion, t, **kw)
         else:
-            x = x.to(dtype=dtype)
+            x = x.to(dtype=dtype, memory_format=fmt)
             w0, w1 = next(w_iter), next(w_iter)
             x = self.conv0(x, w0, **kw)
             if self.fuse_motion_time:
@@ -267,7 +269,7 @@ class SynthesisBlock(nn.Module):
 
         if img is not None and self.upsample:
             img = upsample2d(img, self.resample_filter)
-        y = self.torgb(x, next(w_iter), fused_modconv=fused).to(torch.float32)
+        y = self.torgb(x, next(w_iter), fused_modconv=fused).to(torch.float32, memory_format=torch.contiguous_format)
         img = img + y if img is not None else y
         return x, img
 

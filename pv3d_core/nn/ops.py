@@ -34,6 +34,23 @@ def bias_act(x: torch.Tensor, b: torch.Tensor | None = None, act: str = "linear"
     """Bias, activation, gain and clamp, in that order."""
     func, alpha, def_gain = ACTIVATIONS[act]
     gain = def_gain if gain is None else float(gain)
+    if not (torch.is_grad_enabled() and (x.requires_grad or (b is not None and b.requires_grad))):
+        # Inference: the same operations in the same order, in place (one buffer instead of four).
+        if b is not None:
+            x = x + b.reshape([-1 if i == dim else 1 for i in range(x.ndim)])
+        elif act != "linear" or gain != 1 or clamp is not None:
+            x = x.clone()
+        if act == "lrelu":
+            F.leaky_relu_(x, alpha)
+        elif act == "relu":
+            F.relu_(x)
+        elif act != "linear":
+            x = func(x, alpha)
+        if gain != 1:
+            x.mul_(gain)
+        if clamp is not None and clamp >= 0:
+            x.clamp_(-clamp, clamp)
+        return x
     if b is not None:
         x = x + b.reshape([-1 if i == dim else 1 for i in range(x.ndim)])
     x = func(x, alpha)
@@ -112,6 +129,8 @@ def downsample2d(x, f, down: int = 2, padding=0, gain: float = 1.0):
 def _conv(x, w, stride=1, padding=0, groups=1, transpose=False, flip_weight=True):
     if not flip_weight and (w.shape[2] > 1 or w.shape[3] > 1):
         w = w.flip([2, 3])
+    if x.shape[1] > 1 and x.is_contiguous(memory_format=torch.channels_last) and not x.is_contiguous():
+        w = w.contiguous(memory_format=torch.channels_last)  # keep oneDNN/cuDNN on the NHWC path
     if transpose:
         return F.conv_transpose2d(x, w, stride=stride, padding=padding, groups=groups)
     return F.conv2d(x, w, stride=stride, padding=padding, groups=groups)

@@ -16,6 +16,15 @@ import torch.nn.functional as F
 from .triplane import sample_planes
 
 
+def march_weights(densities, depths):
+    """Compositing weights (N, R, S-1, 1) of samples along rays (mid-point quadrature)."""
+    deltas = depths[:, :, 1:] - depths[:, :, :-1]
+    densities_mid = F.softplus((densities[:, :, :-1] + densities[:, :, 1:]) / 2 - 1)
+    alpha = 1 - torch.exp(-densities_mid * deltas)
+    alpha_shifted = torch.cat([torch.ones_like(alpha[:, :, :1]), 1 - alpha + 1e-10], -2)
+    return alpha * torch.cumprod(alpha_shifted, -2)[:, :, :-1]
+
+
 def march(colors, densities, depths):
     """Composite samples along rays.
 
@@ -113,7 +122,7 @@ def render_rays(planes, decoder: Decoder, origins, dirs, options: dict, determin
     colors_c, sigma_c = run(depths_c)
     n_imp = options.get("depth_resolution_importance", 0)
     if n_imp > 0:
-        _, _, w = march(colors_c, sigma_c, depths_c)
+        w = march_weights(sigma_c, depths_c)   # the coarse colours are not composited: only weights are used
         depths_f = importance_depths(depths_c, w, n_imp, deterministic)
         colors_f, sigma_f = run(depths_f)
         depths = torch.cat([depths_c, depths_f], dim=-2)

@@ -1,0 +1,46 @@
+import os
+import sys
+from pathlib import Path
+
+import pytest
+import torch
+
+ROOT = Path(__file__).resolve().parent.parent
+SHARED = ROOT.parent / "shared"
+FIXTURE = SHARED / "fixtures" / "official_pv3d_small"
+ARTIFACTS = ROOT / "tests" / "artifacts"
+
+if str(ROOT) not in sys.path:
+    sys.path.insert(0, str(ROOT))
+torch.set_num_threads(max(1, min(2, os.cpu_count() or 1)))
+
+
+def need_fixture():
+    if not (FIXTURE / "official_format.ckpt").exists():
+        pytest.skip(f"the official parity fixture is not at {FIXTURE} (shared/ is beside developer clones and CI only)")
+
+
+@pytest.fixture(scope="session")
+def tiny_generator():
+    from pv3d_core.config import preset
+    from pv3d_core.io import build_generator
+
+    torch.manual_seed(1234)
+    G = build_generator(preset("tiny"))
+    # Random init gives near-empty density; perturb so that every layer matters in the checks.
+    with torch.no_grad():
+        for name, p in G.named_parameters():
+            if name.endswith("noise_strength"):
+                p.fill_(0.1)
+            elif name.endswith(".bias") and p.ndim == 1:
+                p.normal_(0, 0.1)
+    return G.eval().requires_grad_(False)
+
+
+@pytest.fixture(scope="session")
+def tiny_ckpt(tmp_path_factory, tiny_generator):
+    from pv3d_core.io import save_generator
+
+    path = tmp_path_factory.mktemp("ckpt") / "tiny.safetensors"
+    save_generator(path, tiny_generator, name="tiny")
+    return path
