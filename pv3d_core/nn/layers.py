@@ -35,7 +35,7 @@ class FullyConnectedLayer(nn.Module):
                 b = b * self.bias_gain
         if self.activation == "linear" and b is not None:
             return torch.addmm(b.unsqueeze(0), x, w.t())
-        return bias_act(x.matmul(w.t()), b, act=self.activation)
+        return bias_act(x.matmul(w.t()), b, act=self.activation, inplace=True)
 
     def extra_repr(self):
         return f"in_features={self.in_features}, out_features={self.out_features}, activation={self.activation}"
@@ -71,7 +71,7 @@ class Conv2dLayer(nn.Module):
         x = conv2d_resample(x, w.to(x.dtype), f=self.resample_filter, up=self.up, down=self.down,
                             padding=self.padding, flip_weight=(self.up == 1))
         clamp = self.conv_clamp * gain if self.conv_clamp is not None else None
-        return bias_act(x, b, act=self.activation, gain=self.act_gain * gain, clamp=clamp)
+        return bias_act(x, b, act=self.activation, gain=self.act_gain * gain, clamp=clamp, inplace=True)
 
 
 class MappingNetwork(nn.Module):
@@ -150,7 +150,8 @@ class SynthesisLayer(nn.Module):
                              resample_filter=self.resample_filter, flip_weight=(self.up == 1),
                              fused_modconv=fused_modconv)
         clamp = self.conv_clamp * gain if self.conv_clamp is not None else None
-        return bias_act(x, self.bias.to(x.dtype), act=self.activation, gain=self.act_gain * gain, clamp=clamp)
+        return bias_act(x, self.bias.to(x.dtype), act=self.activation, gain=self.act_gain * gain, clamp=clamp,
+                        inplace=True)
 
 
 class ToRGBLayer(nn.Module):
@@ -168,7 +169,7 @@ class ToRGBLayer(nn.Module):
     def forward(self, x, w, fused_modconv: bool = True):
         styles = self.affine(w) * self.weight_gain
         x = modulated_conv2d(x, self.weight, styles, demodulate=False, fused_modconv=fused_modconv)
-        return bias_act(x, self.bias.to(x.dtype), clamp=self.conv_clamp)
+        return bias_act(x, self.bias.to(x.dtype), clamp=self.conv_clamp, inplace=True)
 
 
 class MotionTimeFuser(nn.Module):

@@ -30,15 +30,19 @@ def default_gain(act: str) -> float:
 
 
 def bias_act(x: torch.Tensor, b: torch.Tensor | None = None, act: str = "linear", gain: float | None = None,
-             clamp: float | None = None, dim: int = 1) -> torch.Tensor:
-    """Bias, activation, gain and clamp, in that order."""
+             clamp: float | None = None, dim: int = 1, inplace: bool = False) -> torch.Tensor:
+    """Bias, activation, gain and clamp, in that order.
+
+    ``inplace=True`` lets inference overwrite ``x`` (callers pass it for fresh convolution outputs).
+    """
     func, alpha, def_gain = ACTIVATIONS[act]
     gain = def_gain if gain is None else float(gain)
     if not (torch.is_grad_enabled() and (x.requires_grad or (b is not None and b.requires_grad))):
         # Inference: the same operations in the same order, in place (one buffer instead of four).
         if b is not None:
-            x = x + b.reshape([-1 if i == dim else 1 for i in range(x.ndim)])
-        elif act != "linear" or gain != 1 or clamp is not None:
+            bb = b.reshape([-1 if i == dim else 1 for i in range(x.ndim)])
+            x = x.add_(bb) if inplace else x + bb
+        elif not inplace and (act != "linear" or gain != 1 or clamp is not None):
             x = x.clone()
         if act == "lrelu":
             F.leaky_relu_(x, alpha)
@@ -97,13 +101,18 @@ def upfirdn2d(x: torch.Tensor, f: torch.Tensor | None, up: int = 1, down: int = 
         x = x.reshape(n, c, h, 1, w, 1)
         x = F.pad(x, [0, up - 1, 0, 0, 0, up - 1])
         x = x.reshape(n, c, h * up, w * up)
-    x = F.pad(x, [max(px0, 0), max(px1, 0), max(py0, 0), max(py1, 0)])
-    x = x[:, :, max(-py0, 0): x.shape[2] - max(-py1, 0), max(-px0, 0): x.shape[3] - max(-px1, 0)]
+    conv_pad = 0
+    if px0 == px1 == py0 == py1 and px0 >= 0 and f.ndim == 2:
+        conv_pad = px0   # let the convolution pad: no separate padded copy of a large tensor
+    else:
+        if any(p != 0 for p in (px0, px1, py0, py1)):
+            x = F.pad(x, [max(px0, 0), max(px1, 0), max(py0, 0), max(py1, 0)])
+        x = x[:, :, max(-py0, 0): x.shape[2] - max(-py1, 0), max(-px0, 0): x.shape[3] - max(-px1, 0)]
     f = (f * (gain ** (f.ndim / 2))).to(x.dtype)
     if not flip_filter:
         f = f.flip(list(range(f.ndim)))
     if f.ndim == 2:
-        x = F.conv2d(x, f[None, None].expand(c, 1, *f.shape), groups=c)
+        x = F.conv2d(x, f[None, None].expand(c, 1, *f.shape), padding=conv_pad, groups=c)
     else:
         x = F.conv2d(x, f[None, None, None, :].expand(c, 1, 1, -1), groups=c)
         x = F.conv2d(x, f[None, None, :, None].expand(c, 1, -1, 1), groups=c)
@@ -130,6 +139,11 @@ def _conv(x, w, stride=1, padding=0, groups=1, transpose=False, flip_weight=True
     if not flip_weight and (w.shape[2] > 1 or w.shape[3] > 1):
         w = w.flip([2, 3])
     if x.shape[1] > 1 and x.is_contiguous(memory_format=torch.channels_last) and not x.is_contiguous():
+        if (w.shape[2] == 1 and w.shape[3] == 1 and groups == 1 and not transpose and stride == 1
+                and padding in (0, [0, 0])):
+            # A 1x1 convolution on NHWC activations is a matrix product over channels; oneDNN would
+            # first convert the whole tensor (the ToRGB layers at 256² and 512²).
+            return F.linear(x.permute(0, 2, 3, 1), w[:, :, 0, 0]).permute(0, 3, 1, 2)
         w = w.contiguous(memory_format=torch.channels_last)  # keep oneDNN/cuDNN on the NHWC path
     if transpose:
         return F.conv_transpose2d(x, w, stride=stride, padding=padding, groups=groups)
