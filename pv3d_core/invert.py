@@ -1,0 +1,259 @@
+"""Projection of portraits into the generator: latent optimisation, then pivotal tuning (PTI).
+
+1. ``w`` phase: optimise one appearance latent (broadcast to every layer) from the average latent,
+   rendering the canonical frame (t = 0, where every motion code agrees) from the photo's camera.
+2. optional ``w+`` phase: per-layer offsets around that latent.
+3. PTI: fine-tune the generator's synthesis weights around the found latent (the pivot), with a
+   locality regulariser that keeps the tuned generator close to the original one for latents near
+   the pivot seen from other cameras, so novel views stay sane.
+
+Losses that work offline: pixel (L1 on the final and raw images), SSIM (pytorch-msssim) and a
+perceptual term from the image discriminator's features when the checkpoint has one.
+Everything is deterministic under ``seed``; progress is reported through a callback and
+``cancel`` (a threading.Event) stops the run with :class:`pv3d_core.export.Cancelled`.
+"""
+from __future__ import annotations
+
+import copy
+import math
+import threading
+from dataclasses import asdict, dataclass, field
+from typing import Callable
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+
+from .export import Cancelled
+from .render import cameras
+
+
+@dataclass
+class InversionConfig:
+    w_steps: int = 300
+    wplus_steps: int = 0
+    pti_steps: int = 150
+    w_lr: float = 0.02
+    pti_lr: float = 3e-4
+    pixel_weight: float = 1.0
+    raw_weight: float = 0.5
+    ssim_weight: float = 0.5
+    perceptual_weight: float = 0.3
+    locality_weight: float = 1.0
+    locality_alpha: float = 0.5          # how far from the pivot the regulariser's latents lie (in w std)
+    locality_yaw: float = 0.45           # radians: cameras the regulariser looks from
+    w_avg_samples: int = 2000
+    seed: int = 0
+
+    def to_dict(self) -> dict:
+        return asdict(self)
+
+
+@dataclass
+class InversionResult:
+    ws: torch.Tensor                     # (1, num_ws, w_dim) appearance latent
+    generator: torch.nn.Module           # the tuned generator (the original one when pti_steps = 0)
+    camera: np.ndarray                   # (25,) camera of the photo
+    history: list = field(default_factory=list)   # (phase, step, loss)
+    metrics: dict = field(default_factory=dict)   # psnr, ssim at the input view
+    meta: dict = field(default_factory=dict)
+
+
+Progress = Callable[[str, int, int, float], None]
+
+
+def _ssim(a, b):
+    from pytorch_msssim import ssim
+
+    return ssim((a + 1) / 2, (b + 1) / 2, data_range=1.0, size_average=True,
+                win_size=11 if min(a.shape[-2:]) >= 64 else 7)
+
+
+class ReconstructionLoss:
+    """Pixel + SSIM (+ discriminator-feature perceptual) loss against one target view."""
+
+    def __init__(self, cfg: InversionConfig, target: torch.Tensor, raw_res: int, d_img=None):
+        self.cfg, self.target, self.d_img = cfg, target, d_img
+        self.target_raw = F.interpolate(target, size=(raw_res, raw_res), mode="bilinear", align_corners=False,
+                                        antialias=True)
+        self.target_feats = self.features(target, self.target_raw) if d_img is not None else None
+
+    def features(self, image, raw):
+        d = self.d_img
+        x, img = None, torch.cat([image, F.interpolate(raw, size=image.shape[-2:], mode="bilinear",
+                                                       align_corners=False, antialias=True)], 1)
+        feats = []
+        for res in d.block_resolutions:
+            x, img = getattr(d, f"b{res}")(x, img)
+            feats.append(x)
+        return feats
+
+    def __call__(self, out) -> torch.Tensor:
+        c = self.cfg
+        loss = c.pixel_weight * (out["image"] - self.target).abs().mean()
+        loss = loss + c.raw_weight * (out["image_raw"] - self.target_raw).abs().mean()
+        if c.ssim_weight:
+            loss = loss + c.ssim_weight * (1 - _ssim(out["image"], self.target))
+        if self.target_feats is not None and c.perceptual_weight:
+            feats = self.features(out["image"], out["image_raw"])
+            loss = loss + c.perceptual_weight * sum(
+                F.mse_loss(f, t) / (t.square().mean() + 1e-8) for f, t in zip(feats, self.target_feats)) / len(feats)
+        return loss
+
+
+def _check(cancel):
+    if cancel is not None and cancel.is_set():
+        raise Cancelled("inversion cancelled")
+
+
+def psnr(a: torch.Tensor, b: torch.Tensor) -> float:
+    """PSNR in dB of two images in [-1, 1]."""
+    mse = ((a - b) / 2).square().mean().item()
+    return float("inf") if mse == 0 else 10 * math.log10(1.0 / mse)
+
+
+def invert(G, target: torch.Tensor, camera, config: InversionConfig | None = None, d_img=None,
+           progress: Progress | None = None, cancel: threading.Event | None = None) -> InversionResult:
+    """Project ``target`` ((1, 3, R, R) in [-1, 1] at G.img_resolution, aligned as the training data)
+    seen from ``camera`` (25-vector) into G. Returns the latent and the tuned generator."""
+    cfg = config or InversionConfig()
+    dev = next(G.parameters()).device
+    if target.ndim != 4 or target.shape[:2] != (1, 3) or target.shape[-1] != G.img_resolution:
+        raise ValueError(f"target must be (1, 3, {G.img_resolution}, {G.img_resolution}), got {tuple(target.shape)}")
+    target = target.to(dev, torch.float32)
+    c = torch.as_tensor(np.asarray(camera, dtype=np.float32), device=dev).reshape(1, 25)
+    pivot = tuple(G.rendering_kwargs.get("avg_camera_pivot", cameras.DEFAULT_PIVOT))
+    radius = float(G.rendering_kwargs.get("avg_camera_radius", cameras.DEFAULT_RADIUS))
+    c0 = torch.from_numpy(cameras.frontal(radius, pivot)).to(dev)[None]
+    gen = torch.Generator(device="cpu").manual_seed(cfg.seed)
+    torch.manual_seed(cfg.seed)
+    zm = torch.zeros(1, G.motion_dim, device=dev)     # t = 0: the motion code has no effect
+    t0 = torch.zeros(1, device=dev)
+    history: list = []
+    was_training = G.training
+    G.eval()
+
+    # latent statistics
+    with torch.no_grad():
+        z = torch.randn(cfg.w_avg_samples, G.z_dim, generator=gen).to(dev)
+        w_samples = G.mapping(z, c0.expand(len(z), -1))[:, :1]
+        w_avg = w_samples.mean(0, keepdim=True)
+        w_std = float(((w_samples - w_avg).square().sum(-1).mean()) ** 0.5)
+    loss_fn = ReconstructionLoss(cfg, target, G.neural_rendering_resolution, d_img)
+    num_ws = G.num_ws
+
+    def render(G_, ws):
+        return G_.synthesis(ws, zm, t0, c, noise_mode="const", deterministic=True)
+
+    # 1) w
+    w = w_avg.clone().requires_grad_(True)
+    opt = torch.optim.Adam([w], lr=cfg.w_lr, betas=(0.9, 0.999))
+    G.requires_grad_(False)
+    for step in range(cfg.w_steps):
+        _check(cancel)
+        ramp = min(1.0, (1 - step / max(cfg.w_steps, 1)) / 0.25)
+        lr = cfg.w_lr * (0.5 - 0.5 * math.cos(ramp * math.pi)) * min(1.0, step / max(1, 0.05 * cfg.w_steps))
+        for g in opt.param_groups:
+            g["lr"] = lr
+        noise_scale = w_std * 0.05 * max(0.0, 1 - step / (0.75 * max(cfg.w_steps, 1))) ** 2
+        w_noisy = w + torch.randn(w.shape, generator=gen).to(dev) * noise_scale
+        loss = loss_fn(render(G, w_noisy.repeat(1, num_ws, 1)))
+        opt.zero_grad(set_to_none=True)
+        loss.backward()
+        opt.step()
+        history.append(("w", step, float(loss.detach())))
+        if progress:
+            progress("w", step + 1, cfg.w_steps, float(loss.detach()))
+    ws = w.detach().repeat(1, num_ws, 1)
+
+    # 2) w+
+    if cfg.wplus_steps:
+        delta = torch.zeros_like(ws, requires_grad=True)
+        opt = torch.optim.Adam([delta], lr=cfg.w_lr * 0.5)
+        for step in range(cfg.wplus_steps):
+            _check(cancel)
+            loss = loss_fn(render(G, ws + delta)) + 1e-3 * delta.square().sum(-1).mean() / w_std ** 2
+            opt.zero_grad(set_to_none=True)
+            loss.backward()
+            opt.step()
+            history.append(("w+", step, float(loss.detach())))
+            if progress:
+                progress("w+", step + 1, cfg.wplus_steps, float(loss.detach()))
+        ws = (ws + delta).detach()
+
+    # 3) pivotal tuning
+    G_t = G
+    if cfg.pti_steps:
+        G_t = copy.deepcopy(G)
+        G_t.requires_grad_(False)
+        params = [p for n, p in G_t.named_parameters() if not n.startswith("backbone.mapping")]
+        for p in params:
+            p.requires_grad_(True)
+        opt = torch.optim.Adam(params, lr=cfg.pti_lr)
+        yaws = [-cfg.locality_yaw, cfg.locality_yaw, 0.0]
+        for step in range(cfg.pti_steps):
+            _check(cancel)
+            loss = loss_fn(render(G_t, ws))
+            if cfg.locality_weight:
+                zr = torch.randn(1, G.z_dim, generator=gen).to(dev)
+                wr = G.mapping(zr, c0)[:, :1]
+                d = wr - ws[:, :1]
+                wr = ws[:, :1] + cfg.locality_alpha * w_std * d / (d.norm(dim=-1, keepdim=True) + 1e-8)
+                wr = wr.repeat(1, num_ws, 1).detach()
+                yaw = yaws[step % len(yaws)]
+                cr = torch.from_numpy(cameras.OrbitCamera(yaw=yaw, radius=radius, pivot=pivot).c()).to(dev)[None]
+                with torch.no_grad():
+                    ref = G.synthesis(wr, zm, t0, cr, noise_mode="const", deterministic=True)
+                out = G_t.synthesis(wr, zm, t0, cr, noise_mode="const", deterministic=True)
+                loss = loss + cfg.locality_weight * ((out["image"] - ref["image"]).square().mean()
+                                                     + (out["image_raw"] - ref["image_raw"]).square().mean())
+            opt.zero_grad(set_to_none=True)
+            loss.backward()
+            opt.step()
+            history.append(("pti", step, float(loss.detach())))
+            if progress:
+                progress("pti", step + 1, cfg.pti_steps, float(loss.detach()))
+        G_t.requires_grad_(False).eval()
+
+    with torch.no_grad():
+        final = render(G_t, ws)["image"]
+    G.train(was_training)
+    metrics = {"psnr": psnr(final, target), "ssim": float(_ssim(final, target))}
+    return InversionResult(ws=ws, generator=G_t, camera=c[0].cpu().numpy(), history=history, metrics=metrics,
+                           meta={"config": cfg.to_dict()})
+
+
+# ------------------------------------------------------------------------------------ saving
+
+def save_portrait(path, result: InversionResult, extra_meta: dict | None = None):
+    """Our safe checkpoint: the tuned generator (as G_ema), the latent and the camera."""
+    from .config import ModelConfig
+    from .io import save_checkpoint
+
+    G = result.generator
+    meta = {"kind": "portrait", "metrics": result.metrics, "camera": [float(v) for v in result.camera],
+            **result.meta, **(extra_meta or {})}
+    cfg = ModelConfig(generator=G.config, name="portrait")
+    return save_checkpoint(path, cfg, {"generator_ema": G}, meta,
+                           extra={"ws": result.ws.detach().cpu(),
+                                  "camera": torch.as_tensor(result.camera, dtype=torch.float32)})
+
+
+def load_portrait(path, device="cpu"):
+    """(generator, ws, meta) of a saved portrait; meta['kind'] == 'portrait'."""
+    from .io import CheckpointError, generator_from_checkpoint, read_checkpoint
+
+    ck = read_checkpoint(path)
+    if ck.meta.get("kind") != "portrait" or "extra.ws" not in ck.tensors:
+        raise CheckpointError(f"{path} is not a saved portrait (no latent in it)")
+    G = generator_from_checkpoint(ck, device=device)
+    return G, ck.tensors["extra.ws"].to(device), ck.meta
+
+
+def is_portrait(path) -> bool:
+    try:
+        from .io import read_checkpoint
+
+        return read_checkpoint(path).meta.get("kind") == "portrait"
+    except Exception:
+        return False
