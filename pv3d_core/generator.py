@@ -92,19 +92,25 @@ class PV3DGenerator(nn.Module):
 
     def render_planes(self, planes, ws, c, neural_rendering_resolution=None, deterministic: bool = True,
                       fused_modconv=None):
-        """Volume render + super-resolve tri-planes from cameras ``c`` (N, 25)."""
+        """Volume render + super-resolve tri-planes from cameras ``c`` (N, 25).
+
+        ``image_depth`` is the expected distance along each (unit) ray from the camera centre;
+        ``image_alpha`` the accumulated opacity.
+        """
         res = neural_rendering_resolution or self.neural_rendering_resolution
         cam2world, intrinsics = split_camera(c)
         origins, dirs = pixel_rays(cam2world, intrinsics, res)
         n = origins.shape[0]
-        feats, depth, _ = render_rays(planes, self.decoder, origins, dirs, self.rendering_kwargs, deterministic)
+        feats, depth, alpha = render_rays(planes, self.decoder, origins, dirs, self.rendering_kwargs, deterministic)
         feature_image = feats.permute(0, 2, 1).reshape(n, feats.shape[-1], res, res).contiguous()
         depth_image = depth.permute(0, 2, 1).reshape(n, 1, res, res)
+        alpha_image = alpha.permute(0, 2, 1).reshape(n, 1, res, res)
         rgb = self.to_img_raw(feature_image, ws[:, 0, :], fused_modconv=False).to(torch.float32)
         image = self.superresolution(rgb, feature_image, ws,
                                      noise_mode=self.rendering_kwargs["superresolution_noise_mode"],
                                      fused_modconv=fused_modconv)
-        return {"image": image, "image_raw": rgb, "image_depth": depth_image, "feature_image": feature_image}
+        return {"image": image, "image_raw": rgb, "image_depth": depth_image, "image_alpha": alpha_image,
+                "feature_image": feature_image}
 
     def synthesis(self, ws, z_motion, t, c, neural_rendering_resolution=None, noise_mode: str = "const",
                   deterministic: bool = True, update_emas: bool = False, fused_modconv=None, planes=None, **_):

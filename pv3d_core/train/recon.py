@@ -1,0 +1,250 @@
+"""Reconstruction warm start on data with known cameras (and, for synthetic heads, known geometry).
+
+A GAN needs millions of images before faces appear; two CPU cores see a few thousand an hour. When
+the data carries ground truth (``pv3d data synth``), the generator can instead be fitted directly,
+auto-decoder style: every clip gets a learnable appearance code and a learnable motion code, every
+frame its timestamp in the clip (frame / (frames - 1)), and the generator renders each frame from its
+camera and is pulled towards it (L1 on the final and raw images, plus silhouette and depth terms
+where ground truth exists). The codes live in z space (re-normalised to the sphere of radius
+sqrt(dim) that N(0, I) samples concentrate on), so random codes give blends of the fitted identities
+and motions. The result is a starting point for the adversarial objective (``pv3d train --init``),
+and what the embedded default model was made with (see its model card).
+"""
+from __future__ import annotations
+
+import copy
+import json
+import math
+import signal
+import threading
+import time
+from dataclasses import asdict, dataclass
+from pathlib import Path
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+
+from ..config import preset
+from ..data import layout
+from ..io import build_discriminators, build_generator, read_checkpoint, save_checkpoint
+from ..render import cameras
+
+
+@dataclass
+class ReconConfig:
+    data: str = ""
+    out: str = "runs/recon"
+    preset: str = "tiny"
+    steps: int = 2000
+    batch: int = 8
+    lr: float = 2e-3
+    latent_lr: float = 1e-2
+    raw_weight: float = 1.0
+    mask_weight: float = 0.5
+    depth_weight: float = 0.5
+    density_reg: float = 0.25
+    ema_halflife_steps: float = 50.0
+    checkpoint_every: int = 200
+    seed: int = 0
+    threads: int = 0
+
+    def to_dict(self):
+        return asdict(self)
+
+
+class ClipBank:
+    """Every frame of a (small) dataset in memory, with cameras and optional ground truth."""
+
+    def __init__(self, root, resolution: int):
+        names = layout.list_clips(root)
+        root = Path(root)
+        self.names, frames, cams, self.depth, self.mask = names, [], [], [], []
+        for n in names:
+            v = layout.read_video(root / layout.VIDEO_DIR / f"{n}.mp4")
+            c = layout.read_cameras(root / layout.CAMERA_DIR / f"{n}.json")
+            k = min(len(v), len(c))
+            t = torch.from_numpy(v[:k]).permute(0, 3, 1, 2).float() / 127.5 - 1
+            if t.shape[-1] != resolution:
+                t = F.interpolate(t, size=(resolution, resolution), mode="bilinear", align_corners=False,
+                                  antialias=True)
+            frames.append(t)
+            cams.append(torch.from_numpy(c[:k]))
+            gt = root / "groundtruth" / f"{n}.npz"
+            if gt.is_file():
+                z = np.load(gt)
+                d = z["depth"][:k].astype(np.float32) if "depth" in z else None
+                m = z["mask"][:k].astype(np.float32) if "mask" in z else None
+                self.depth.append(torch.from_numpy(d) if d is not None else None)
+                self.mask.append(torch.from_numpy(m) if m is not None else None)
+            else:
+                self.depth.append(None)
+                self.mask.append(None)
+        self.frames, self.cams = frames, cams
+        self.depth_kind = "distance"
+        meta = root / "groundtruth" / "depth.json"
+        if meta.is_file():
+            self.depth_kind = json.loads(meta.read_text()).get("kind", "distance")
+
+    def __len__(self):
+        return len(self.names)
+
+    def sample(self, n: int, gen: torch.Generator):
+        clip = torch.randint(len(self.names), (n,), generator=gen)
+        out = {"clip": clip, "img": [], "c": [], "t": [], "depth": [], "mask": []}
+        for i in clip.tolist():
+            k = len(self.frames[i])
+            f = int(torch.randint(k, (1,), generator=gen))
+            out["img"].append(self.frames[i][f])
+            out["c"].append(self.cams[i][f])
+            out["t"].append(f / max(k - 1, 1))
+            out["depth"].append(self.depth[i][f] if self.depth[i] is not None else None)
+            out["mask"].append(self.mask[i][f] if self.mask[i] is not None else None)
+        return out
+
+
+def _resize(x, res):
+    return F.interpolate(x, size=(res, res), mode="bilinear", align_corners=False, antialias=True)
+
+
+def _depth_to_distance(depth, c, kind: str):
+    """Ground-truth depth maps as distance along unit rays (the renderer's convention)."""
+    if kind == "distance":
+        return depth
+    # camera-space z: distance = z * |ray in camera coordinates with z = 1|
+    from ..render.rays import pixel_rays, split_camera
+
+    res = depth.shape[-1]
+    cam2world, intr = split_camera(c)
+    _, dirs = pixel_rays(cam2world, intr, res)
+    fwd = cam2world[:, :3, 2]
+    cos = (dirs * fwd[:, None, :]).sum(-1).reshape(-1, 1, res, res)
+    return depth / cos.clamp_min(1e-3)
+
+
+def train_recon(cfg: ReconConfig, progress: bool = True, cancel: threading.Event | None = None,
+                init: str | None = None) -> dict:
+    from tqdm import tqdm
+
+    if cfg.threads:
+        torch.set_num_threads(cfg.threads)
+    torch.manual_seed(cfg.seed)
+    gen = torch.Generator().manual_seed(cfg.seed)
+    out = Path(cfg.out)
+    out.mkdir(parents=True, exist_ok=True)
+    mcfg = preset(cfg.preset)
+    G = build_generator(mcfg)
+    if init:
+        ck = read_checkpoint(init)
+        G.load_state_dict(ck.part("generator_ema" if ck.has("generator_ema") else "generator"))
+    bank = ClipBank(cfg.data, G.img_resolution)
+    n_clips = len(bank)
+    z_app = torch.nn.Parameter(torch.randn(n_clips, G.z_dim, generator=gen))
+    z_mot = torch.nn.Parameter(torch.randn(n_clips, G.motion_dim, generator=gen))
+    G_ema = copy.deepcopy(G).eval().requires_grad_(False)
+    G.train()
+    opt = torch.optim.Adam(G.parameters(), lr=cfg.lr, betas=(0.0, 0.99))
+    opt_lat = torch.optim.Adam([z_app, z_mot], lr=cfg.latent_lr)
+    c0 = torch.from_numpy(cameras.frontal())[None]
+    step0 = 0
+    state_path = out / "recon_state.safetensors"
+    if state_path.exists():
+        ck = read_checkpoint(state_path)
+        G.load_state_dict(ck.part("generator"))
+        G_ema.load_state_dict(ck.part("generator_ema"))
+        z_app.data.copy_(ck.tensors["extra.z_app"])
+        z_mot.data.copy_(ck.tensors["extra.z_mot"])
+        step0 = int(ck.meta.get("step", 0))
+        gen.set_state(ck.tensors["extra.rng"].to(torch.uint8))
+    stop = threading.Event()
+    old = signal.getsignal(signal.SIGINT)
+    if threading.current_thread() is threading.main_thread():
+        signal.signal(signal.SIGINT, lambda *a: stop.set())
+    beta = 0.5 ** (1 / max(cfg.ema_halflife_steps, 1e-8))
+    res_raw = G.neural_rendering_resolution
+    losses_hist = []
+    t_start = time.time()
+    bar = tqdm(total=cfg.steps, initial=step0, desc="recon", unit="step", disable=not progress)
+
+    def save(step):
+        save_checkpoint(state_path, mcfg, {"generator": G, "generator_ema": G_ema},
+                        meta={"step": step, "recon": cfg.to_dict(), "clips": bank.names},
+                        extra={"z_app": z_app.detach(), "z_mot": z_mot.detach(), "rng": gen.get_state()})
+
+    step = step0
+    try:
+        for step in range(step0, cfg.steps):
+            if stop.is_set() or (cancel is not None and cancel.is_set()):
+                break
+            b = bank.sample(cfg.batch, gen)
+            img = torch.stack(b["img"])
+            c = torch.stack(b["c"]).float()
+            t = torch.tensor(b["t"], dtype=torch.float32)
+            za = z_app[b["clip"]]
+            zm = z_mot[b["clip"]]
+            ws = G.mapping(za, c0.expand(len(za), -1))
+            o = G.synthesis(ws, zm, t, c, noise_mode="random", deterministic=False)
+            loss_img = (o["image"] - img).abs().mean()
+            loss_raw = (o["image_raw"] - _resize(img, res_raw)).abs().mean()
+            loss = loss_img + cfg.raw_weight * loss_raw
+            masks = [m for m in b["mask"] if m is not None]
+            if len(masks) == len(img) and cfg.mask_weight:
+                m = _resize(torch.stack(masks)[:, None], res_raw)
+                loss = loss + cfg.mask_weight * (o["image_alpha"] - m).abs().mean()
+                depths = [d for d in b["depth"] if d is not None]
+                if len(depths) == len(img) and cfg.depth_weight:
+                    d = torch.stack(depths)[:, None]
+                    d = _depth_to_distance(_resize(torch.nan_to_num(d, 0.0), res_raw), c, bank.depth_kind)
+                    sel = m > 0.99
+                    if sel.any():
+                        loss = loss + cfg.depth_weight * (o["image_depth"][sel] - d[sel]).abs().mean()
+            if cfg.density_reg:
+                pts = torch.rand(len(img), 1000, 3, generator=gen) * 2 - 1
+                pert = pts + torch.randn(pts.shape, generator=gen) * G.rendering_kwargs["density_reg_p_dist"]
+                both = torch.cat([pts, pert], 1)
+                sig = G.sample_mixed(both, torch.zeros_like(both), ws, zm, t, noise_mode="random",
+                                     planes=o["planes"])["sigma"]
+                loss = loss + cfg.density_reg * (sig[:, :1000] - sig[:, 1000:]).abs().mean()
+            loss = loss + 1e-4 * (za.square().mean() + zm.square().mean())
+            opt.zero_grad(set_to_none=True)
+            opt_lat.zero_grad(set_to_none=True)
+            loss.backward()
+            for p in G.parameters():
+                if p.grad is not None:
+                    torch.nan_to_num_(p.grad, 0, 0, 0)
+            opt.step()
+            opt_lat.step()
+            with torch.no_grad():
+                z_app.mul_(math.sqrt(G.z_dim) / z_app.norm(dim=1, keepdim=True))
+                z_mot.mul_(math.sqrt(G.motion_dim) / z_mot.norm(dim=1, keepdim=True))
+                for pe, p in zip(G_ema.parameters(), G.parameters()):
+                    pe.lerp_(p, 1 - beta)
+                for be, bb in zip(G_ema.buffers(), G.buffers()):
+                    be.copy_(bb)
+            losses_hist.append(float(loss_img.detach()))
+            bar.set_postfix(img=f"{float(loss_img.detach()):.3f}", raw=f"{float(loss_raw.detach()):.3f}",
+                            ips=f"{(step - step0 + 1) * cfg.batch / (time.time() - t_start):.1f}")
+            bar.update(1)
+            if (step + 1) % cfg.checkpoint_every == 0:
+                save(step + 1)
+        else:
+            step = cfg.steps
+    finally:
+        bar.close()
+        if threading.current_thread() is threading.main_thread():
+            signal.signal(signal.SIGINT, old)
+    done = step if stop.is_set() or (cancel is not None and cancel.is_set()) else cfg.steps
+    save(done)
+    d_img, d_vid = build_discriminators(mcfg)
+    final = save_checkpoint(out / "model.safetensors", mcfg,
+                            {"generator_ema": G_ema, "generator": G, "img_discriminator": d_img,
+                             "vid_discriminator": d_vid},
+                            meta={"trained_with": "reconstruction warm start", "steps": done,
+                                  "images": done * cfg.batch, "clips": len(bank)})
+    elapsed = time.time() - t_start
+    return {"steps": done, "images": (done - step0) * cfg.batch, "seconds": elapsed,
+            "images_per_s": (done - step0) * cfg.batch / max(elapsed, 1e-9),
+            "last_l1": float(np.mean(losses_hist[-20:])) if losses_hist else None, "model": str(final)}
+
+
+__all__ = ["ReconConfig", "train_recon"]
