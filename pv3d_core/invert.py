@@ -257,3 +257,115 @@ def is_portrait(path) -> bool:
         return read_checkpoint(path).meta.get("kind") == "portrait"
     except Exception:
         return False
+
+
+# ------------------------------------------------------------------------------------ videos
+
+@dataclass
+class VideoInversionResult:
+    ws: torch.Tensor             # (1, num_ws, w_dim) shared appearance
+    z_motion: torch.Tensor       # (1, motion_dim) the video's motion code
+    ts: torch.Tensor             # (T,) fitted timestamp of every frame (frame 0 is t = 0)
+    generator: torch.nn.Module
+    cameras: np.ndarray          # (T, 25)
+    history: list = field(default_factory=list)
+    metrics: dict = field(default_factory=dict)
+
+
+def invert_video(G, frames: torch.Tensor, cams, config: InversionConfig | None = None, motion_steps: int = 200,
+                 batch: int = 4, d_img=None, progress: Progress | None = None,
+                 cancel: threading.Event | None = None) -> VideoInversionResult:
+    """Reconstruct a portrait video: one appearance latent (fitted on the first frame, the
+    canonical t = 0), then one motion code and a timestamp per frame fitted to every frame, then
+    pivotal tuning over all frames. ``frames``: (T, 3, R, R) in [-1, 1]; ``cams``: (T, 25)."""
+    cfg = config or InversionConfig()
+    dev = next(G.parameters()).device
+    frames = frames.to(dev, torch.float32)
+    cams_t = torch.as_tensor(np.asarray(cams, dtype=np.float32), device=dev)
+    T = len(frames)
+    if T < 2:
+        raise ValueError("a video needs at least two frames")
+    first = invert(G, frames[:1], cams_t[0].cpu().numpy(), InversionConfig(**{**cfg.to_dict(), "pti_steps": 0}),
+                   d_img=d_img, progress=progress, cancel=cancel)
+    ws = first.ws
+    gen = torch.Generator().manual_seed(cfg.seed + 1)
+    raw_res = G.neural_rendering_resolution
+    targets_raw = F.interpolate(frames, size=(raw_res, raw_res), mode="bilinear", align_corners=False, antialias=True)
+    z_motion = torch.randn(1, G.motion_dim, generator=gen).to(dev).requires_grad_(True)
+    # timestamps: frame 0 pinned at 0, the others free in (0, 1), initialised evenly
+    init = torch.linspace(0, 1, T)[1:].clamp(0.02, 0.98)
+    t_logit = torch.logit(init).to(dev).requires_grad_(True)
+    opt = torch.optim.Adam([z_motion, t_logit], lr=0.03)
+    history = list(first.history)
+    G.requires_grad_(False)
+
+    def ts_now():
+        return torch.cat([torch.zeros(1, device=dev), torch.sigmoid(t_logit)])
+
+    def recon_loss(G_, idx, ts):
+        out = G_.synthesis(ws.expand(len(idx), -1, -1), z_motion.expand(len(idx), -1), ts[idx], cams_t[idx],
+                           noise_mode="const", deterministic=True)
+        return ((out["image"] - frames[idx]).abs().mean() + cfg.raw_weight * (out["image_raw"] - targets_raw[idx]).abs().mean()
+                + (cfg.ssim_weight * (1 - _ssim(out["image"], frames[idx])) if cfg.ssim_weight else 0))
+
+    for step in range(motion_steps):
+        _check(cancel)
+        idx = torch.randint(T, (min(batch, T),), generator=gen).to(dev)
+        loss = recon_loss(G, idx, ts_now())
+        opt.zero_grad(set_to_none=True)
+        loss.backward()
+        opt.step()
+        history.append(("motion", step, float(loss.detach())))
+        if progress:
+            progress("motion", step + 1, motion_steps, float(loss.detach()))
+    z_motion = z_motion.detach()
+    ts = ts_now().detach()
+    G_t = G
+    if cfg.pti_steps:
+        G_t = copy.deepcopy(G)
+        params = [p for n, p in G_t.named_parameters() if not n.startswith("backbone.mapping")]
+        for p in params:
+            p.requires_grad_(True)
+        opt = torch.optim.Adam(params, lr=cfg.pti_lr)
+        for step in range(cfg.pti_steps):
+            _check(cancel)
+            idx = torch.randint(T, (min(batch, T),), generator=gen).to(dev)
+            loss = recon_loss(G_t, idx, ts)
+            opt.zero_grad(set_to_none=True)
+            loss.backward()
+            opt.step()
+            history.append(("pti", step, float(loss.detach())))
+            if progress:
+                progress("pti", step + 1, cfg.pti_steps, float(loss.detach()))
+        G_t.requires_grad_(False).eval()
+    with torch.no_grad():
+        scores = []
+        for i in range(T):
+            out = G_t.synthesis(ws, z_motion, ts[i:i + 1], cams_t[i:i + 1], noise_mode="const", deterministic=True)
+            scores.append(psnr(out["image"], frames[i:i + 1]))
+    return VideoInversionResult(ws=ws, z_motion=z_motion, ts=ts, generator=G_t, cameras=cams_t.cpu().numpy(),
+                                history=history, metrics={"psnr_mean": float(np.mean(scores)),
+                                                          "psnr_min": float(np.min(scores))})
+
+
+def save_video_reconstruction(path, result: VideoInversionResult, extra_meta: dict | None = None):
+    from .config import ModelConfig
+    from .io import save_checkpoint
+
+    meta = {"kind": "video", "metrics": result.metrics, "frames": int(len(result.ts)), **(extra_meta or {})}
+    return save_checkpoint(path, ModelConfig(generator=result.generator.config, name="video"),
+                           {"generator_ema": result.generator}, meta,
+                           extra={"ws": result.ws.cpu(), "z_motion": result.z_motion.cpu(), "ts": result.ts.cpu(),
+                                  "cameras": torch.as_tensor(result.cameras)})
+
+
+def load_reconstruction(path, device="cpu"):
+    """(generator, dict of tensors ws / z_motion / ts / cameras or camera, meta) of a saved portrait or video."""
+    from .io import CheckpointError, generator_from_checkpoint, read_checkpoint
+
+    ck = read_checkpoint(path)
+    if ck.meta.get("kind") not in ("portrait", "video") or "extra.ws" not in ck.tensors:
+        raise CheckpointError(f"{path} is not a saved portrait or video reconstruction")
+    G = generator_from_checkpoint(ck, device=device)
+    extras = {k[len("extra."):]: v.to(device) for k, v in ck.tensors.items() if k.startswith("extra.")}
+    return G, extras, ck.meta

@@ -88,6 +88,7 @@ class FrameRenderer:
         self._ws = LRU(64)
         self._planes = LRU(plane_cache)
         self.appearance_ws: torch.Tensor | None = None
+        self.motion_code: torch.Tensor | None = None
 
     # -------------------------------------------------------------- latents
     def conditioning_camera(self) -> torch.Tensor:
@@ -107,7 +108,14 @@ class FrameRenderer:
         return ws
 
     def motion_for(self, motion_seed: int) -> torch.Tensor:
+        if self.motion_code is not None:
+            return self.motion_code.to(self.device)
         return seed_latent(10_000_019 + int(motion_seed), self.G.motion_dim).to(self.device)
+
+    def set_motion(self, z_motion: torch.Tensor | None) -> None:
+        """Use a fixed motion code (a reconstructed video's) instead of motion seeds; None restores seeds."""
+        self.motion_code = z_motion
+        self._planes.clear()
 
     def set_appearance(self, ws: torch.Tensor | None) -> None:
         """Use a fixed appearance latent (e.g. an inverted portrait) instead of seeds; None restores seeds."""
@@ -120,8 +128,8 @@ class FrameRenderer:
 
     # -------------------------------------------------------------- rendering
     def planes_for(self, s: RenderSettings, timings: dict):
-        key = (id(self.appearance_ws) if self.appearance_ws is not None else s.seed, s.psi, s.motion_seed,
-               round(float(s.t), 6))
+        key = (id(self.appearance_ws) if self.appearance_ws is not None else s.seed, s.psi,
+               id(self.motion_code) if self.motion_code is not None else s.motion_seed, round(float(s.t), 6))
         if s.use_cache:
             p = self._planes.get_item(key)
             if p is not None:
