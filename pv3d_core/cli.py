@@ -199,6 +199,7 @@ def run_info(args) -> int:
 PLUGINS = [
     ("pv3d_core.data.cli", "add_data_parser"),
     ("pv3d_core.train.cli", "add_train_parser"),
+    ("pv3d_core.train.recon", "add_recon_parser"),
     ("pv3d_core.mesh", "add_mesh_parser"),
     ("pv3d_core.metrics.evaluate", "add_eval_parser"),
     ("pv3d_core.portrait_cli", "add_portrait_parsers"),

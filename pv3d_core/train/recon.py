@@ -248,3 +248,27 @@ def train_recon(cfg: ReconConfig, progress: bool = True, cancel: threading.Event
 
 
 __all__ = ["ReconConfig", "train_recon"]
+
+
+def add_recon_parser(sub):
+    p = sub.add_parser("warmstart", help="fit a generator to data with known cameras/geometry (reconstruction)",
+                       description=__doc__.split("\n\n")[1] if __doc__ else None)
+    p.add_argument("--data", required=True, help="dataset folder (official layout; `pv3d data synth` output)")
+    p.add_argument("-o", "--out", default="runs/warmstart", help="run folder (resumes if it holds a state)")
+    p.add_argument("--preset", default="tiny")
+    p.add_argument("--steps", type=int, default=2000)
+    p.add_argument("--batch", type=int, default=8)
+    p.add_argument("--lr", type=float, default=2e-3)
+    p.add_argument("--checkpoint-every", type=int, default=200)
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--threads", type=int, default=0, help="torch threads (0 = default)")
+    p.add_argument("--init", default=None, help="start from this checkpoint's generator")
+    p.set_defaults(func=run_recon_cli)
+
+
+def run_recon_cli(args) -> int:
+    cfg = ReconConfig(data=args.data, out=args.out, preset=args.preset, steps=args.steps, batch=args.batch,
+                      lr=args.lr, checkpoint_every=args.checkpoint_every, seed=args.seed, threads=args.threads)
+    summary = train_recon(cfg, progress=True, init=args.init)
+    print(json.dumps(summary, indent=1))
+    return 0
