@@ -304,7 +304,16 @@ class _NvrtcLauncher(_Launcher):
         self._check(cuda.cuDeviceGet(ctypes.byref(dev), self.index), "cuDeviceGet")
         self._ctx = ctypes.c_void_p()
         self._check(cuda.cuDevicePrimaryCtxRetain(ctypes.byref(self._ctx), dev), "cuDevicePrimaryCtxRetain")
-        self._make_current()
+        previous = self._make_current()
+        try:
+            self._load(dims, major, minor)
+        finally:
+            if previous is not None:
+                cuda.cuCtxSetCurrent(previous)
+        cuda.cuLaunchKernel.argtypes = [ctypes.c_void_p] + [ctypes.c_uint] * 7 + [ctypes.c_void_p] * 3
+
+    def _load(self, dims: Dims, major: int, minor: int) -> None:
+        cuda = self._cuda
         source = _read_source()
         try:   # a CUBIN for this GPU; PTX (JIT-compiled by the driver) if this NVRTC does not know it
             image, _ = nvrtc_compile(source, f"sm_{major}{minor}", _compile_options(dims))
@@ -319,7 +328,6 @@ class _NvrtcLauncher(_Launcher):
             fn = ctypes.c_void_p()
             self._check(cuda.cuModuleGetFunction(ctypes.byref(fn), self._module, k.encode()), f"cuModuleGetFunction {k}")
             self._functions[k] = fn
-        cuda.cuLaunchKernel.argtypes = [ctypes.c_void_p] + [ctypes.c_uint] * 7 + [ctypes.c_void_p] * 3
 
     def _check(self, res, what):
         if res != 0:
@@ -327,14 +335,24 @@ class _NvrtcLauncher(_Launcher):
             self._cuda.cuGetErrorString(res, ctypes.byref(s))
             raise RuntimeError(f"{what}: CUDA error {res} {s.value.decode() if s.value else ''}")
 
-    def _make_current(self):
+    def _make_current(self) -> ctypes.c_void_p | None:
+        """Make the device's primary context current; returns the context to restore, if another."""
         cur = ctypes.c_void_p()
         self._cuda.cuCtxGetCurrent(ctypes.byref(cur))
-        if cur.value != self._ctx.value:
-            self._check(self._cuda.cuCtxSetCurrent(self._ctx), "cuCtxSetCurrent")
+        if cur.value == self._ctx.value:
+            return None
+        self._check(self._cuda.cuCtxSetCurrent(self._ctx), "cuCtxSetCurrent")
+        return cur
 
     def launch(self, kernel, grid, block, args):
-        self._make_current()
+        previous = self._make_current()
+        try:
+            self._launch(kernel, grid, block, args)
+        finally:
+            if previous is not None:   # leave PyTorch's notion of the current device alone
+                self._cuda.cuCtxSetCurrent(previous)
+
+    def _launch(self, kernel, grid, block, args):
         keep = []
         for a in args:
             if isinstance(a, torch.Tensor):
@@ -402,6 +420,8 @@ def _decide(tensors: Sequence[torch.Tensor], problem: str | None, dims: Dims | N
         return None, f"kernels off ({ENV_MODE}=off or set_kernels('off'))"
     if not _on_cuda(tensors):
         return None, "CPU tensors"
+    if problem is None and len({t.device for t in tensors}) > 1:
+        problem = "tensors on different devices"
     if problem is None and torch.is_grad_enabled():
         if any(t.requires_grad for t in tensors) or any(p.requires_grad for m in modules for p in m.parameters()):
             problem = "gradients are needed (the kernels are inference only)"
@@ -509,6 +529,8 @@ def prepare_planes(planes: torch.Tensor, half: bool) -> torch.Tensor:
         return hit[2]
     with torch.no_grad():
         out = planes.detach().permute(0, 1, 3, 4, 2).to(torch.float16 if half else torch.float32).contiguous()
+        if out.data_ptr() % 16:   # a view at an odd offset: the kernels read 16-byte vectors
+            out = out.clone()
     try:
         _planes_cache["last"] = (weakref.ref(planes), key, out)
     except TypeError:  # pragma: no cover - tensors support weak references
