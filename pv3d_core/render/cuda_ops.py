@@ -766,7 +766,8 @@ def importance_depths(depths_coarse, weights, n: int, deterministic: bool):
         problem = "inputs are not float32"
     elif not 4 <= depths_coarse.shape[2] <= MAX_SAMPLES or n > MAX_SAMPLES:
         problem = "sample counts outside the kernels' range"
-    launcher, reason = _decide([depths_coarse, weights], problem, None)
+    # the reference runs under no_grad: its output never needs a gradient, so neither does this
+    launcher, reason = _decide([depths_coarse.detach(), weights.detach()], problem, None)
     _record(launcher, reason)
     if launcher is None:
         return volume.importance_depths(depths_coarse, weights, n, deterministic)
