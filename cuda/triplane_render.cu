@@ -393,9 +393,13 @@ extern "C" __global__ void __launch_bounds__(128) pv3d_composite(
         const float* f0;
         if (n_b > 0 && (n_a == 0 || db[0] < da[0])) { d0 = db[0]; s0 = sb[0]; f0 = fb; ib = 1; }
         else { d0 = da[0]; s0 = sa[0]; f0 = fa; ia = 1; }
-        float acc[PV3D_MAX_CPL];
+        float acc[PV3D_MAX_CPL], prev[PV3D_MAX_CPL];  // prev: this lane's channels of the previous sample
 #pragma unroll
-        for (int i = 0; i < PV3D_MAX_CPL; ++i) acc[i] = 0.f;
+        for (int i = 0; i < PV3D_MAX_CPL; ++i) {
+            const int c = lane + 32 * i;
+            acc[i] = 0.f;
+            prev[i] = c < n_channels ? f0[c] : 0.f;
+        }
         float T = 1.f, wsum = 0.f, dsum = 0.f;
         const int n_total = n_a + n_b;
         for (int k = 1; k < n_total; ++k) {
@@ -412,12 +416,14 @@ extern "C" __global__ void __launch_bounds__(128) pv3d_composite(
             for (int i = 0; i < PV3D_MAX_CPL; ++i) {
                 const int c = lane + 32 * i;
                 if (c < n_channels) {
-                    const float mid = __fmul_rn(__fadd_rn(f0[c], f1[c]), 0.5f);
+                    const float cur = f1[c];
+                    const float mid = __fmul_rn(__fadd_rn(prev[i], cur), 0.5f);
                     acc[i] = __fadd_rn(acc[i], __fmul_rn(wgt, mid));
+                    prev[i] = cur;
                 }
             }
             if (write_weights && lane == 0) out_weights[ray * (n_total - 1) + (k - 1)] = wgt;
-            d0 = d1; s0 = s1; f0 = f1;
+            d0 = d1; s0 = s1;
         }
 #pragma unroll
         for (int i = 0; i < PV3D_MAX_CPL; ++i) {
