@@ -38,7 +38,6 @@ of the tri-planes (half the memory traffic; about 1e-3 relative change in the fe
 from __future__ import annotations
 
 import ctypes
-import ctypes.util
 import glob
 import os
 import sys
@@ -153,7 +152,6 @@ class Dims:
         return None
 
 
-Arg = "torch.Tensor | int | float"
 
 
 class _Launcher:
