@@ -1,0 +1,772 @@
+"""Fused CUDA kernels for tri-plane volume rendering, each with its PyTorch reference (gsplat style).
+
+Every public op here has the signature and outputs of a pure-PyTorch reference in ``volume.py``;
+it runs the kernels of ``cuda/triplane_render.cu`` when they can be used and the reference otherwise:
+
+============================================================  ===========================================
+op (this module)                                              reference
+============================================================  ===========================================
+``query(planes, decoder, coords, dirs, box_warp)``            ``volume.query`` (sample_planes + OSGDecoder)
+``march(colors, densities, depths)``                          ``volume.march``
+``importance_depths(depths_coarse, weights, n, deterministic)``  ``volume.importance_depths``
+``render_rays_fast(planes, decoder, origins, dirs, options,``  ``volume.render_rays``
+``deterministic=False)``
+============================================================  ===========================================
+
+Selection, per call: the kernels run when the mode allows them (``PV3D_KERNELS`` = ``auto`` (default)
+| ``on`` | ``off``, or :func:`set_kernels`), the tensors are CUDA tensors, no gradient is needed (the
+kernels are inference only), the inputs are of a supported kind (float32 rays, an ``OSGDecoder``, tri-
+plane channels a multiple of 8, at most 256 samples per ray...) and the kernels compiled. Otherwise the
+PyTorch reference runs. ``auto`` falls back silently (the reason is in :func:`last_path`); ``on`` raises
+:class:`KernelUnavailable` instead for CUDA inputs the kernels cannot take (CPU tensors still use
+PyTorch: nothing else can run them); ``off`` always uses PyTorch.
+
+Compilation happens at the first use on a device, at run time, with NVRTC through one of two
+launchers, tried in order (``PV3D_KERNEL_BACKEND`` = ``cupy`` | ``nvrtc`` picks one):
+
+- ``cupy``: CuPy's ``RawModule`` (the ``gpu`` extra; CuPy also caches the binary on disk);
+- ``nvrtc``: libnvrtc and the CUDA driver API through ctypes (no extra package: CUDA builds of
+  PyTorch ship libnvrtc).
+
+Compiled modules are cached per device and model size. Kernels run on PyTorch's current stream.
+:func:`describe` gives a one-line status ("CUDA kernels (...)" or "PyTorch (...)") for the viewer's
+status bar and ``pv3d generate --verbose``.
+
+``PV3D_KERNELS_HALF=1`` (or ``set_kernels(half_planes=True)``) makes the kernels read a float16 copy
+of the tri-planes (half the memory traffic; about 1e-3 relative change in the features).
+"""
+from __future__ import annotations
+
+import ctypes
+import glob
+import os
+import sys
+import threading
+import warnings
+import weakref
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Callable, Sequence
+
+import torch
+
+from . import volume
+
+__all__ = [
+    "KernelUnavailable", "set_kernels", "kernels_mode", "half_planes_enabled", "describe", "last_path",
+    "kernel_source_path", "query", "march", "importance_depths", "render_rays_fast", "pack_decoder",
+]
+
+ENV_MODE = "PV3D_KERNELS"
+ENV_HALF = "PV3D_KERNELS_HALF"
+ENV_BACKEND = "PV3D_KERNEL_BACKEND"
+ENV_SOURCE = "PV3D_CUDA_DIR"
+MODES = ("auto", "on", "off")
+MAX_SAMPLES = 256          # PV3D_MAX_SAMPLES in the kernel source
+MAX_CHANNELS = 128         # 32 lanes x PV3D_MAX_CPL
+_KERNEL_FILE = "triplane_render.cu"
+
+
+class KernelUnavailable(RuntimeError):
+    """Raised in mode ``on`` when a CUDA input cannot run on the kernels."""
+
+
+# ---------------------------------------------------------------------------------------------- mode
+_mode_override: str | None = None
+_half_override: bool | None = None
+_last = {"path": "none", "reason": "no render yet"}
+
+
+def set_kernels(mode: str | None = None, *, half_planes: bool | None = None) -> None:
+    """Choose ``"auto"``, ``"on"`` or ``"off"`` (None: follow ``$PV3D_KERNELS`` again), and optionally
+    whether the kernels read float16 tri-planes (None: follow ``$PV3D_KERNELS_HALF``)."""
+    global _mode_override, _half_override
+    if mode is not None and mode not in MODES:
+        raise ValueError(f"kernel mode must be one of {MODES}, not {mode!r}")
+    _mode_override = mode
+    _half_override = half_planes
+
+
+def kernels_mode() -> str:
+    """The mode in force: :func:`set_kernels`'s, else ``$PV3D_KERNELS``, else ``auto``."""
+    if _mode_override is not None:
+        return _mode_override
+    env = os.environ.get(ENV_MODE, "auto").strip().lower() or "auto"
+    aliases = {"1": "on", "true": "on", "yes": "on", "0": "off", "false": "off", "no": "off"}
+    env = aliases.get(env, env)
+    if env not in MODES:
+        warnings.warn(f"{ENV_MODE}={env!r} is not one of {MODES}; using 'auto'", stacklevel=2)
+        return "auto"
+    return env
+
+
+def half_planes_enabled() -> bool:
+    if _half_override is not None:
+        return _half_override
+    return os.environ.get(ENV_HALF, "0").strip().lower() in ("1", "true", "yes", "on")
+
+
+def last_path() -> dict:
+    """What the latest op of this module ran: ``{"path": "kernels" | "pytorch", "reason": str}``."""
+    return dict(_last)
+
+
+def kernel_source_path() -> Path:
+    """``cuda/triplane_render.cu`` of the source tree (or of ``$PV3D_CUDA_DIR``)."""
+    d = os.environ.get(ENV_SOURCE)
+    base = Path(d) if d else Path(__file__).resolve().parents[2] / "cuda"
+    return base / _KERNEL_FILE
+
+
+# ---------------------------------------------------------------------------------------------- launchers
+@dataclass(frozen=True)
+class Dims:
+    """Compile-time sizes of a kernel module: tri-plane channels, decoder hidden width, feature outputs."""
+
+    cin: int = 32
+    hidden: int = 64
+    cout: int = 32
+
+    @property
+    def out_pad(self) -> int:
+        return (self.cout + 1 + 3) // 4 * 4
+
+    @property
+    def n_params(self) -> int:
+        return self.hidden * self.cin + self.hidden + self.hidden * self.out_pad + self.out_pad
+
+    def defines(self) -> list[str]:
+        return [f"-DPV3D_CIN={self.cin}", f"-DPV3D_HIDDEN={self.hidden}", f"-DPV3D_COUT={self.cout}"]
+
+    def unsupported(self) -> str | None:
+        if self.cin % 8:
+            return f"tri-plane channels {self.cin} are not a multiple of 8"
+        if self.cout % 4:
+            return f"decoder features {self.cout} are not a multiple of 4"
+        if self.hidden % 4 or self.hidden <= 0:
+            return f"decoder hidden width {self.hidden} is not a positive multiple of 4"
+        if self.n_params * 4 > 48 * 1024:
+            return "decoder parameters exceed 48 KB of shared memory"
+        if self.cout > MAX_CHANNELS:
+            return f"more than {MAX_CHANNELS} feature channels"
+        return None
+
+
+
+
+class _Launcher:
+    """A compiled kernel module on one device. ``launch(name, grid, block, args)`` with args made of
+    tensors (device pointers), ints (int32) and floats (double), in the kernel's order."""
+
+    name = "?"
+    num_sms = 1
+    arch = ""
+
+    def launch(self, kernel: str, grid: int, block: int, args: Sequence) -> None:  # pragma: no cover
+        raise NotImplementedError
+
+    def label(self) -> str:
+        return f"{self.name}, {self.arch}" if self.arch else self.name
+
+
+def _read_source() -> str:
+    path = kernel_source_path()
+    if not path.is_file():
+        raise FileNotFoundError(f"kernel source not found at {path} (set ${ENV_SOURCE})")
+    return path.read_text()
+
+
+def _compile_options(dims: Dims) -> list[str]:
+    return dims.defines()
+
+
+class _CupyLauncher(_Launcher):
+    name = "CuPy NVRTC"
+
+    def __init__(self, device: torch.device, dims: Dims):
+        import cupy  # noqa: F401  (ImportError -> next launcher)
+        import numpy as np
+
+        self._cp, self._np = cupy, np
+        self.index = device.index if device.index is not None else torch.cuda.current_device()
+        major, minor = torch.cuda.get_device_capability(self.index)
+        self.arch = f"sm_{major}{minor}"
+        self.num_sms = torch.cuda.get_device_properties(self.index).multi_processor_count
+        with cupy.cuda.Device(self.index):
+            self._module = cupy.RawModule(code=_read_source(), options=tuple(_compile_options(dims)))
+            self._functions = {k: self._module.get_function(k) for k in _KERNELS}
+        self._streams: dict[int, object] = {}
+
+    def launch(self, kernel, grid, block, args):
+        np = self._np
+        conv = []
+        for a in args:
+            if isinstance(a, torch.Tensor):
+                conv.append(np.uint64(a.data_ptr()))
+            elif isinstance(a, bool) or isinstance(a, int):
+                conv.append(np.int32(a))
+            else:
+                conv.append(np.float64(a))
+        ptr = torch.cuda.current_stream(self.index).cuda_stream
+        stream = self._streams.get(ptr)
+        if stream is None:
+            stream = self._streams[ptr] = self._cp.cuda.ExternalStream(ptr, self.index)
+        with self._cp.cuda.Device(self.index), stream:
+            self._functions[kernel]((int(grid),), (int(block),), tuple(conv))
+
+
+def _find_nvrtc(stems: Sequence[str], extra_dirs: Sequence[Path]) -> ctypes.CDLL:
+    errors = []
+    for stem in stems:       # already loaded by PyTorch, or on the loader's path
+        try:
+            return ctypes.CDLL(stem)
+        except OSError as e:
+            errors.append(str(e))
+    for d in extra_dirs:
+        for path in sorted(glob.glob(str(d / "libnvrtc.so*")), reverse=True):
+            if "builtins" in Path(path).name or "alt" in Path(path).name:
+                continue
+            try:
+                return ctypes.CDLL(path)
+            except OSError as e:
+                errors.append(str(e))
+    raise OSError("; ".join(errors[-3:]) or f"none of {list(stems)} found")
+
+
+def load_nvrtc() -> ctypes.CDLL:
+    """libnvrtc: PyTorch's (CUDA wheels ship it in nvidia/*/lib), else CUDA_HOME's."""
+    version = (torch.version.cuda or "").split(".")[0]
+    stems = ([f"libnvrtc.so.{version}"] if version else []) + ["libnvrtc.so.13", "libnvrtc.so.12", "libnvrtc.so"]
+    dirs = []
+    for sp in sys.path:
+        dirs += [Path(p) for p in glob.glob(os.path.join(sp, "nvidia", "*", "lib"))]
+    for env in ("CUDA_HOME", "CUDA_PATH"):
+        if os.environ.get(env):
+            dirs += [Path(os.environ[env]) / "lib64", Path(os.environ[env]) / "lib"]
+    dirs += [Path("/usr/local/cuda/lib64"), *map(Path, glob.glob("/usr/local/cuda-*/lib64"))]
+    return _find_nvrtc(stems, dirs)
+
+
+def nvrtc_compile(source: str, arch: str, options: Sequence[str] = (), name: str = _KERNEL_FILE,
+                  lib: ctypes.CDLL | None = None) -> tuple[bytes, str]:
+    """Compile CUDA source with NVRTC. ``arch`` "sm_90" gives a CUBIN, "compute_90" PTX.
+    Returns (image, log); raises RuntimeError with the log on failure."""
+    lib = lib or load_nvrtc()
+    prog = ctypes.c_void_p()
+
+    lib.nvrtcGetErrorString.restype = ctypes.c_char_p
+
+    def check(res, what):
+        if res != 0:
+            msg = lib.nvrtcGetErrorString(res) or b""
+            raise RuntimeError(f"{what} failed: {res} {msg.decode(errors='replace')}")
+
+    check(lib.nvrtcCreateProgram(ctypes.byref(prog), source.encode(), name.encode(), 0, None, None),
+          "nvrtcCreateProgram")
+    try:
+        opts = [f"--gpu-architecture={arch}", *options]
+        c_opts = (ctypes.c_char_p * len(opts))(*[o.encode() for o in opts])
+        res = lib.nvrtcCompileProgram(prog, len(opts), c_opts)
+        size = ctypes.c_size_t()
+        lib.nvrtcGetProgramLogSize(prog, ctypes.byref(size))
+        buf = ctypes.create_string_buffer(size.value)
+        lib.nvrtcGetProgramLog(prog, buf)
+        log = buf.value.decode(errors="replace")
+        if res != 0:
+            raise RuntimeError(f"NVRTC compilation failed for {arch}:\n{log}")
+        cubin = arch.startswith("sm_")
+        get_size, get = ((lib.nvrtcGetCUBINSize, lib.nvrtcGetCUBIN) if cubin
+                         else (lib.nvrtcGetPTXSize, lib.nvrtcGetPTX))
+        check(get_size(prog, ctypes.byref(size)), "nvrtcGet(CUBIN|PTX)Size")
+        image = ctypes.create_string_buffer(size.value)
+        check(get(prog, image), "nvrtcGet(CUBIN|PTX)")
+        return image.raw, log
+    finally:
+        lib.nvrtcDestroyProgram(ctypes.byref(prog))
+
+
+class _NvrtcLauncher(_Launcher):
+    """NVRTC + CUDA driver API through ctypes, in PyTorch's primary context and current stream."""
+
+    name = "NVRTC"
+
+    def __init__(self, device: torch.device, dims: Dims):
+        self.index = device.index if device.index is not None else torch.cuda.current_device()
+        major, minor = torch.cuda.get_device_capability(self.index)
+        self.num_sms = torch.cuda.get_device_properties(self.index).multi_processor_count
+        torch.cuda.init()
+        cuda = self._cuda = ctypes.CDLL("libcuda.so.1")
+        cuda.cuGetErrorString.argtypes = [ctypes.c_int, ctypes.POINTER(ctypes.c_char_p)]
+        self._check(cuda.cuInit(0), "cuInit")
+        dev = ctypes.c_int()
+        self._check(cuda.cuDeviceGet(ctypes.byref(dev), self.index), "cuDeviceGet")
+        self._ctx = ctypes.c_void_p()
+        self._check(cuda.cuDevicePrimaryCtxRetain(ctypes.byref(self._ctx), dev), "cuDevicePrimaryCtxRetain")
+        previous = self._make_current()
+        try:
+            self._load(dims, major, minor)
+        finally:
+            if previous is not None:
+                cuda.cuCtxSetCurrent(previous)
+        cuda.cuLaunchKernel.argtypes = [ctypes.c_void_p] + [ctypes.c_uint] * 7 + [ctypes.c_void_p] * 3
+
+    def _load(self, dims: Dims, major: int, minor: int) -> None:
+        cuda = self._cuda
+        source = _read_source()
+        try:   # a CUBIN for this GPU; PTX (JIT-compiled by the driver) if this NVRTC does not know it
+            image, _ = nvrtc_compile(source, f"sm_{major}{minor}", _compile_options(dims))
+            self.arch = f"sm_{major}{minor}"
+        except RuntimeError:
+            image, _ = nvrtc_compile(source, f"compute_{major}{minor}", _compile_options(dims))
+            self.arch = f"compute_{major}{minor}"
+        self._module = ctypes.c_void_p()
+        self._check(cuda.cuModuleLoadData(ctypes.byref(self._module), ctypes.c_char_p(image)), "cuModuleLoadData")
+        self._functions = {}
+        for k in _KERNELS:
+            fn = ctypes.c_void_p()
+            self._check(cuda.cuModuleGetFunction(ctypes.byref(fn), self._module, k.encode()), f"cuModuleGetFunction {k}")
+            self._functions[k] = fn
+
+    def _check(self, res, what):
+        if res != 0:
+            s = ctypes.c_char_p()
+            self._cuda.cuGetErrorString(res, ctypes.byref(s))
+            raise RuntimeError(f"{what}: CUDA error {res} {s.value.decode() if s.value else ''}")
+
+    def _make_current(self) -> ctypes.c_void_p | None:
+        """Make the device's primary context current; returns the context to restore, if another."""
+        cur = ctypes.c_void_p()
+        self._cuda.cuCtxGetCurrent(ctypes.byref(cur))
+        if cur.value == self._ctx.value:
+            return None
+        self._check(self._cuda.cuCtxSetCurrent(self._ctx), "cuCtxSetCurrent")
+        return cur
+
+    def launch(self, kernel, grid, block, args):
+        previous = self._make_current()
+        try:
+            self._launch(kernel, grid, block, args)
+        finally:
+            if previous is not None:   # leave PyTorch's notion of the current device alone
+                self._cuda.cuCtxSetCurrent(previous)
+
+    def _launch(self, kernel, grid, block, args):
+        keep = []
+        for a in args:
+            if isinstance(a, torch.Tensor):
+                keep.append(ctypes.c_void_p(a.data_ptr()))
+            elif isinstance(a, bool) or isinstance(a, int):
+                keep.append(ctypes.c_int32(a))
+            else:
+                keep.append(ctypes.c_double(a))
+        params = (ctypes.c_void_p * len(keep))(*[ctypes.cast(ctypes.byref(k), ctypes.c_void_p) for k in keep])
+        stream = torch.cuda.current_stream(self.index).cuda_stream
+        self._check(self._cuda.cuLaunchKernel(self._functions[kernel], int(grid), 1, 1, int(block), 1, 1, 0,
+                                              stream, ctypes.cast(params, ctypes.c_void_p), None),
+                    f"launch {kernel}")
+
+
+_KERNELS = ("pv3d_decode_f32", "pv3d_decode_f16", "pv3d_importance", "pv3d_composite")
+_LAUNCHERS = {"cupy": _CupyLauncher, "nvrtc": _NvrtcLauncher}
+_cache: dict = {}
+_lock = threading.Lock()
+
+
+def _launcher(device: torch.device, dims: Dims) -> _Launcher:
+    """The compiled module for (device, dims); compiled once; a failure is remembered and re-raised."""
+    index = device.index if device.index is not None else torch.cuda.current_device()
+    key = (index, dims)
+    with _lock:
+        hit = _cache.get(key)
+        if hit is None:
+            wanted = os.environ.get(ENV_BACKEND, "").strip().lower()
+            order = [wanted] if wanted in _LAUNCHERS else list(_LAUNCHERS)
+            errors = []
+            for name in order:
+                try:
+                    hit = _LAUNCHERS[name](torch.device("cuda", index), dims)
+                    break
+                except Exception as e:  # noqa: BLE001 - any failure means "try the next, else PyTorch"
+                    errors.append(f"{name}: {type(e).__name__}: {str(e).strip().splitlines()[0] if str(e).strip() else ''}")
+            if hit is None:
+                hit = KernelUnavailable("kernels did not compile (" + "; ".join(errors) + ")")
+            _cache[key] = hit
+    if isinstance(hit, Exception):
+        raise hit
+    return hit
+
+
+def _any_launcher(device: torch.device) -> _Launcher:
+    """A module on ``device`` for the ops that do not depend on the model size."""
+    index = device.index if device.index is not None else torch.cuda.current_device()
+    for (i, _), v in list(_cache.items()):
+        if i == index and not isinstance(v, Exception):
+            return v
+    return _launcher(device, Dims())
+
+
+# ---------------------------------------------------------------------------------------------- selection
+def _on_cuda(tensors: Sequence[torch.Tensor]) -> bool:
+    return all(t.is_cuda for t in tensors)
+
+
+def _decide(tensors: Sequence[torch.Tensor], problem: str | None, dims: Dims | None,
+            modules: Sequence[torch.nn.Module] = ()):
+    """(launcher or None, reason). Raises KernelUnavailable in mode 'on' for CUDA inputs that cannot run."""
+    mode = kernels_mode()
+    if mode == "off":
+        return None, f"kernels off ({ENV_MODE}=off or set_kernels('off'))"
+    if not _on_cuda(tensors):
+        return None, "CPU tensors"
+    if problem is None and len({t.device for t in tensors}) > 1:
+        problem = "tensors on different devices"
+    if problem is None and torch.is_grad_enabled():
+        if any(t.requires_grad for t in tensors) or any(p.requires_grad for m in modules for p in m.parameters()):
+            problem = "gradients are needed (the kernels are inference only)"
+    if problem is None:
+        try:
+            launcher = _launcher(tensors[0].device, dims) if dims is not None else _any_launcher(tensors[0].device)
+        except KernelUnavailable as e:
+            problem = str(e)
+    if problem is not None:
+        if mode == "on":
+            raise KernelUnavailable(f"{ENV_MODE}=on but the CUDA kernels cannot run: {problem}")
+        return None, problem
+    return launcher, launcher.label()
+
+
+def _record(launcher, reason: str) -> None:
+    _last.update(path="kernels" if launcher is not None else "pytorch", reason=reason)
+
+
+def describe(device: torch.device | str | None = None) -> str:
+    """One line for a status bar: "CUDA kernels (CuPy NVRTC, sm_90)" or "PyTorch (<why>)".
+
+    With a device, says what an op on that device would run (compiling the kernels if needed); without
+    one, uses the current CUDA device if there is one, else says PyTorch.
+    """
+    if device is None:
+        device = torch.device("cuda") if torch.cuda.is_available() else torch.device("cpu")
+    device = torch.device(device)
+    mode = kernels_mode()
+    if mode == "off":
+        return f"PyTorch (CUDA kernels off by {ENV_MODE}/set_kernels)"
+    if device.type != "cuda":
+        return "PyTorch (no CUDA device)" if not torch.cuda.is_available() else "PyTorch (CPU tensors)"
+    try:
+        launcher = _any_launcher(device)
+    except KernelUnavailable as e:
+        return f"PyTorch (CUDA kernels unavailable: {e})"
+    half = ", fp16 planes" if half_planes_enabled() else ""
+    return f"CUDA kernels ({launcher.label()}{half})"
+
+
+# ---------------------------------------------------------------------------------------------- inputs
+def _decoder_dims(decoder, plane_channels: int) -> tuple[Dims | None, str | None]:
+    from ..generator import OSGDecoder
+    from ..nn.layers import FullyConnectedLayer
+
+    if not isinstance(decoder, OSGDecoder) or type(decoder).forward is not OSGDecoder.forward:
+        return None, f"decoder {type(decoder).__name__} is not an OSGDecoder"
+    net = decoder.net
+    ok = (len(net) == 3 and isinstance(net[0], FullyConnectedLayer) and isinstance(net[2], FullyConnectedLayer)
+          and isinstance(net[1], torch.nn.Softplus) and net[1].beta == 1 and net[1].threshold == 20
+          and all(net[i].activation == "linear" and net[i].bias is not None for i in (0, 2))
+          and net[0].in_features == plane_channels and net[2].in_features == net[0].out_features)
+    if not ok:
+        return None, "decoder layout differs from FC -> Softplus -> FC"
+    dims = Dims(plane_channels, net[0].out_features, net[2].out_features - 1)
+    return dims, dims.unsupported()
+
+
+_packed: dict = {}
+
+
+def pack_decoder(decoder, dims: Dims, device: torch.device) -> torch.Tensor:
+    """The decoder's effective (gain-applied) weights in the kernel's layout:
+    W1 (hidden x cin) | b1 | W2^T (hidden x out_pad, zero padded) | b2 (out_pad, zero padded).
+    Cached while the parameters are unchanged."""
+    fc1, fc2 = decoder.net[0], decoder.net[2]
+    params = (fc1.weight, fc1.bias, fc2.weight, fc2.bias)
+    key = (tuple(p._version for p in params), tuple(p.data_ptr() for p in params), dims, device)
+    hit = _packed.get(id(decoder))
+    if hit is not None and hit[0]() is decoder and hit[1] == key:
+        return hit[2]
+    with torch.no_grad():
+        f32 = torch.float32
+
+        def eff(fc):   # exactly FullyConnectedLayer.forward's w and b for float32 inputs
+            w = fc.weight.to(f32) * fc.weight_gain
+            b = fc.bias.to(f32)
+            if fc.bias_gain != 1:
+                b = b * fc.bias_gain
+            return w, b
+
+        w1, b1 = eff(fc1)
+        w2, b2 = eff(fc2)
+        w2t = torch.zeros(dims.hidden, dims.out_pad, dtype=f32, device=w2.device)
+        w2t[:, : dims.cout + 1] = w2.t()
+        b2p = torch.zeros(dims.out_pad, dtype=f32, device=b2.device)
+        b2p[: dims.cout + 1] = b2
+        packed = torch.cat([w1.reshape(-1), b1, w2t.reshape(-1), b2p]).to(device).contiguous()
+    assert packed.numel() == dims.n_params
+    _packed[id(decoder)] = (weakref.ref(decoder), key, packed)
+    return packed
+
+
+_planes_cache: dict = {}
+
+
+def prepare_planes(planes: torch.Tensor, half: bool) -> torch.Tensor:
+    """Tri-planes (N, 3, C, H, W) -> channels-last (N, 3, H, W, C), float32 or float16, contiguous.
+    The copy of the most recent tri-planes is kept while they are unchanged (cached planes re-rendered
+    from new cameras convert once)."""
+    key = (planes._version, planes.data_ptr(), tuple(planes.shape), planes.dtype, half)
+    hit = _planes_cache.get("last")
+    if hit is not None and hit[0]() is planes and hit[1] == key:
+        return hit[2]
+    with torch.no_grad():
+        out = planes.detach().permute(0, 1, 3, 4, 2).to(torch.float16 if half else torch.float32).contiguous()
+        if out.data_ptr() % 16:   # a view at an odd offset: the kernels read 16-byte vectors
+            out = out.clone()
+    try:
+        _planes_cache["last"] = (weakref.ref(planes), key, out)
+    except TypeError:  # pragma: no cover - tensors support weak references
+        pass
+    return out
+
+
+def _f32(t: torch.Tensor) -> torch.Tensor:
+    return t.detach().to(torch.float32).contiguous()
+
+
+# ---------------------------------------------------------------------------------------------- stages
+_BLOCK = 128
+
+
+def _grid(n: int, per_block: int, cap: int) -> int:
+    return max(1, min((n + per_block - 1) // per_block, cap))
+
+
+def _decode(launcher, planes_cl, dims: Dims, params, origins, dirs, depths, depth_ray_stride: int,
+            samples: int, rays_per_batch: int, n_rays: int, use_rays: bool, coord_scale: float):
+    """Kernel (a). Returns sigma (n_rays * samples,), features (n_rays * samples, cout)."""
+    dev = origins.device
+    n_pts = n_rays * samples
+    sigma = torch.empty(n_pts, dtype=torch.float32, device=dev)
+    feat = torch.empty(n_pts, dims.cout, dtype=torch.float32, device=dev)
+    if n_pts == 0:
+        return sigma, feat
+    kernel = "pv3d_decode_f16" if planes_cl.dtype == torch.float16 else "pv3d_decode_f32"
+    h, w = planes_cl.shape[2], planes_cl.shape[3]
+    launcher.launch(kernel, _grid(n_pts, _BLOCK, launcher.num_sms * 8), _BLOCK,
+                    [planes_cl, h, w, params, origins, dirs, depths, depth_ray_stride, samples, rays_per_batch,
+                     n_rays, int(use_rays), float(coord_scale), sigma, feat])
+    return sigma, feat
+
+
+def _importance(launcher, depths_c, c_ray_stride: int, values, values_are_weights: bool, u, u_ray_stride: int,
+                n_rays: int, n_c: int, n_f: int, sort_output: bool):
+    """Kernel (c). Returns fine depths (n_rays, n_f)."""
+    out = torch.empty(n_rays, n_f, dtype=torch.float32, device=values.device)
+    if n_rays and n_f:
+        launcher.launch("pv3d_importance", _grid(n_rays, _BLOCK, 1 << 30), _BLOCK,
+                        [depths_c, c_ray_stride, values, int(values_are_weights), u, u_ray_stride, n_rays, n_c, n_f,
+                         int(sort_output), out])
+    return out
+
+
+def _composite(launcher, list_a, list_b, bounds, n_rays: int, n_channels: int, want_weights: bool):
+    """Kernel (b). list_a = (depths, ray_stride, sigma, feat, n); list_b = (depths, sigma, feat, n) or None.
+    Returns rgb (n_rays, C) in [-1, 1], depth (n_rays,), weight sum (n_rays,), weights or None."""
+    dev = bounds.device
+    da, a_stride, sa, fa, n_a = list_a
+    if list_b is None:
+        db, sb, fb, n_b = da, sa, fa, 0
+    else:
+        db, sb, fb, n_b = list_b
+    rgb = torch.empty(n_rays, n_channels, dtype=torch.float32, device=dev)
+    depth = torch.empty(n_rays, dtype=torch.float32, device=dev)
+    wsum = torch.empty(n_rays, dtype=torch.float32, device=dev)
+    weights = torch.empty(n_rays, max(n_a + n_b - 1, 0) if want_weights else 1, dtype=torch.float32, device=dev)
+    if n_rays:
+        launcher.launch("pv3d_composite", _grid(n_rays, _BLOCK // 32, launcher.num_sms * 64), _BLOCK,
+                        [da, a_stride, sa, fa, n_a, db, sb, fb, n_b, bounds, n_rays, n_channels, rgb, depth, wsum,
+                         weights, int(want_weights)])
+    return rgb, depth, wsum, (weights if want_weights else None)
+
+
+def _bounds(depths: torch.Tensor) -> torch.Tensor:
+    """[min, max] of all depths, as the reference's clamp uses."""
+    return torch.stack(torch.aminmax(depths)).contiguous()
+
+
+# ---------------------------------------------------------------------------------------------- render
+def render_rays_kernels(launcher, planes, decoder, origins, dirs, options: dict, deterministic: bool,
+                        half_planes: bool = False, mark: Callable[[str], None] | None = None):
+    """The kernel pipeline of :func:`render_rays_fast`, on a given launcher (no selection).
+
+    ``mark(stage)`` is called after each stage ("prepare", "coarse", "importance", "fine", "composite")
+    for the benchmarks' timers.
+    """
+    mark = mark or (lambda _s: None)
+    b, r, _ = origins.shape
+    dev = origins.device
+    n_rays = b * r
+    dims = Dims(planes.shape[2], decoder.net[0].out_features, decoder.net[2].out_features - 1)
+    params = pack_decoder(decoder, dims, dev)
+    planes_cl = prepare_planes(planes, half_planes)
+    o = _f32(origins).reshape(n_rays, 3)
+    d = _f32(dirs).reshape(n_rays, 3)
+    scale = 2.0 / options["box_warp"]
+    n_c = int(options["depth_resolution"])
+    n_f = int(options.get("depth_resolution_importance", 0) or 0)
+    if deterministic:   # the reference's values exactly (same linspace), shared by all rays
+        depths_c = torch.linspace(options["ray_start"], options["ray_end"], n_c, device=dev)
+        c_stride = 0
+    else:               # the reference's call, so that the same random numbers come out
+        depths_c = volume.coarse_depths(b, r, options["ray_start"], options["ray_end"], n_c, False, dev)
+        depths_c = depths_c.reshape(n_rays, n_c).contiguous()
+        c_stride = n_c
+    mark("prepare")
+    sigma_c, feat_c = _decode(launcher, planes_cl, dims, params, o, d, depths_c, c_stride, n_c, r, n_rays, True, scale)
+    mark("coarse")
+    bounds = _bounds(depths_c)
+    if n_f > 0:
+        if deterministic:
+            u, u_stride = torch.linspace(0, 1, n_f, device=dev), 0
+        else:
+            u, u_stride = torch.rand(n_rays, n_f, device=dev), n_f
+        depths_f = _importance(launcher, depths_c, c_stride, sigma_c, False, u, u_stride, n_rays, n_c, n_f, True)
+        mark("importance")
+        sigma_f, feat_f = _decode(launcher, planes_cl, dims, params, o, d, depths_f, n_f, n_f, r, n_rays, True, scale)
+        mark("fine")
+        list_b = (depths_f, sigma_f, feat_f, n_f)
+    else:
+        list_b = None
+    rgb, depth, wsum, _ = _composite(launcher, (depths_c, c_stride, sigma_c, feat_c, n_c), list_b, bounds, n_rays,
+                                     dims.cout, False)
+    mark("composite")
+    return rgb.reshape(b, r, dims.cout), depth.reshape(b, r, 1), wsum.reshape(b, r, 1)
+
+
+def _render_problem(planes, decoder, origins, dirs, options) -> tuple[Dims | None, str | None]:
+    if options.get("ray_start") == "auto" or options.get("disparity_space_sampling", False) \
+            or options.get("clamp_mode", "softplus") != "softplus":
+        return None, "options the reference rejects"
+    if planes.ndim != 5 or planes.shape[1] != 3 or origins.ndim != 3 or origins.shape[-1] != 3 \
+            or dirs.shape != origins.shape or planes.shape[0] != origins.shape[0]:
+        return None, "unexpected shapes"
+    if origins.dtype != torch.float32 or dirs.dtype != torch.float32:
+        return None, "rays are not float32"
+    if planes.dtype not in (torch.float32, torch.float16, torch.bfloat16):
+        return None, f"planes are {planes.dtype}"
+    n_c = int(options["depth_resolution"])
+    n_f = int(options.get("depth_resolution_importance", 0) or 0)
+    if n_c < 2 or n_c > MAX_SAMPLES or n_f > MAX_SAMPLES or (n_f > 0 and n_c < 4):
+        return None, f"sample counts {n_c}+{n_f} outside the kernels' range"
+    return _decoder_dims(decoder, planes.shape[2])
+
+
+def render_rays_fast(planes, decoder, origins, dirs, options: dict, deterministic: bool = False):
+    """:func:`volume.render_rays` on the fused kernels where they can run, else the reference itself.
+
+    Same arguments and outputs: feature colours (N, R, C) in [-1, 1], depth (N, R, 1), accumulated
+    weight (N, R, 1). With ``deterministic=False`` the kernels are given the reference's random
+    numbers (same calls, same order), so both paths agree for the same RNG state.
+    """
+    dims, problem = _render_problem(planes, decoder, origins, dirs, options)
+    launcher, reason = _decide([planes, origins, dirs], problem, dims, [decoder])
+    _record(launcher, reason)
+    if launcher is None:
+        return volume.render_rays(planes, decoder, origins, dirs, options, deterministic)
+    with torch.no_grad():
+        return render_rays_kernels(launcher, planes, decoder, origins, dirs, options, deterministic,
+                                   half_planes_enabled())
+
+
+# ---------------------------------------------------------------------------------------------- single ops
+def query_kernels(launcher, planes, decoder, coords, box_warp: float, half_planes: bool = False) -> dict:
+    n, m, _ = coords.shape
+    dims = Dims(planes.shape[2], decoder.net[0].out_features, decoder.net[2].out_features - 1)
+    params = pack_decoder(decoder, dims, coords.device)
+    pts = _f32(coords).reshape(n * m, 3)
+    sigma, feat = _decode(launcher, prepare_planes(planes, half_planes), dims, params, pts, pts, pts, 0, 1, m,
+                          n * m, False, 2.0 / box_warp)
+    return {"rgb": feat.reshape(n, m, dims.cout), "sigma": sigma.reshape(n, m, 1)}
+
+
+def query(planes, decoder, coords, dirs, box_warp: float) -> dict:
+    """:func:`volume.query` (tri-plane sampling + decoder at points (N, M, 3)) on kernel (a)."""
+    problem = None
+    dims = None
+    if planes.ndim != 5 or planes.shape[1] != 3 or coords.ndim != 3 or coords.shape[-1] != 3 \
+            or planes.shape[0] != coords.shape[0]:
+        problem = "unexpected shapes"
+    elif coords.dtype != torch.float32:
+        problem = "points are not float32"
+    else:
+        dims, problem = _decoder_dims(decoder, planes.shape[2])
+    launcher, reason = _decide([planes, coords], problem, dims, [decoder])
+    _record(launcher, reason)
+    if launcher is None:
+        return volume.query(planes, decoder, coords, dirs, box_warp)
+    with torch.no_grad():
+        return query_kernels(launcher, planes, decoder, coords, box_warp, half_planes_enabled())
+
+
+def march_kernels(launcher, colors, densities, depths):
+    b, r, s, c = colors.shape
+    n_rays = b * r
+    dz = _f32(depths).reshape(n_rays, s)
+    rgb, depth, _, weights = _composite(launcher, (dz, s, _f32(densities).reshape(n_rays, s),
+                                                   _f32(colors).reshape(n_rays, s, c), s),
+                                        None, _bounds(dz), n_rays, c, True)
+    return rgb.reshape(b, r, c), depth.reshape(b, r, 1), weights.reshape(b, r, s - 1, 1)
+
+
+def march(colors, densities, depths):
+    """:func:`volume.march` (mid-point compositing of depth-sorted samples) on kernel (b)."""
+    problem = None
+    if colors.ndim != 4 or densities.shape != colors.shape[:3] + (1,) or depths.shape != densities.shape:
+        problem = "unexpected shapes"
+    elif any(t.dtype != torch.float32 for t in (colors, densities, depths)):
+        problem = "inputs are not float32"
+    elif colors.shape[2] < 2 or colors.shape[3] > MAX_CHANNELS:
+        problem = "fewer than 2 samples or too many channels"
+    launcher, reason = _decide([colors, densities, depths], problem, None)
+    _record(launcher, reason)
+    if launcher is None:
+        return volume.march(colors, densities, depths)
+    with torch.no_grad():
+        return march_kernels(launcher, colors, densities, depths)
+
+
+def importance_depths_kernels(launcher, depths_coarse, weights, n: int, deterministic: bool):
+    b, r, s, _ = depths_coarse.shape
+    n_rays = b * r
+    if deterministic:
+        u, u_stride = torch.linspace(0, 1, n, device=depths_coarse.device), 0
+    else:
+        u, u_stride = torch.rand(n_rays, n, device=depths_coarse.device), n
+    out = _importance(launcher, _f32(depths_coarse).reshape(n_rays, s), s, _f32(weights).reshape(n_rays, s - 1), True,
+                      u, u_stride, n_rays, s, n, False)
+    return out.reshape(b, r, n, 1)
+
+
+def importance_depths(depths_coarse, weights, n: int, deterministic: bool):
+    """:func:`volume.importance_depths` (fine depths from coarse weights) on kernel (c).
+    Returned in quantile order, like the reference (not sorted)."""
+    problem = None
+    if depths_coarse.ndim != 4 or weights.shape != depths_coarse.shape[:2] + (depths_coarse.shape[2] - 1, 1):
+        problem = "unexpected shapes"
+    elif depths_coarse.dtype != torch.float32 or weights.dtype != torch.float32:
+        problem = "inputs are not float32"
+    elif not 4 <= depths_coarse.shape[2] <= MAX_SAMPLES or n > MAX_SAMPLES:
+        problem = "sample counts outside the kernels' range"
+    # the reference runs under no_grad: its output never needs a gradient, so neither does this
+    launcher, reason = _decide([depths_coarse.detach(), weights.detach()], problem, None)
+    _record(launcher, reason)
+    if launcher is None:
+        return volume.importance_depths(depths_coarse, weights, n, deterministic)
+    return importance_depths_kernels(launcher, depths_coarse, weights, n, deterministic)
