@@ -91,6 +91,7 @@ def run_generate(args) -> int:
     from .export import ClipSpec, clip_settings, write_mp4, write_png_folder
     from .io import load_generator
     from .pipeline import FrameRenderer, RenderSettings
+    from .render import cuda_ops
 
     if args.frames < 1:
         return _fail("--frames must be at least 1")
@@ -110,7 +111,8 @@ def run_generate(args) -> int:
     renderer = FrameRenderer(G, device)
     if args.verbose:
         print(f"model: {getattr(G, 'checkpoint_path', '?')} ({G.img_resolution}² output, "
-              f"{G.neural_rendering_resolution}² neural render); device {device}; render path: PyTorch")
+              f"{G.neural_rendering_resolution}² neural render); device {device}; "
+              f"volume rendering: {cuda_ops.describe(device)}")
     spec = ClipSpec(frames=args.frames, t0=args.t0, t1=args.t1, camera=args.camera,
                     yaw_range=math.radians(args.yaw_range), pitch_range=math.radians(args.pitch_range))
     cancel = threading.Event()

@@ -12,7 +12,7 @@ from torch import nn
 from .config import GeneratorConfig
 from .nn.layers import FullyConnectedLayer, StyleGAN2Backbone, ToRGBLayer
 from .render.rays import pixel_rays, split_camera
-from .render.volume import query, render_rays
+from .render import cuda_ops
 from .superresolution import HybridSuperresolution
 
 
@@ -101,7 +101,9 @@ class PV3DGenerator(nn.Module):
         cam2world, intrinsics = split_camera(c)
         origins, dirs = pixel_rays(cam2world, intrinsics, res)
         n = origins.shape[0]
-        feats, depth, alpha = render_rays(planes, self.decoder, origins, dirs, self.rendering_kwargs, deterministic)
+        # CUDA kernels when available (inference on a GPU), else the PyTorch reference path
+        feats, depth, alpha = cuda_ops.render_rays_fast(planes, self.decoder, origins, dirs, self.rendering_kwargs,
+                                                        deterministic)
         feature_image = feats.permute(0, 2, 1).reshape(n, feats.shape[-1], res, res).contiguous()
         depth_image = depth.permute(0, 2, 1).reshape(n, 1, res, res)
         alpha_image = alpha.permute(0, 2, 1).reshape(n, 1, res, res)
@@ -130,7 +132,7 @@ class PV3DGenerator(nn.Module):
         """Density and colour features at points (N, M, 3): dict(sigma (N, M, 1), rgb (N, M, C))."""
         if planes is None:
             planes = self.planes(ws, z_motion, t, noise_mode=noise_mode, **kw)
-        return query(planes, self.decoder, coordinates, directions, self.rendering_kwargs["box_warp"])
+        return cuda_ops.query(planes, self.decoder, coordinates, directions, self.rendering_kwargs["box_warp"])
 
     def forward(self, z, z_motion, t, c, c0=None, truncation_psi: float = 1, truncation_cutoff=None,
                 neural_rendering_resolution=None, update_emas: bool = False, noise_mode: str = "random",

@@ -171,14 +171,14 @@ class FrameRenderer:
 
     def render_raw(self, planes, ws, c, neural_resolution=None):
         """The raw neural render, a depth visualisation and normals from depth (no super-resolution)."""
+        from .render.cuda_ops import render_rays_fast
         from .render.rays import pixel_rays, split_camera
-        from .render.volume import render_rays
 
         G = self.G
         res = neural_resolution or G.neural_rendering_resolution
         cam2world, intr = split_camera(c)
         origins, dirs = pixel_rays(cam2world, intr, res)
-        feats, depth, _ = render_rays(planes, G.decoder, origins, dirs, G.rendering_kwargs, deterministic=True)
+        feats, depth, _ = render_rays_fast(planes, G.decoder, origins, dirs, G.rendering_kwargs, deterministic=True)
         fimg = feats.permute(0, 2, 1).reshape(1, -1, res, res)
         raw = G.to_img_raw(fimg, ws[:, 0, :], fused_modconv=False)
         d = depth.permute(0, 2, 1).reshape(1, 1, res, res)
