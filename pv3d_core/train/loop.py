@@ -406,27 +406,11 @@ class Trainer:
 
     # -------------------------------------------------------------- samples
     @torch.no_grad()
-    def sample_grid(self, seeds=(0, 1, 2, 3), ts=(0.0, 0.5, 1.0), yaws=(-0.35, 0.35)) -> np.ndarray:
-        """uint8 grid: rows = seeds, columns = (timestamp, camera) pairs, from G_ema, fixed seeds."""
-        from ..pipeline import seed_latent
-        from ..render import cameras
+    def sample_grid(self) -> np.ndarray:
+        """Fixed seeds, timestamps 0 / 0.5 / 1, two cameras, from G_ema (deterministic rendering)."""
+        from ..pipeline import FrameRenderer, render_grid
 
-        G = self.G_ema
-        dev = self.dist.device
-        c0 = torch.from_numpy(cameras.frontal()).to(dev)[None]
-        rows = []
-        for s in seeds:
-            ws = G.mapping(seed_latent(s, G.z_dim).to(dev), c0, truncation_psi=0.7)
-            zm = seed_latent(10_000_019 + s, G.motion_dim).to(dev)
-            row = []
-            for t in ts:
-                planes = G.planes(ws, zm, torch.tensor([t], device=dev), noise_mode="const")
-                for y in yaws:
-                    c = torch.from_numpy(cameras.pack(cameras.orbit_cam2world(y, 0.0))).to(dev)[None]
-                    img = G.render_planes(planes, ws, c)["image"]
-                    row.append(((img[0].permute(1, 2, 0) + 1) * 127.5).clamp(0, 255).byte().cpu().numpy())
-            rows.append(np.concatenate(row, 1))
-        return np.concatenate(rows, 0)
+        return render_grid(FrameRenderer(self.G_ema, plane_cache=1))
 
 
 def train(cfg: TrainConfig, resume: bool = False, progress: bool = True,
