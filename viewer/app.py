@@ -401,7 +401,9 @@ class App:
         try:
             from pv3d_core.render import cuda_ops
 
-            parts.append(f"kernels {cuda_ops.active_path_name()}" if hasattr(cuda_ops, "active_path_name") else "")
+            lp = cuda_ops.last_path()
+            if lp:
+                parts.append(f"renderer {lp.get('path', '?')}")
         except Exception:
             pass
         if self.worker.model_name:
