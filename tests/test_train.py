@@ -197,3 +197,15 @@ def test_bad_inputs_give_clear_errors(dataset, tmp_path):
     # the CLI turns them into one line and exit status 2
     assert main(["train", "--data", str(empty), "-o", str(tmp_path / "o4"), "--preset", "micro"]) == 2
     assert main(["train", "--data", str(dataset), "--set", "no_such_option=1"]) == 2
+
+
+def test_fine_tune_starts_from_the_checkpoint(dataset, tmp_path):
+    train(_cfg(dataset, tmp_path / "a", steps=1), progress=False)
+    ck = list_checkpoints(tmp_path / "a")[-1]
+    tr = Trainer(_cfg(dataset, tmp_path / "b", init=str(ck)))
+    from pv3d_core.io import read_checkpoint
+
+    src = read_checkpoint(ck).part("generator")
+    for k, v in tr.G.state_dict().items():
+        assert torch.equal(v, src[k]), k
+    assert tr.step == 0 and tr.mcfg.name == "micro"
