@@ -194,7 +194,7 @@ def test_warping_error_small_for_true_geometry_large_for_wrong_depth():
     good, _ = warping.pair_error(front, side, f_img, s_img, s_depth[::4, ::4], size=256, official=False)
     _, wrong_depth = _plane_scene(side, 256, offset=0.1)
     bad, _ = warping.pair_error(front, side, f_img, s_img, wrong_depth[::4, ::4], size=256, official=False)
-    assert good < 3.0 and bad > 4 * good, (good, bad)
+    assert good < 1.0 and bad > 5.0, (good, bad)   # measured 0.25 and 9.7
 
 
 # ------------------------------------------------------------------------------------ geometry

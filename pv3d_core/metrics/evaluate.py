@@ -83,7 +83,8 @@ def multiview_renders(G, n_videos: int, seed: int = 0, psi: float = 1.0, yaw: fl
             imgs, depths, alphas, points = [], [], [], []
             for k, (ti, c) in enumerate(zip([ts[0], ts[1], ts[0], ts[1]], cams)):
                 out = G.render_planes(planes[ti], ws, torch.from_numpy(c).to(dev)[None])
-                img = ((out["image"][0].permute(1, 2, 0).clamp(-1, 1) + 1) * 127.5).round().byte().cpu().numpy()
+                # uint8 by truncation, as the official loop saves its PNGs
+                img = ((out["image"][0].permute(1, 2, 0).clamp(-1, 1) + 1) * 127.5).byte().cpu().numpy()
                 dep = out["image_depth"][0, 0].float().cpu().numpy()
                 alp = out["image_alpha"][0, 0].float().cpu().numpy()
                 o, d = rays["front" if k in (0, 3) else "side"]
