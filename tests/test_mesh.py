@@ -195,3 +195,23 @@ def test_ply_of_known_shape_loads_with_colours(shape_mesh, tmp_path):
     centre = np.array(CENTRE_N) * G.rendering_kwargs["box_warp"] / 2
     assert ((back.triangles_center - centre) * back.face_normals).sum(1).mean() > 0
     assert [q.name for q in tmp_path.iterdir()] == ["shape.ply"]
+
+
+def test_narrow_band_grid_gives_the_full_grid_surface(shape_mesh):
+    """The default narrow-band grid agrees in sign with the full grid everywhere on the known shape,
+    so marching cubes gives the identical surface; the decoder's σ-only CPU path equals the decoder."""
+    from skimage.measure import marching_cubes
+
+    from pv3d_core.render.volume import query
+
+    G, planes, ws, _, _ = shape_mesh
+    pts = torch.rand(1, 4096, 3) - 0.5
+    assert torch.allclose(mesh._sigma_at(G, planes, pts), query(planes, G.decoder, pts, pts, 1.0)["sigma"].reshape(-1))
+    full, _ = mesh.density_grid(G, planes, 48)
+    band, _ = mesh.density_grid(G, planes, 48, level=10.0)
+    assert ((full > 10) == (band > 10)).all()
+    near = np.abs(full - 10) < 5                     # values near the surface are exact, not interpolated
+    assert np.array_equal(band[near], full[near])
+    v1, f1, _, _ = marching_cubes(full, 10.0)
+    v2, f2, _, _ = marching_cubes(band, 10.0)
+    assert np.array_equal(f1, f2) and np.allclose(v1, v2)

@@ -293,6 +293,7 @@ def evaluate(G, *, videos: int = 1000, seed: int = 0, psi: float = 1.0, yaw: flo
         t0 = time.perf_counter()
         if bar is not None:
             bar.set_description("FVD")
+            bar.unit = "clip"
             bar.reset(total=fvd_videos * 2)
         report["fvd"] = compute_fvd(G, data, i3d_net, fvd_videos, seed,
                                     progress=(lambda i, n: (setattr(bar, "total", n), bar.update(i - bar.n)))
@@ -306,7 +307,8 @@ def evaluate(G, *, videos: int = 1000, seed: int = 0, psi: float = 1.0, yaw: flo
 
         t0 = time.perf_counter()
         if bar is not None:
-            bar.set_description("geometry")
+            bar.set_description("geometry (reconstructing GT frames)")
+            bar.unit = "clip"
             bar.reset(total=geo_clips)
         report["geometry"] = evaluate_geometry(
             G, data, max_clips=geo_clips, inversion=InversionConfig(w_steps=geo_steps, pti_steps=0, w_avg_samples=500),
