@@ -273,3 +273,33 @@ def test_eval_cli_end_to_end_and_errors(tiny_ckpt, synth_data, tmp_path, capsys)
         assert main(["eval", "--ckpt", str(tiny_ckpt), "--videos", "1", *extra, "-o", str(bad)]) == 2
         assert msg in capsys.readouterr().err
         assert not bad.exists()
+
+
+class _StubI3D(torch.nn.Module):
+    """Stands in for I3D (whose weights are not here): a fixed projection of per-clip colour statistics."""
+
+    def __init__(self):
+        super().__init__()
+        self.proj = torch.nn.Linear(6, 5)
+        torch.nn.init.normal_(self.proj.weight, generator=torch.Generator().manual_seed(0))
+
+    def forward(self, x):                                   # (N, 3, T, 224, 224)
+        return self.proj(torch.cat([x.mean((2, 3, 4)), x.std((2, 3, 4))], 1))
+
+
+def test_fvd_pipeline_counts_and_short_clips(tiny_generator, synth_data, tmp_path, monkeypatch):
+    from pv3d_core.data import layout
+    from pv3d_core.metrics import evaluate
+    from pv3d_core.metrics.evaluate import compute_fvd
+
+    with pytest.raises(MetricError, match="at least 16 frames"):
+        compute_fvd(tiny_generator, synth_data, _StubI3D(), 2)
+    monkeypatch.setattr(evaluate, "NUM_TIMES", 4)         # 16 renders per clip are too slow for a CPU test
+    rng = np.random.default_rng(0)
+    cams = cameras.camera_path("yaw", 6)
+    for i in range(3):
+        layout.write_clip(tmp_path, f"c{i}", rng.integers(0, 255, (6, 32, 32, 3), dtype=np.uint8), cams)
+    layout.write_list(tmp_path, [f"c{i}" for i in range(3)])
+    r = compute_fvd(tiny_generator, tmp_path, _StubI3D(), 2, seed=0)
+    assert r["real_videos"] == 2 and r["generated_videos"] == 2 and r["frames"] == 4
+    assert np.isfinite(r["fvd"]) and r["fvd"] > 0
