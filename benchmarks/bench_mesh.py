@@ -79,7 +79,8 @@ def main() -> int:
         totals.append(time.perf_counter() - t0)
     from skimage.measure import marching_cubes
 
-    band, _ = mesh.density_grid(G, planes, args.res, level=10.0)
+    seen = []
+    band, _ = mesh.density_grid(G, planes, args.res, level=10.0, progress=lambda i, n: seen.append(n))
     same_sign = bool(((full > 10.0) == (band > 10.0)).all())
     full_faces, band_faces = len(marching_cubes(full, 10.0)[1]), len(marching_cubes(band, 10.0)[1])
     out = {"model": what, "device": str(dev), "threads": torch.get_num_threads(), "resolution": args.res,
@@ -88,7 +89,8 @@ def main() -> int:
            "density_grid_median_s": round(statistics.median(grids), 2),
            "vertices": len(m.vertices), "faces": len(m.faces),
            "marching_cubes_faces_full_grid": full_faces, "marching_cubes_faces_band_grid": band_faces,
-           "band_grid_same_side_everywhere": same_sign}
+           "band_grid_same_side_everywhere": same_sign,
+           "band_points_evaluated_fraction": round(seen[-1] / args.res ** 3, 3)}
     print(json.dumps(out, indent=1))
     return 0
 
