@@ -2,7 +2,10 @@
 
 - The density is the OSG decoder's raw σ (before the renderer's softplus(σ − 1)) sampled from the
   tri-planes of (ws, motion code, t) on a cube grid covering the tri-plane box (side ``box_warp``,
-  centred at the origin), in chunks so memory stays bounded.
+  centred at the origin), in chunks so memory stays bounded. By default a coarse pass (every 2nd
+  grid point) finds where the surface can be and only there is the grid evaluated exactly (about a
+  fifth of the points for a head at 256³; same surface, see :func:`density_grid`); ``--full-grid``
+  evaluates everything.
 - The surface is scikit-image's marching cubes at ``level`` (default 10 on raw σ, EG3D's shape
   extraction threshold; it sits where the rendered opacity saturates).
 - Vertex colours: the decoder's 32 features at each vertex through the generator's ``to_img_raw``
@@ -31,27 +34,118 @@ def _check(cancel):
         raise Cancelled("mesh extraction cancelled")
 
 
+def _sigma_at(G, planes, pts):
+    """Raw σ at points (1, M, 3). On the CPU only the density row of the decoder's last layer is
+    evaluated (the colour features are not needed here); elsewhere the shared query path (CUDA kernel
+    when available). Same maths as ``G.decoder`` (tested)."""
+    from .render import cuda_ops
+
+    box = G.rendering_kwargs["box_warp"]
+    net = getattr(G.decoder, "net", None)
+    if planes.device.type != "cpu" or net is None or len(net) != 3:
+        return cuda_ops.query(planes, G.decoder, pts, torch.zeros_like(pts), box)["sigma"].reshape(-1)
+    from .render.triplane import sample_planes
+
+    l1, act, l2 = net
+    x = sample_planes(planes, pts, box).mean(1).reshape(-1, planes.shape[2])
+    h = act(l1(x))
+    w = l2.weight[:1].to(h.dtype) * l2.weight_gain
+    b = l2.bias[:1].to(h.dtype) * l2.bias_gain
+    return torch.addmm(b, h, w.t()).reshape(-1)
+
+
+def _grid_points(axis, ix, iy, iz):
+    return torch.stack([axis[ix], axis[iy], axis[iz]], -1)[None]
+
+
 @torch.no_grad()
-def density_grid(G, planes, resolution: int = 256, chunk: int = 262_144, progress=None, cancel=None):
-    """Raw σ on a resolution³ grid over the tri-plane box: (grid (R, R, R) float32 indexed [x, y, z], bounds)."""
+def density_grid(G, planes, resolution: int = 256, chunk: int = 262_144, progress=None, cancel=None,
+                 level: float | None = None, stride: int = 2):
+    """Raw σ on a resolution³ grid over the tri-plane box: (grid (R, R, R) float32 indexed [x, y, z], bounds).
+
+    Without ``level`` every grid point is evaluated. With ``level`` (narrow band, what
+    :func:`extract_mesh` uses): σ is first evaluated on every ``stride``-th grid point; the cells of
+    that coarse grid whose corners straddle ``level``, and their neighbours, are evaluated exactly at
+    full resolution; elsewhere σ is the coarse grid's trilinear interpolation, which lies on the same
+    side of ``level`` as the exact value wherever no surface passes within a coarse cell. Marching
+    cubes then gives the same surface as the full grid, except for parts thinner than ``stride``
+    grid steps that no coarse point falls inside (the full grid resolves those poorly as well).
+    A head at 256³ evaluates about a fifth of the points.
+    """
     if not 16 <= resolution <= 1024:
         raise ValueError(f"grid resolution must be within 16..1024, got {resolution}")
     half = float(G.rendering_kwargs["box_warp"]) / 2
-    axis = torch.linspace(-half, half, resolution, device=planes.device)
-    out = np.empty(resolution ** 3, np.float32)
-    n = resolution ** 3
-    from .render import cuda_ops
+    dev = planes.device
+    axis = torch.linspace(-half, half, resolution, device=dev)
+    R = resolution
+    if level is None or stride <= 1:
+        out = np.empty(R ** 3, np.float32)
+        n = R ** 3
+        for s in range(0, n, chunk):
+            _check(cancel)
+            idx = torch.arange(s, min(n, s + chunk), device=dev)
+            sig = _sigma_at(G, planes, _grid_points(axis, idx // (R * R), (idx // R) % R, idx % R))
+            out[s:s + len(idx)] = sig.float().cpu().numpy()
+            if progress is not None:
+                progress(min(n, s + chunk), n)
+        return out.reshape(R, R, R), (-half, half)
 
-    for s in range(0, n, chunk):
+    # coarse grid on fine indices 0, stride, 2 stride, ..., and the last index
+    cidx = np.unique(np.r_[np.arange(0, R, stride), R - 1])
+    nc = len(cidx)
+    ct = torch.as_tensor(cidx, device=dev)
+    coarse = np.empty(nc ** 3, np.float32)
+    n_c = nc ** 3
+    # progress: the coarse pass is reported as the first part of the work, the band as the rest
+    for s in range(0, n_c, chunk):
         _check(cancel)
-        idx = torch.arange(s, min(n, s + chunk), device=planes.device)
-        ix, iy, iz = idx // (resolution * resolution), (idx // resolution) % resolution, idx % resolution
-        pts = torch.stack([axis[ix], axis[iy], axis[iz]], -1)[None]
-        sig = cuda_ops.query(planes, G.decoder, pts, torch.zeros_like(pts), G.rendering_kwargs["box_warp"])["sigma"]
-        out[s:s + len(idx)] = sig.reshape(-1).float().cpu().numpy()
+        idx = torch.arange(s, min(n_c, s + chunk), device=dev)
+        pts = _grid_points(axis, ct[idx // (nc * nc)], ct[(idx // nc) % nc], ct[idx % nc])
+        coarse[s:s + len(idx)] = _sigma_at(G, planes, pts).float().cpu().numpy()
+    coarse = coarse.reshape(nc, nc, nc)
+    above = coarse > level
+    # coarse cells (nc-1)³ with corners on both sides of the level, dilated by one cell
+    corners = [above[i:nc - 1 + i, j:nc - 1 + j, k:nc - 1 + k] for i in (0, 1) for j in (0, 1) for k in (0, 1)]
+    active = np.logical_or.reduce(corners) & ~np.logical_and.reduce(corners)
+    from scipy.ndimage import binary_dilation
+
+    active = binary_dilation(active, np.ones((3, 3, 3), bool))
+    # fill everything by trilinear interpolation of the coarse grid (separable, along each axis)
+    grid = torch.from_numpy(coarse)
+    for ax in range(3):
+        pos = np.arange(R, dtype=np.float64)
+        j = np.clip(np.searchsorted(cidx, pos, side="right") - 1, 0, nc - 2)
+        w = torch.from_numpy(((pos - cidx[j]) / (cidx[j + 1] - cidx[j])).astype(np.float32))
+        jt = torch.from_numpy(j)
+        a, b = grid.index_select(ax, jt), grid.index_select(ax, jt + 1)
+        shape = [1, 1, 1]
+        shape[ax] = R
+        grid = a + (b - a) * w.reshape(shape)
+    grid = grid.numpy()
+    # fine points inside active coarse cells (cell c spans fine indices cidx[c]..cidx[c+1])
+    # (a fine point on a coarse plane also belongs to the cell below it: a shift by one along each axis)
+    low = np.clip(np.searchsorted(cidx, np.arange(R), side="right") - 1, 0, nc - 2)
+    fine_mask = active[np.ix_(low, low, low)]
+    for ax in range(3):
+        prev = fine_mask.copy()
+        sl_to = [slice(None)] * 3
+        sl_from = [slice(None)] * 3
+        sl_to[ax], sl_from[ax] = slice(1, None), slice(None, -1)
+        fine_mask[tuple(sl_to)] |= prev[tuple(sl_from)]
+    todo = np.flatnonzero(fine_mask.reshape(-1))
+    n_f = len(todo)
+    total = n_c + n_f
+    if progress is not None:
+        progress(n_c, total)
+    flat = grid.reshape(-1)
+    for s in range(0, n_f, chunk):
+        _check(cancel)
+        idx = torch.as_tensor(todo[s:s + chunk], device=dev)
+        sig = _sigma_at(G, planes, _grid_points(axis, idx // (R * R), (idx // R) % R, idx % R))
+        flat[todo[s:s + chunk]] = sig.float().cpu().numpy()
         if progress is not None:
-            progress(min(n, s + chunk), n)
-    return out.reshape(resolution, resolution, resolution), (-half, half)
+            progress(n_c + min(n_f, s + chunk), total)
+    return grid, (-half, half)
 
 
 @torch.no_grad()
@@ -72,7 +166,8 @@ def vertex_colours(G, planes, ws, verts: np.ndarray, chunk: int = 65536) -> np.n
 
 @torch.no_grad()
 def extract_mesh(G, ws, z_motion, t, resolution: int = 256, level: float = 10.0, largest_component: bool = True,
-                 colours: bool = True, progress=None, cancel: threading.Event | None = None, planes=None):
+                 colours: bool = True, progress=None, cancel: threading.Event | None = None, planes=None,
+                 narrow_band: bool = True):
     """The surface of (ws, motion code, t) as a ``trimesh.Trimesh`` in world coordinates (see module doc)."""
     import trimesh
     from skimage.measure import marching_cubes
@@ -84,7 +179,8 @@ def extract_mesh(G, ws, z_motion, t, resolution: int = 256, level: float = 10.0,
         if progress is not None:
             progress(int(0.9 * 1000 * i / n), 1000)
 
-    grid, (lo, hi) = density_grid(G, planes, resolution, progress=grid_progress, cancel=cancel)
+    grid, (lo, hi) = density_grid(G, planes, resolution, progress=grid_progress, cancel=cancel,
+                                  level=level if narrow_band else None)
     _check(cancel)
     if not (grid.min() < level < grid.max()):
         raise ValueError(f"no surface at density level {level} (density ranges {grid.min():.2f}..{grid.max():.2f}); "
@@ -145,6 +241,8 @@ def add_mesh_parser(sub):
     p.add_argument("--res", type=int, default=256, help="grid resolution (default 256)")
     p.add_argument("--level", type=float, default=10.0, help="density iso-level (raw sigma, default 10)")
     p.add_argument("--all-components", action="store_true", help="keep floaters (default: the largest part)")
+    p.add_argument("--full-grid", action="store_true",
+                   help="evaluate every grid point (default: a coarse pass, then exact values near the surface)")
     p.add_argument("--device", default="auto")
     p.add_argument("-o", "--output", required=True, help="output .ply")
     p.set_defaults(func=run_mesh)
@@ -183,7 +281,8 @@ def run_mesh(args) -> int:
 
         try:
             m = extract_mesh(G, ws, zm, float(t), resolution=args.res, level=args.level,
-                             largest_component=not args.all_components, progress=prog)
+                             largest_component=not args.all_components, progress=prog,
+                             narrow_band=not args.full_grid)
         finally:
             bar.close()
         path = out if len(ts) == 1 else out.with_name(f"{out.stem}_{k:04d}{out.suffix or '.ply'}")
