@@ -135,9 +135,34 @@ def mp4_job(G, base: RenderSettings, spec: ClipSpec, fps: float, path, appearanc
         job.status = f"rendering {len(todo)} frames"
         frames = render_clip(r, todo, progress=lambda i, n: job.report(i, n, f"frame {i}/{n}"),
                              cancel=job.cancel_event)
-        out = write_mp4(path, frames, fps=fps, cancel=job.cancel_event)
+        folder = Path(path).parent
+        before = set(folder.glob(f".{Path(path).stem}.*.mp4")) if folder.is_dir() else set()
+        try:
+            out = write_mp4(path, frames, fps=fps, cancel=job.cancel_event)
+        except BaseException:
+            _sweep_partial(folder, Path(path).stem, before)
+            raise
         return str(out)
     return body
+
+
+def _sweep_partial(folder: Path, stem: str, before: set, wait_s: float = 2.0) -> None:
+    """Remove the temporary mp4 of an interrupted encode.
+
+    pv3d_core.export.write_mp4 deletes its temporary file when interrupted, but when it is cancelled
+    right after the first frames, ffmpeg can still create the file after that deletion; poll briefly
+    and remove what appeared.
+    """
+    end = time.time() + wait_s
+    while True:
+        for p in set(folder.glob(f".{stem}.*.mp4")) - before:
+            try:
+                p.unlink()
+            except OSError:
+                pass
+        if time.time() >= end:
+            return
+        time.sleep(0.1)
 
 
 def png_job(image, path):
