@@ -87,6 +87,10 @@ def test_playback_frames_walk_the_grid():
     settings = S.playback_settings(S.ViewerState(frames_per_clip=4), 3)
     assert [s.t for s in settings] == [0.25, 0.5, 0.75]
     assert S.quantise(0.37, 1.0, 4) == 0.25
+    assert S.playhead(S.ViewerState(t=0.95, frames_per_clip=4)) == 0.0          # wrap: the end is the start
+    assert S.playhead(S.ViewerState(t=0.95, frames_per_clip=4, loop="ping-pong")) == 1.0
+    long = S.ViewerState(long_clip=True, long_clip_segments=2, phase=1.3, frames_per_clip=4)
+    assert S.playhead(long) == 1.25
 
 
 def test_drag_orbits_and_wheel_zooms_within_limits():

@@ -93,6 +93,16 @@ def quantise(pos: float, length: float, frames_per_clip: int) -> float:
     return clamp(round(pos * n) / n, 0.0, length)
 
 
+def playhead(st: ViewerState, pos: float | None = None) -> float:
+    """The playback frame shown for a timeline position: snapped to the frame grid; in wrap mode the
+    end of the timeline is its start (so that a loop is exactly ``frames_per_clip`` cached frames)."""
+    n = max(1, int(st.frames_per_clip))
+    total = max(1, int(round(timeline_length(st) * n)))
+    idx = int(round((timeline_pos(st) if pos is None else pos) * n))
+    idx = idx % total if st.loop == "wrap" else min(max(idx, 0), total)
+    return idx / n
+
+
 def advance(st: ViewerState, dt: float) -> None:
     """Move the playhead by ``dt`` seconds of playback, looping (wrap) or bouncing (ping-pong)."""
     if not st.playing or dt <= 0:

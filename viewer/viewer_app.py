@@ -270,8 +270,7 @@ class ViewerApp:
         if st.playing:
             trial = st.copy()
             S.advance(trial, dt)
-            length = S.timeline_length(trial)
-            q = S.quantise(S.timeline_pos(trial), length, st.frames_per_clip)
+            q = S.playhead(trial)
             want = S.render_settings(trial, pos=q)
             img = w.cached(want)
             if img is not None:
