@@ -57,6 +57,8 @@ class ViewerApp:
         self.last_requested = None
         self.last_input = 0.0
         self.ui_dt = []
+        self.frame_ms = []
+        self._prefetching = False
         self.render_times = []
         self.frames_shown = 0
         self.timings: dict = {}
@@ -126,7 +128,18 @@ class ViewerApp:
         if fp is not None:
             imgui.get_io().fonts.add_font_from_file_ttf(str(fp), 16.0)
         imgui.style_colors_dark()
-        self.impl = GlfwRenderer(self.window)
+        self.impl = GlfwRenderer(self.window)   # inputs (and the fallback renderer)
+        # Draw with imgui's C++ OpenGL3 renderer: one call per frame instead of hundreds of PyOpenGL
+        # calls, each of which gives the GIL away to the render thread and waits to get it back.
+        self.cpp_renderer = False
+        if os.environ.get("PV3D_VIEWER_PY_RENDERER") != "1":
+            try:
+                imgui.backends.opengl3_init("#version 330 core")
+                self.cpp_renderer = True
+            except Exception as e:  # noqa: BLE001
+                self.message = f"C++ GL renderer unavailable ({e}); using the Python one"
+        # hand the GIL back and forth quickly between the UI and the render thread (default 5 ms)
+        sys.setswitchinterval(0.001)
         glfw.set_drop_callback(self.window, self.on_drop)
         self.imgui = imgui
         self.glfw = glfw
@@ -160,8 +173,10 @@ class ViewerApp:
                     glfw.wait_events_timeout(0.03)
                 now = time.perf_counter()
                 dt, last = now - last, now
-                self.ui_dt = (self.ui_dt + [dt])[-120:]
+                if animating:   # idle frames wait for events: their spacing is not a frame rate
+                    self.ui_dt = (self.ui_dt + [dt])[-120:]
                 self.frame(dt)
+                self.frame_ms = (self.frame_ms + [(time.perf_counter() - now) * 1e3])[-120:]
                 if animating:  # cap the UI at ~60 fps so that the render thread keeps its core
                     spare = 1 / 60 - (time.perf_counter() - now)
                     if spare > 0:
@@ -185,6 +200,8 @@ class ViewerApp:
         if self.control is not None:
             self.control.close()
         self.display.close()
+        if self.cpp_renderer:
+            self.imgui.backends.opengl3_shutdown()
         self.impl.shutdown()
         glfw.terminate()
 
@@ -195,6 +212,8 @@ class ViewerApp:
         self.handle_control()
         self.handle_drops()
         self.collect_results()
+        if self.cpp_renderer:
+            imgui.backends.opengl3_new_frame()
         imgui.new_frame()
         self.draw_ui()
         self.shortcuts()
@@ -204,7 +223,10 @@ class ViewerApp:
         gl.glViewport(0, 0, fbw, fbh)
         gl.glClearColor(0.08, 0.08, 0.09, 1.0)
         gl.glClear(gl.GL_COLOR_BUFFER_BIT)
-        self.impl.render(imgui.get_draw_data())
+        if self.cpp_renderer:
+            imgui.backends.opengl3_render_draw_data(imgui.get_draw_data())
+        else:
+            self.impl.render(imgui.get_draw_data())
         if self._screenshots:
             from .display import read_framebuffer
             img = read_framebuffer(fbw, fbh)
@@ -287,8 +309,12 @@ class ViewerApp:
                     w.request(want)
                     self.last_requested = want
             w.prefetch(S.playback_settings(st, RENDER_AHEAD))
+            self._prefetching = True
             return
         self.buffering = False
+        if self._prefetching:
+            w.prefetch([])
+            self._prefetching = False
         full = S.render_settings(st)
         want = S.render_settings(st, preview=True) if interacting else full
         if want == self.last_requested:
@@ -397,7 +423,11 @@ class ViewerApp:
         rt = self.render_times
         rfps = (len(rt) - 1) / (rt[-1] - rt[0]) if len(rt) > 2 and rt[-1] > rt[0] and time.perf_counter() - rt[-1] < 2 else 0.0
         stages = "  ".join(f"{k} {v:.0f}ms" for k, v in self.timings.items())
-        parts = [f"UI {ui_fps:.0f} fps", f"render {rfps:.1f} fps", stages or "-", f"device {self.worker.device}",
+        fm = sorted(self.frame_ms[-60:])
+        ui = f"UI {ui_fps:.0f} fps" if self.ui_dt else "UI idle"
+        if fm:
+            ui += f" ({fm[len(fm) // 2]:.1f} ms/frame)"
+        parts = [ui, f"render {rfps:.1f} fps", stages or "-", f"device {self.worker.device}",
                  f"display {self.display.path}", f"cache {len(self.worker.cache)} frames"]
         if self.message:
             parts.append(self.message)
@@ -566,7 +596,8 @@ class ViewerApp:
             "model": self.worker.model_name, "has_model": self.worker.has_model,
             "model_path": self.worker.model_path, "epoch": self.worker.epoch,
             "display_path": self.display.path, "display_reason": self.display.reason,
-            "ui_fps": self.ui_fps(), "frames_shown": self.frames_shown, "uploads": self.display.uploads,
+            "upload_ms": self.display.last_upload_ms,
+            "ui_fps": self.ui_fps(), "ui_frame_ms": list(self.frame_ms), "frames_shown": self.frames_shown, "uploads": self.display.uploads,
             "rendered": self.worker.rendered, "prefetched": self.worker.prefetched,
             "cache_frames": len(self.worker.cache), "viewport": list(self.viewport_rect),
             "window": list(self.glfw.get_window_size(self.window)), "timings": self.timings,
