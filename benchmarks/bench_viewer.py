@@ -118,6 +118,17 @@ def ui_bench(ckpt: Path, seconds: float, tmp: Path) -> dict:
         ms = sorted(s["ui_frame_ms"])
         out = {"ui_ms_median": statistics.median(ms), "ui_ms_p95": ms[int(0.95 * (len(ms) - 1))],
                "ui_fps": s["ui_fps"], "frames_shown_per_s": (s["frames_shown"] - first_shown) / (time.time() - t_start)}
+        out["parts"] = s["ui_frame_parts"]
+        # the same with the worker idle: a two-frame loop plays from the cache
+        c.call("set", frames_per_clip=2, t=0.0, playing=True)
+        time.sleep(3)
+        s2 = c.call("state")
+        time.sleep(2)
+        s2 = c.call("state")
+        ms2 = sorted(s2["ui_frame_ms"])
+        out["idle_ms_median"] = statistics.median(ms2)
+        out["idle_parts"] = s2["ui_frame_parts"]
+        c.call("set", playing=False)
         c.call("set", resolution=512, yaw=0.0)
         while not c.call("state")["settled"]:
             time.sleep(0.1)
@@ -160,6 +171,9 @@ def main(argv=None) -> int:
             print(f"{'UI frame rate (fps, capped at 60)':46s} {u['ui_fps']:9.1f}")
             print(f"{'new frames shown per second':46s} {u['frames_shown_per_s']:9.2f}")
             print(f"{'texture upload 512² (' + u['display_path'] + ' path, ms)':46s} {u['upload_512_ms']:9.2f}")
+            print(f"{'UI frame work time, worker idle, median (ms)':46s} {u['idle_ms_median']:9.1f}")
+            for label, parts in (("while rendering", u["parts"]), ("worker idle", u["idle_parts"])):
+                print(f"  parts {label}: " + ", ".join(f"{k} {v:.1f} ms" for k, v in parts.items()))
     return 0
 
 

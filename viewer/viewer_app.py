@@ -58,6 +58,7 @@ class ViewerApp:
         self.last_input = 0.0
         self.ui_dt = []
         self.frame_ms = []
+        self.frame_parts: dict = {}       # EMA of the UI frame's parts, ms
         self._prefetching = False
         self.render_times = []
         self.frames_shown = 0
@@ -114,7 +115,7 @@ class ViewerApp:
             print(NO_DISPLAY.format(why="no OpenGL 3.3 window could be created"), file=sys.stderr)
             return EXIT_USAGE
         glfw.make_context_current(self.window)
-        glfw.swap_interval(1)
+        glfw.swap_interval(0)   # the loop caps itself at 60 fps; vsync under Xvfb/llvmpipe only adds latency
 
         # the render thread and the UI share the CPU cores
         cores = os.cpu_count() or 2
@@ -165,12 +166,16 @@ class ViewerApp:
         last = time.perf_counter()
         try:
             while not glfw.window_should_close(self.window) and not self._quit:
-                animating = (self.st.playing or not self.worker.idle() or self.jobs.active()
-                             or self._screenshots or time.perf_counter() - self.last_input < PREVIEW_HOLD_S + 0.1)
+                animating = bool(self.st.playing or self.jobs.active() or self._screenshots
+                                 or time.perf_counter() - self.last_input < PREVIEW_HOLD_S + 0.1)
                 if animating:
                     glfw.poll_events()
+                elif not self.worker.idle():
+                    # a render is under way: wake for input at once, else look for its result every
+                    # 20 ms, leaving the CPU to the render thread in between
+                    glfw.wait_events_timeout(0.02)
                 else:
-                    glfw.wait_events_timeout(0.03)
+                    glfw.wait_events_timeout(0.05)
                 now = time.perf_counter()
                 dt, last = now - last, now
                 if animating:   # idle frames wait for events: their spacing is not a frame rate
@@ -208,10 +213,12 @@ class ViewerApp:
     # ------------------------------------------------------------------ per frame
     def frame(self, dt: float) -> None:
         imgui, gl, glfw = self.imgui, self.gl, self.glfw
+        t0 = time.perf_counter()
         self.impl.process_inputs()
         self.handle_control()
         self.handle_drops()
-        self.collect_results()
+        self.collect_results()             # includes the texture upload of a new frame
+        t1 = time.perf_counter()
         if self.cpp_renderer:
             imgui.backends.opengl3_new_frame()
         imgui.new_frame()
@@ -219,6 +226,7 @@ class ViewerApp:
         self.shortcuts()
         self.schedule(dt)
         imgui.render()
+        t2 = time.perf_counter()
         fbw, fbh = glfw.get_framebuffer_size(self.window)
         gl.glViewport(0, 0, fbw, fbh)
         gl.glClearColor(0.08, 0.08, 0.09, 1.0)
@@ -233,7 +241,11 @@ class ViewerApp:
             for path, pending in self._screenshots:
                 self._finish_screenshot(img, path, pending)
             self._screenshots = []
+        t3 = time.perf_counter()
         glfw.swap_buffers(self.window)
+        t4 = time.perf_counter()
+        for k, v in (("inputs+results", t1 - t0), ("ui", t2 - t1), ("gl", t3 - t2), ("swap", t4 - t3)):
+            self.frame_parts[k] = 0.9 * self.frame_parts.get(k, v * 1e3) + 0.1 * v * 1e3
 
     def collect_results(self) -> None:
         for r in self.worker.poll():
@@ -597,7 +609,7 @@ class ViewerApp:
             "model_path": self.worker.model_path, "epoch": self.worker.epoch,
             "display_path": self.display.path, "display_reason": self.display.reason,
             "upload_ms": self.display.last_upload_ms,
-            "ui_fps": self.ui_fps(), "ui_frame_ms": list(self.frame_ms), "frames_shown": self.frames_shown, "uploads": self.display.uploads,
+            "ui_frame_parts": self.frame_parts, "ui_fps": self.ui_fps(), "ui_frame_ms": list(self.frame_ms), "frames_shown": self.frames_shown, "uploads": self.display.uploads,
             "rendered": self.worker.rendered, "prefetched": self.worker.prefetched,
             "cache_frames": len(self.worker.cache), "viewport": list(self.viewport_rect),
             "window": list(self.glfw.get_window_size(self.window)), "timings": self.timings,
