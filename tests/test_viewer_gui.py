@@ -384,3 +384,75 @@ def test_png_and_ply_exports(app, tmp_path):
     else:
         assert job["error"] == "mesh export not available in this build (pv3d_core.mesh is missing)"
         assert "mesh export not available" in app.state()["message"]
+
+
+# ------------------------------------------------------------------------------------ a real OS drop
+
+def xdnd_drop(display_name: str, target_id: int, path, x: int, y: int, timeout: float = 20.0) -> None:
+    """Drag ``path`` onto window ``target_id`` at window position (x, y) with the XDND protocol, as a
+    file manager would: Enter, Position, (Status), Drop, serve the selection, (Finished)."""
+    from pathlib import Path as _P
+
+    from Xlib import X, display
+    from Xlib.protocol import event
+
+    d = display.Display(display_name)
+    atom = lambda name: d.intern_atom(name)
+    root = d.screen().root
+    src = root.create_window(0, 0, 1, 1, 0, X.CopyFromParent)
+    target = d.create_resource_object("window", target_id)
+    uri_list = atom("text/uri-list")
+    payload = (_P(path).resolve().as_uri() + "\r\n").encode()
+    src.set_selection_owner(atom("XdndSelection"), X.CurrentTime)
+    origin = target.translate_coords(root, 0, 0)        # root origin in window coordinates
+    rx, ry = x - origin.x, y - origin.y
+
+    def send(name, data):
+        ev = event.ClientMessage(window=target, client_type=atom(name), data=(32, data))
+        target.send_event(ev, event_mask=0)
+        d.flush()
+
+    def wait_for(pred):
+        end = time.time() + timeout
+        while time.time() < end:
+            while d.pending_events():
+                ev = d.next_event()
+                if ev.type == X.SelectionRequest:
+                    req = ev.requestor
+                    req.change_property(ev.property, ev.target, 8, payload)
+                    note = event.SelectionNotify(time=ev.time, requestor=req, selection=ev.selection,
+                                                 target=ev.target, property=ev.property)
+                    req.send_event(note)
+                    d.flush()
+                elif pred(ev):
+                    return ev
+            time.sleep(0.01)
+        raise AssertionError("the XDND drop timed out")
+
+    is_msg = lambda name: (lambda ev: ev.type == X.ClientMessage and ev.client_type == atom(name))
+    send("XdndEnter", [src.id, 5 << 24, uri_list, 0, 0])
+    send("XdndPosition", [src.id, 0, (rx << 16) | ry, X.CurrentTime, atom("XdndActionCopy")])
+    status = wait_for(is_msg("XdndStatus"))
+    assert status.data[1][1] & 1, "the window did not accept the drop"
+    send("XdndDrop", [src.id, 0, X.CurrentTime, 0, 0])
+    wait_for(is_msg("XdndFinished"))
+    src.destroy()
+    d.close()
+
+
+def test_a_real_xdnd_drop_reaches_the_drop_callback(app, tiny_ckpt, tmp_path):
+    pytest.importorskip("Xlib", reason="python-xlib is needed to act as an XDND drag source")
+    s = app.settle()
+    x, y, w, h = s["viewport"]
+    wid = int(app.window_id())
+    txt = tmp_path / "readme.txt"
+    txt.write_text("hello")
+    xdnd_drop(app.display, wid, txt, x + w // 2, y + h // 2)
+    s = app.wait_for(lambda s: s["error"] and "readme.txt" in s["error"], what="the rejection of a text file")
+    assert "neither a checkpoint" in s["error"]
+    app.shot("xdnd_rejected")
+    epoch = s["epoch"]
+    xdnd_drop(app.display, wid, tiny_ckpt, x + w // 2, y + h // 2)
+    s = app.wait_for(lambda s: s["epoch"] == epoch + 1, what="the dropped checkpoint to load")
+    s = app.settle()
+    assert s["error"] is None and s["model_path"] == str(tiny_ckpt) and s["has_model"]
