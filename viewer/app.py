@@ -56,7 +56,10 @@ def main(argv=None) -> int:
     from .viewer_app import ViewerApp
 
     app = ViewerApp(args)
-    return app.run()
+    try:
+        return app.run()
+    except KeyboardInterrupt:     # Ctrl-C in the terminal: run() has already stopped the threads
+        return 130
 
 
 if __name__ == "__main__":

@@ -7,6 +7,7 @@ render worker keeps serving the UI meanwhile. Files are written atomically by pv
 """
 from __future__ import annotations
 
+import gc
 import threading
 import time
 from dataclasses import dataclass
@@ -137,22 +138,24 @@ def mp4_job(G, base: RenderSettings, spec: ClipSpec, fps: float, path, appearanc
                              cancel=job.cancel_event)
         folder = Path(path).parent
         before = set(folder.glob(f".{Path(path).stem}.*.mp4")) if folder.is_dir() else set()
+        err = None
         try:
-            out = write_mp4(path, frames, fps=fps, cancel=job.cancel_event)
-        except BaseException:
-            _sweep_partial(folder, Path(path).stem, before)
-            raise
-        return str(out)
+            return str(write_mp4(path, frames, fps=fps, cancel=job.cancel_event))
+        except BaseException as e:  # noqa: BLE001 - re-raised below
+            err = e
+        # imageio's writer is not closed when an exception leaves its `with` block: ffmpeg keeps
+        # running until the writer is garbage-collected and then writes the temporary file that
+        # write_mp4 has already deleted. Drop the traceback (it holds the writer), collect, and sweep.
+        err.__traceback__ = None
+        frames = None
+        gc.collect()
+        _sweep_partial(folder, Path(path).stem, before)
+        raise err
     return body
 
 
-def _sweep_partial(folder: Path, stem: str, before: set, wait_s: float = 2.0) -> None:
-    """Remove the temporary mp4 of an interrupted encode.
-
-    pv3d_core.export.write_mp4 deletes its temporary file when interrupted, but when it is cancelled
-    right after the first frames, ffmpeg can still create the file after that deletion; poll briefly
-    and remove what appeared.
-    """
+def _sweep_partial(folder: Path, stem: str, before: set, wait_s: float = 0.5) -> None:
+    """Remove the temporary mp4 of an interrupted encode (see mp4_job)."""
     end = time.time() + wait_s
     while True:
         for p in set(folder.glob(f".{stem}.*.mp4")) - before:

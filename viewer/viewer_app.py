@@ -223,8 +223,12 @@ class ViewerApp:
             imgui.backends.opengl3_new_frame()
         imgui.new_frame()
         self.draw_ui()
-        self.shortcuts()
-        self.schedule(dt)
+        try:
+            self.shortcuts()
+            self.schedule(dt)
+        except Exception as e:  # noqa: BLE001 - e.g. settings the renderer refuses
+            self.viewport_error = f"{type(e).__name__}: {e}"
+            self.st.playing = False
         imgui.render()
         t2 = time.perf_counter()
         fbw, fbh = glfw.get_framebuffer_size(self.window)
@@ -382,7 +386,10 @@ class ViewerApp:
         imgui.end()
         imgui.pop_style_var()
         for a in actions:
-            self.do(a)
+            try:
+                self.do(a)
+            except Exception as e:  # noqa: BLE001 - a failed action is reported, never fatal
+                self.viewport_error = f"{a} failed: {type(e).__name__}: {e}"
 
     def draw_viewport(self) -> None:
         imgui = self.imgui
