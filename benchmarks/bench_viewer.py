@@ -168,7 +168,7 @@ def main(argv=None) -> int:
             print(f"\n{'UI while rendering (real app, Xvfb + Mesa)':46s} {'value':>9s}")
             print(f"{'UI frame work time, median (ms)':46s} {u['ui_ms_median']:9.1f}")
             print(f"{'UI frame work time, p95 (ms)':46s} {u['ui_ms_p95']:9.1f}")
-            print(f"{'UI frame rate (fps, capped at 60)':46s} {u['ui_fps']:9.1f}")
+            print(f"{'UI fps this allows (1000 / median)':46s} {1000 / u['ui_ms_median']:9.1f}")
             print(f"{'new frames shown per second':46s} {u['frames_shown_per_s']:9.2f}")
             print(f"{'texture upload 512² (' + u['display_path'] + ' path, ms)':46s} {u['upload_512_ms']:9.2f}")
             print(f"{'UI frame work time, worker idle, median (ms)':46s} {u['idle_ms_median']:9.1f}")
