@@ -50,10 +50,12 @@ class CudaGLInterop:
         if err != self.rt.cudaError_t.cudaSuccess:
             raise RuntimeError(f"{what} failed: {err}")
 
-    def copy(self, rgba: torch.Tensor) -> None:
+    def copy(self, rgba: torch.Tensor, stream: int | None = None) -> None:
+        """Copy a contiguous (H, W, 4) uint8 CUDA tensor into the texture (on torch's current stream)."""
         rt = self.rt
         h, w = rgba.shape[:2]
-        stream = torch.cuda.current_stream(rgba.device).cuda_stream
+        if stream is None:
+            stream = torch.cuda.current_stream(rgba.device).cuda_stream
         (err,) = rt.cudaGraphicsMapResources(1, self.resource, stream)
         self._check(err, "cudaGraphicsMapResources")
         try:
