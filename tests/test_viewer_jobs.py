@@ -1,0 +1,100 @@
+"""Background export jobs: progress, cancel, atomic output, clear messages for missing modules."""
+import sys
+import threading
+import time
+
+import numpy as np
+import pytest
+
+from pv3d_core.export import ClipSpec, clip_settings
+from pv3d_core.pipeline import FrameRenderer, RenderSettings
+from viewer import jobs as J
+
+
+def run(job, timeout=120):
+    job.join(timeout)
+    assert job.done
+    return job
+
+
+def test_mp4_job_writes_a_clip_whose_frames_match_the_renderer(tmp_path, tiny_generator):
+    import imageio.v3 as iio
+
+    base = RenderSettings(seed=3, motion_seed=2, resolution=64)
+    spec = ClipSpec(frames=4, camera="orbit")
+    progress = []
+    job = J.Job("MP4", J.mp4_job(tiny_generator, base, spec, 10.0, tmp_path / "out.mp4"))
+    job.report = (lambda orig: (lambda i, n, s=None: (progress.append(i), orig(i, n, s))))(job.report)
+    run(job.start())
+    assert job.error is None, job.error
+    assert job.result == str(tmp_path / "out.mp4") and job.progress == 1.0 and progress == [1, 2, 3, 4]
+    frames = np.stack(list(iio.imiter(tmp_path / "out.mp4")))
+    assert frames.shape == (4, 64, 64, 3)
+    r = FrameRenderer(tiny_generator)
+    for f, s in zip(frames, clip_settings(base, spec)):
+        ref = r.render(s).numpy().astype(np.float64)
+        mse = np.mean((f.astype(np.float64) - ref) ** 2)
+        assert 10 * np.log10(255 ** 2 / max(mse, 1e-9)) > 30
+    assert [p.name for p in tmp_path.iterdir()] == ["out.mp4"]
+
+
+def test_cancelled_export_leaves_nothing(tmp_path, tiny_generator):
+    base = RenderSettings(resolution=32)
+    job = J.Job("MP4", J.mp4_job(tiny_generator, base, ClipSpec(frames=200), 10.0, tmp_path / "c.mp4"))
+    job.start()
+    time.sleep(0.3)
+    job.cancel()
+    run(job)
+    assert job.cancelled and job.status == "cancelled" and job.error is None
+    assert list(tmp_path.iterdir()) == []
+
+
+def test_export_into_an_unwritable_place_fails_with_a_message(tmp_path, tiny_generator):
+    blocker = tmp_path / "file"
+    blocker.write_text("x")
+    job = run(J.Job("PNG", J.png_job(np.zeros((8, 8, 3), np.uint8), blocker / "sub" / "x.png")).start())
+    assert job.status == "failed" and "cannot create folder" in job.error
+
+
+def test_png_job(tmp_path):
+    from PIL import Image
+
+    img = (np.arange(8 * 8 * 3) % 256).astype(np.uint8).reshape(8, 8, 3)
+    job = run(J.Job("PNG", J.png_job(img, tmp_path / "f.png")).start())
+    assert job.error is None and np.array_equal(np.asarray(Image.open(tmp_path / "f.png")), img)
+
+
+def test_missing_mesh_and_portrait_modules_give_clear_messages(tmp_path, tiny_generator, monkeypatch):
+    monkeypatch.setitem(sys.modules, "pv3d_core.mesh", None)       # import fails
+    monkeypatch.setitem(sys.modules, "pv3d_core.portrait", None)
+    job = run(J.Job("PLY", J.ply_job(tiny_generator, RenderSettings(), tmp_path / "m.ply")).start())
+    assert job.error == "mesh export not available in this build (pv3d_core.mesh is missing)"
+    job = run(J.Job("portrait", J.portrait_job(tmp_path / "face.png", tiny_generator)).start())
+    assert "portrait animation not yet supported" in job.error
+
+
+def test_portrait_job_hands_back_the_latent(tmp_path, tiny_generator, monkeypatch):
+    import types
+
+    import torch
+
+    fake = types.ModuleType("pv3d_core.portrait")
+    calls = []
+
+    def prepare_and_invert(image_path, G, progress=None, cancel=None):
+        calls.append(image_path)
+        progress(1, 2)
+        progress(2, 2)
+        return types.SimpleNamespace(ws=torch.ones(1, 3))
+    fake.prepare_and_invert = prepare_and_invert
+    monkeypatch.setitem(sys.modules, "pv3d_core.portrait", fake)
+    job = run(J.Job("portrait", J.portrait_job(tmp_path / "face.png", tiny_generator)).start())
+    assert job.error is None and torch.equal(job.result, torch.ones(1, 3)) and calls == [tmp_path / "face.png"]
+
+
+def test_output_names_do_not_collide(tmp_path):
+    s = RenderSettings(seed=4, motion_seed=5)
+    a = J.output_name(tmp_path, s, "mp4")
+    a.write_text("x")
+    b = J.output_name(tmp_path, s, "mp4")
+    assert a != b and a.name.startswith("pv3d_seed4_motion5")

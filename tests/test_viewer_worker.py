@@ -1,0 +1,163 @@
+"""The render worker: latest request wins, stale results are dropped, errors come back as results."""
+import threading
+import time
+
+import pytest
+import torch
+
+from pv3d_core.pipeline import RenderSettings
+from viewer.worker import RenderWorker, Result, ResultGate
+
+
+class FakeRenderer:
+    """Renders a flat image whose value is the seed; can block on an event or raise."""
+
+    def __init__(self, G):
+        self.G = G
+        self.rendered = []
+        self.gate = G.get("gate")
+        self.appearance_ws = None
+
+    def render(self, s):
+        if self.gate is not None:
+            self.G["started"].set()
+            self.gate.wait(10)
+        if s.seed == 666:
+            raise RuntimeError("boom from the generator")
+        self.rendered.append(s.seed)
+        return type("F", (), {"image": torch.full((4, 4, 3), s.seed % 256, dtype=torch.uint8),
+                              "timings": {"render": 1.0}})()
+
+    def set_appearance(self, ws):
+        self.appearance_ws = ws
+
+    def clear_cache(self):
+        pass
+
+
+def wait(pred, timeout=10.0):
+    end = time.time() + timeout
+    while time.time() < end:
+        if pred():
+            return True
+        time.sleep(0.005)
+    return False
+
+
+def collect(w, n, timeout=10.0):
+    out = []
+    end = time.time() + timeout
+    while len(out) < n and time.time() < end:
+        out += w.poll()
+        time.sleep(0.005)
+    return out
+
+
+@pytest.fixture
+def worker():
+    w = RenderWorker("cpu", renderer_factory=FakeRenderer).start()
+    yield w
+    if w._pending is None and getattr(w.renderer, "gate", None) is not None:
+        w.renderer.gate.set()
+    w.stop()
+    assert not w.alive, "the worker thread must be joined on stop"
+
+
+def test_latest_request_wins(worker):
+    gate, started = threading.Event(), threading.Event()
+    worker.set_generator({"gate": gate, "started": started})
+    assert [r.kind for r in collect(worker, 1)] == ["model"]
+    worker.request(RenderSettings(seed=1))
+    assert started.wait(5)                       # seed 1 is rendering (blocked on the gate)
+    gens = [worker.request(RenderSettings(seed=s)) for s in (2, 3, 4, 5)]
+    assert gens == sorted(gens)
+    gate.set()
+    results = collect(worker, 2)
+    assert [r.settings.seed for r in results] == [1, 5]     # 2, 3, 4 were superseded before they started
+    assert worker.renderer.rendered == [1, 5]
+    assert results[1].gen == gens[-1]
+    assert torch.all(results[1].image == 5)
+
+
+def test_gate_drops_stale_results_and_other_epochs():
+    gate = ResultGate()
+    frame = lambda gen, epoch: Result(gen=gen, epoch=epoch, kind="frame")
+    assert gate.accept(frame(3, 1), current_epoch=1)
+    assert not gate.accept(frame(2, 1), current_epoch=1)       # older than the one shown
+    assert not gate.accept(frame(3, 1), current_epoch=1)
+    assert not gate.accept(frame(9, 0), current_epoch=1)       # rendered by the previous model
+    assert gate.accept(frame(4, 1), current_epoch=1)
+    assert gate.dropped == 3
+    assert gate.accept(Result(gen=0, epoch=0, kind="model"), current_epoch=1)
+
+
+def test_results_of_a_replaced_model_are_stale(worker):
+    gate, started = threading.Event(), threading.Event()
+    worker.set_generator({"gate": gate, "started": started})
+    collect(worker, 1)
+    worker.request(RenderSettings(seed=7))
+    assert started.wait(5)
+    worker.set_generator({})                       # a new model while seed 7 renders
+    gate.set()
+    results = collect(worker, 2)
+    frame = [r for r in results if r.kind == "frame"][0]
+    assert frame.epoch == 1 and worker.epoch == 2
+    assert not ResultGate().accept(frame, worker.epoch)
+    assert len(worker.cache) == 0                 # and it did not enter the new model's cache
+
+
+def test_errors_come_back_as_results_and_the_worker_keeps_going(worker):
+    worker.set_generator({})
+    collect(worker, 1)
+    worker.request(RenderSettings(seed=666))
+    (r,) = collect(worker, 1)
+    assert r.error and "RuntimeError" in r.error and "boom from the generator" in r.error and r.image is None
+    worker.request(RenderSettings(seed=8))
+    (r,) = collect(worker, 1)
+    assert r.error is None and torch.all(r.image == 8)
+    assert worker.alive
+
+
+def test_no_model_and_bad_checkpoint_are_reported(worker, tmp_path):
+    worker.request(RenderSettings(seed=1))
+    (r,) = collect(worker, 1)
+    assert r.error == "no model loaded"
+    bad = tmp_path / "bad.safetensors"
+    bad.write_text("not a checkpoint")
+    worker.load(bad)
+    (r,) = collect(worker, 1)
+    assert r.kind == "model" and r.error and "CheckpointError" in r.error
+    worker.load(tmp_path / "missing.ckpt")
+    (r,) = collect(worker, 1)
+    assert "not found" in r.error and not worker.has_model
+
+
+def test_prefetch_fills_the_frame_cache_when_idle(worker):
+    worker.set_generator({})
+    collect(worker, 1)
+    todo = [RenderSettings(seed=s) for s in range(10, 16)]
+    worker.prefetch(todo)
+    assert wait(lambda: all(worker.cached(s) is not None for s in todo))
+    assert worker.prefetched == 6 and worker.poll() == []      # prefetch publishes no results
+    worker.prefetch(todo)                                       # already cached: nothing re-rendered
+    time.sleep(0.1)
+    assert worker.prefetched == 6
+    worker.set_appearance(torch.zeros(1, 2, 3))                 # a new appearance empties the cache
+    collect(worker, 1)
+    assert worker.cached(todo[0]) is None
+
+
+def test_real_generator_renders_and_caches(tiny_generator):
+    w = RenderWorker("cpu").start()
+    try:
+        w.set_generator(tiny_generator, "tiny")
+        s = RenderSettings(resolution=32)
+        w.request(s)
+        results = collect(w, 2, timeout=60)
+        frame = [r for r in results if r.kind == "frame"][0]
+        assert frame.error is None and frame.image.shape == (32, 32, 3) and frame.image.dtype == torch.uint8
+        assert set(frame.timings) >= {"backbone", "render"}
+        assert torch.equal(w.cached(s), frame.image)
+    finally:
+        w.stop()
+    assert not w.alive

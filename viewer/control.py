@@ -1,0 +1,113 @@
+"""A test/automation hook: JSON commands over a Unix socket, executed on the UI thread.
+
+Enabled only by ``--control-socket PATH`` (or ``$PV3D_VIEWER_CONTROL``). One JSON object per line in,
+one JSON object per line out: ``{"cmd": "state"}`` -> ``{"ok": true, ...}``. The commands are the
+app's (see ``ViewerApp.control_*``); they drive the same code paths as the widgets and callbacks.
+"""
+from __future__ import annotations
+
+import json
+import os
+import queue
+import socket
+import threading
+
+
+class Pending:
+    def __init__(self, msg: dict):
+        self.msg = msg
+        self.reply: dict | None = None
+        self.event = threading.Event()
+
+    def finish(self, reply: dict) -> None:
+        self.reply = reply
+        self.event.set()
+
+
+class ControlServer:
+    def __init__(self, path: str):
+        self.path = path
+        if os.path.exists(path):
+            os.unlink(path)
+        self.sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+        self.sock.bind(path)
+        self.sock.listen(4)
+        self.queue: "queue.Queue[Pending]" = queue.Queue()
+        self._stop = False
+        self._thread = threading.Thread(target=self._serve, name="pv3d-control", daemon=True)
+        self._thread.start()
+
+    def _serve(self) -> None:
+        while not self._stop:
+            try:
+                conn, _ = self.sock.accept()
+            except OSError:
+                return
+            threading.Thread(target=self._client, args=(conn,), daemon=True).start()
+
+    def _client(self, conn: socket.socket) -> None:
+        f = conn.makefile("rwb")
+        try:
+            for line in f:
+                try:
+                    msg = json.loads(line)
+                except ValueError as e:
+                    f.write((json.dumps({"ok": False, "error": f"bad JSON: {e}"}) + "\n").encode())
+                    f.flush()
+                    continue
+                p = Pending(msg)
+                self.queue.put(p)
+                p.event.wait(300)
+                f.write((json.dumps(p.reply or {"ok": False, "error": "timeout"}) + "\n").encode())
+                f.flush()
+        except OSError:
+            pass
+        finally:
+            try:
+                conn.close()
+            except OSError:
+                pass
+
+    def drain(self) -> list[Pending]:
+        out = []
+        while True:
+            try:
+                out.append(self.queue.get_nowait())
+            except queue.Empty:
+                return out
+
+    def close(self) -> None:
+        self._stop = True
+        try:
+            self.sock.close()
+        except OSError:
+            pass
+        if os.path.exists(self.path):
+            try:
+                os.unlink(self.path)
+            except OSError:
+                pass
+
+
+class ControlClient:
+    """For tests and scripts: ``ControlClient(path).call("state")``."""
+
+    def __init__(self, path: str, timeout: float = 120.0):
+        self.sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+        self.sock.settimeout(timeout)
+        self.sock.connect(path)
+        self.f = self.sock.makefile("rwb")
+
+    def call(self, cmd: str, **kw) -> dict:
+        self.f.write((json.dumps({"cmd": cmd, **kw}) + "\n").encode())
+        self.f.flush()
+        line = self.f.readline()
+        if not line:
+            raise ConnectionError("viewer closed the control connection")
+        return json.loads(line)
+
+    def close(self) -> None:
+        try:
+            self.sock.close()
+        except OSError:
+            pass

@@ -1,0 +1,302 @@
+"""The render worker: a background thread that owns the model.
+
+* :meth:`RenderWorker.request` replaces the single pending request (latest wins); each request gets
+  a generation stamp, and each result carries its generation and the model *epoch* (bumped when the
+  model or the appearance latent changes).
+* :class:`ResultGate` is the UI's side: it accepts a result only if it is newer than the one shown
+  and belongs to the current epoch; older (stale) ones are dropped. A result that is merely
+  superseded by a still-pending request is *not* stale: showing it keeps a drag responsive.
+* Commands (load a checkpoint, set an appearance latent, run a callable on the model) run in the
+  worker thread before any render, so the model is touched by one thread only.
+* Idle time renders ahead: :meth:`prefetch` gives the next timeline frames, which go into a frame
+  cache keyed by (epoch, every render setting).
+* Errors never escape the thread: they come back as results with ``error`` set.
+"""
+from __future__ import annotations
+
+import collections
+import threading
+import time
+import traceback
+from dataclasses import dataclass, field
+from typing import Any, Callable
+
+import torch
+
+from pv3d_core.pipeline import FrameRenderer, RenderSettings
+
+
+@dataclass
+class Result:
+    gen: int
+    epoch: int
+    kind: str                          # "frame" | "model" | "command"
+    settings: RenderSettings | None = None
+    image: Any = None                  # (H, W, 3) uint8 torch tensor (on the model's device)
+    timings: dict = field(default_factory=dict)
+    error: str | None = None
+    message: str | None = None
+    elapsed_ms: float = 0.0
+    from_cache: bool = False
+
+
+class FrameCache:
+    """Thread-safe LRU of rendered frames, bounded by bytes."""
+
+    def __init__(self, max_bytes: int = 384 << 20):
+        self.max_bytes = max_bytes
+        self._d: collections.OrderedDict = collections.OrderedDict()
+        self._bytes = 0
+        self._lock = threading.Lock()
+
+    def get(self, key):
+        with self._lock:
+            v = self._d.get(key)
+            if v is not None:
+                self._d.move_to_end(key)
+            return v
+
+    def __contains__(self, key):
+        with self._lock:
+            return key in self._d
+
+    def put(self, key, image) -> None:
+        nbytes = _nbytes(image)
+        with self._lock:
+            if key in self._d:
+                self._bytes -= _nbytes(self._d.pop(key))
+            self._d[key] = image
+            self._bytes += nbytes
+            while self._bytes > self.max_bytes and len(self._d) > 1:
+                _, old = self._d.popitem(last=False)
+                self._bytes -= _nbytes(old)
+
+    def clear(self) -> None:
+        with self._lock:
+            self._d.clear()
+            self._bytes = 0
+
+    def __len__(self):
+        with self._lock:
+            return len(self._d)
+
+
+def _nbytes(t) -> int:
+    return t.numel() * t.element_size()
+
+
+class ResultGate:
+    """UI-side filter: newest result of the current epoch wins; older ones are dropped."""
+
+    def __init__(self):
+        self.shown_gen = -1
+        self.dropped = 0
+
+    def accept(self, r: Result, current_epoch: int) -> bool:
+        if r.kind != "frame":
+            return True
+        if r.epoch != current_epoch or r.gen <= self.shown_gen:
+            self.dropped += 1
+            return False
+        self.shown_gen = r.gen
+        return True
+
+
+class RenderWorker:
+    def __init__(self, device: str | torch.device = "cpu", renderer_factory: Callable = FrameRenderer,
+                 cache_bytes: int = 384 << 20):
+        self.device = torch.device(device)
+        self._factory = renderer_factory
+        self._cond = threading.Condition()
+        self._pending: tuple | None = None         # (gen, settings)
+        self._commands: collections.deque = collections.deque()
+        self._prefetch: list[RenderSettings] = []
+        self._results: collections.deque = collections.deque(maxlen=64)
+        self._stop = False
+        self._gen = 0
+        self.epoch = 0
+        self.renderer: FrameRenderer | None = None
+        self.model_path: str | None = None
+        self.model_name: str = "no model"
+        self.cache = FrameCache(cache_bytes)
+        self.busy = False
+        self.rendered = 0                          # frames rendered (requests + prefetch)
+        self.prefetched = 0
+        self.last_timings: dict = {}
+        self._thread = threading.Thread(target=self._run, name="pv3d-render", daemon=True)
+
+    # ------------------------------------------------------------------ UI thread side
+    def start(self) -> "RenderWorker":
+        self._thread.start()
+        return self
+
+    def stop(self, timeout: float = 30.0) -> None:
+        """Ask the thread to finish its current step and join it."""
+        with self._cond:
+            self._stop = True
+            self._pending = None
+            self._prefetch = []
+            self._cond.notify_all()
+        if self._thread.is_alive():
+            self._thread.join(timeout)
+
+    @property
+    def alive(self) -> bool:
+        return self._thread.is_alive()
+
+    @property
+    def generator(self):
+        return self.renderer.G if self.renderer is not None else None
+
+    @property
+    def has_model(self) -> bool:
+        return self.renderer is not None
+
+    def request(self, settings: RenderSettings) -> int:
+        """Render ``settings`` next, replacing any request not yet started. Returns its generation."""
+        with self._cond:
+            self._gen += 1
+            self._pending = (self._gen, settings)
+            self._cond.notify_all()
+            return self._gen
+
+    def prefetch(self, settings: list[RenderSettings]) -> None:
+        """Frames to render ahead into the cache when no request is pending (replaces the old list)."""
+        with self._cond:
+            self._prefetch = list(settings)
+            self._cond.notify_all()
+
+    def command(self, fn: Callable[["RenderWorker"], str | None], label: str = "command") -> None:
+        """Run ``fn(worker)`` on the worker thread; its return value becomes the result's message."""
+        with self._cond:
+            self._commands.append((label, fn))
+            self._cond.notify_all()
+
+    def load(self, path) -> None:
+        def do(w: "RenderWorker"):
+            from pv3d_core.io import load_generator
+
+            G = load_generator(path, device=w.device)
+            w._install(G, str(path))
+            return f"loaded {path}"
+        # a newer load replaces older queued loads
+        with self._cond:
+            self._commands = collections.deque(c for c in self._commands if c[0] != "model")
+        self.command(do, "model")
+
+    def set_generator(self, G, name: str = "in-memory model") -> None:
+        self.command(lambda w: (w._install(G, None, name), f"using {name}")[1], "model")
+
+    def set_appearance(self, ws) -> None:
+        """Fixed appearance latent (an inverted portrait); None goes back to seeds."""
+        def do(w: "RenderWorker"):
+            if w.renderer is None:
+                raise RuntimeError("no model loaded")
+            w.renderer.set_appearance(None if ws is None else ws.to(w.device))
+            w._bump_epoch()
+            return "portrait appearance set" if ws is not None else "appearance from seeds"
+        self.command(do, "appearance")
+
+    def cached(self, settings: RenderSettings):
+        return self.cache.get((self.epoch, settings))
+
+    def poll(self) -> list[Result]:
+        out = []
+        while True:
+            try:
+                out.append(self._results.popleft())
+            except IndexError:
+                return out
+
+    def idle(self) -> bool:
+        with self._cond:
+            return not self.busy and self._pending is None and not self._commands
+
+    # ------------------------------------------------------------------ worker thread side
+    def _install(self, G, path: str | None, name: str | None = None) -> None:
+        self.renderer = self._factory(G)
+        self.model_path = path
+        self.model_name = name or (path.rsplit("/", 1)[-1] if path else "model")
+        self._bump_epoch()
+
+    def _bump_epoch(self) -> None:
+        with self._cond:
+            self.epoch += 1
+            self._prefetch = []
+        self.cache.clear()
+
+    def _next(self):
+        with self._cond:
+            while True:
+                if self._stop:
+                    return None
+                if self._commands:
+                    return ("command",) + self._commands.popleft()
+                if self._pending is not None:
+                    item, self._pending = self._pending, None
+                    return ("render",) + item
+                while self._prefetch and self.renderer is not None:
+                    s = self._prefetch.pop(0)
+                    if (self.epoch, s) not in self.cache:
+                        return ("prefetch", s)
+                self.busy = False
+                self._cond.wait()
+
+    def _run(self) -> None:
+        while True:
+            job = self._next()
+            if job is None:
+                self.busy = False
+                return
+            self.busy = True
+            kind = job[0]
+            t0 = time.perf_counter()
+            if kind == "command":
+                _, label, fn = job
+                try:
+                    msg = fn(self)
+                    r = Result(gen=0, epoch=self.epoch, kind="model" if label == "model" else "command", message=msg)
+                except Exception as e:  # noqa: BLE001 - shown to the user
+                    r = Result(gen=0, epoch=self.epoch, kind="model" if label == "model" else "command",
+                               error=_describe(e))
+                r.elapsed_ms = (time.perf_counter() - t0) * 1e3
+                self._results.append(r)
+                continue
+            if kind == "render":
+                _, gen, s = job
+            else:
+                gen, s = -1, job[1]
+            epoch = self.epoch
+            if self.renderer is None:
+                if kind == "render":
+                    self._results.append(Result(gen=gen, epoch=epoch, kind="frame", settings=s,
+                                                error="no model loaded"))
+                continue
+            try:
+                frame = self.renderer.render(s)
+                self.rendered += 1
+                if kind == "prefetch":
+                    self.prefetched += 1
+                if epoch == self.epoch:
+                    self.cache.put((epoch, s), frame.image)
+                self.last_timings = dict(frame.timings)
+                if kind == "render":
+                    self._results.append(Result(gen=gen, epoch=epoch, kind="frame", settings=s, image=frame.image,
+                                                timings=frame.timings,
+                                                elapsed_ms=(time.perf_counter() - t0) * 1e3))
+            except Exception as e:  # noqa: BLE001 - errors are shown in the viewport
+                if kind == "render":
+                    self._results.append(Result(gen=gen, epoch=epoch, kind="frame", settings=s, error=_describe(e)))
+                else:  # a failing prefetch would fail again: stop rendering ahead
+                    with self._cond:
+                        self._prefetch = []
+
+
+def _describe(e: BaseException) -> str:
+    msg = str(e).strip().splitlines()[0] if str(e).strip() else ""
+    where = ""
+    tb = traceback.extract_tb(e.__traceback__)
+    if tb:
+        f = tb[-1]
+        where = f" (at {f.filename.rsplit('/', 1)[-1]}:{f.lineno})"
+    return f"{type(e).__name__}: {msg}{where}"
