@@ -51,18 +51,26 @@ def write_mp4(path, frames: Iterable[np.ndarray], fps: float = 25.0, quality: in
     fd, tmp = tempfile.mkstemp(prefix=f".{path.stem}.", suffix=".mp4", dir=path.parent)
     os.close(fd)
     n = 0
+    w = None
     try:
-        with imageio.get_writer(tmp, fps=fps, codec="libx264", quality=quality, macro_block_size=1,
-                                ffmpeg_log_level="error", output_params=["-pix_fmt", "yuv420p"]) as w:
-            for f in frames:
-                if cancel is not None and cancel.is_set():
-                    raise Cancelled("export cancelled")
-                w.append_data(np.ascontiguousarray(f, dtype=np.uint8))
-                n += 1
+        w = imageio.get_writer(tmp, fps=fps, codec="libx264", quality=quality, macro_block_size=1,
+                               ffmpeg_log_level="error", output_params=["-pix_fmt", "yuv420p"])
+        for f in frames:
+            if cancel is not None and cancel.is_set():
+                raise Cancelled("export cancelled")
+            w.append_data(np.ascontiguousarray(f, dtype=np.uint8))
+            n += 1
+        w.close()
+        w = None
         if n == 0:
             raise ExportError("no frames to write")
         os.replace(tmp, path)
     except BaseException as e:
+        if w is not None:      # stop ffmpeg before removing its file (imageio's writer stays open otherwise)
+            try:
+                w.close()
+            except Exception:
+                pass
         if os.path.exists(tmp):
             os.unlink(tmp)
         if isinstance(e, OSError):
