@@ -199,7 +199,24 @@ def _tiny() -> ModelConfig:
     return ModelConfig(generator=g.validate(), img_discriminator=d, vid_discriminator=copy.deepcopy(d), name="tiny")
 
 
-PRESETS = {"pv3d-vox512": _vox512, "tiny": _tiny}
+def _micro() -> ModelConfig:
+    """A very small model for tests of the training machinery (not for images worth looking at)."""
+    cfg = _tiny()
+    g = cfg.generator
+    g.z_dim = g.w_dim = g.motion_dim = 32
+    g.channel_base, g.channel_max = 1024, 32
+    g.plane_resolution, g.neural_rendering_resolution = 32, 16
+    g.sr_channels = (16, 16)
+    g.sr_kwargs = {"channel_base": 1024, "channel_max": 32, "fused_modconv_default": "inference_only"}
+    g.rendering_kwargs.update({"depth_resolution": 8, "depth_resolution_importance": 8})
+    for d in (cfg.img_discriminator, cfg.vid_discriminator):
+        d.channel_base, d.channel_max = 1024, 32
+    cfg.generator = g.validate()
+    cfg.name = "micro"
+    return cfg
+
+
+PRESETS = {"pv3d-vox512": _vox512, "tiny": _tiny, "micro": _micro}
 
 
 def preset(name: str) -> ModelConfig:

@@ -195,6 +195,20 @@ class FrameRenderer:
         return {"image_raw": raw, "depth_vis": depth_vis, "normals": normals, "depth": d}
 
 
+def render_grid(renderer: "FrameRenderer", seeds=(0, 1, 2, 3), ts=(0.0, 0.5, 1.0), yaws=(-0.35, 0.35),
+                psi: float = 0.7, resolution: int | None = None) -> np.ndarray:
+    """uint8 grid image: one row per seed (motion seed = seed), one column per (timestamp, yaw) pair.
+
+    The sample grid of training logs and model cards."""
+    rows = []
+    for s in seeds:
+        row = [renderer.render(RenderSettings(seed=s, motion_seed=s, t=float(t), yaw=float(y), psi=psi,
+                                              resolution=resolution)).numpy()
+               for t in ts for y in yaws]
+        rows.append(np.concatenate(row, 1))
+    return np.concatenate(rows, 0)
+
+
 def to_uint8(img: torch.Tensor, resolution: int | None = None) -> torch.Tensor:
     """(1, 3, h, w) in [-1, 1] -> (H, W, 3) uint8, resized (antialiased) to ``resolution``."""
     if resolution is not None and img.shape[-1] != resolution:

@@ -167,6 +167,12 @@ def train_recon(cfg: ReconConfig, progress: bool = True, cancel: threading.Event
     bar = tqdm(total=cfg.steps, initial=step0, desc="recon", unit="step", disable=not progress)
 
     def save(step):
+        # truncation pulls towards w_avg; the auto-decoder never maps random z, so set it here to the
+        # mean of the mapping of N(0, I) codes, as the adversarial training's running average would be
+        with torch.no_grad():
+            for g in (G, G_ema):
+                zs = torch.randn(2000, g.z_dim, generator=torch.Generator().manual_seed(99))
+                g.backbone.mapping.w_avg.copy_(g.mapping(zs, c0.expand(len(zs), -1), truncation_psi=1)[:, 0].mean(0))
         save_checkpoint(state_path, mcfg, {"generator": G, "generator_ema": G_ema},
                         meta={"step": step, "recon": cfg.to_dict(), "clips": bank.names},
                         extra={"z_app": z_app.detach(), "z_mot": z_mot.detach(), "rng": gen.get_state()})

@@ -1,0 +1,500 @@
+"""Sparse two-frame PV3D training: the official objective, schedules, checkpoints and resume.
+
+Per step and per process (each process draws ``batch / world`` clips):
+
+- **G main**: one appearance z and one motion code per generated clip, shared by its two frames; the
+  two timestamps and the two cameras come from a random real clip (the official camera-sampling
+  strategy); the mapping sees each frame's camera, swapped with another clip's with probability
+  ``p_swap`` (fading from 1 to ``gpc_reg_prob``); loss = w_img·softplus(−D_img) + w_vid·softplus(−D_vid).
+- **G reg** (every ``g_reg_interval`` steps): density regularisation, L1 between σ at 1000 random points
+  in [−1, 1]³ and at the same points perturbed by N(0, density_reg_p_dist), × weight × interval.
+- **D main**: softplus(D(fake)) + softplus(−D(real)) for both discriminators, weighted as in G main.
+- **D reg** (every ``d_reg_interval`` steps): R1 on reals, image D w.r.t. final and raw images, video D
+  w.r.t. its 7-channel input, × γ/2 × interval.
+- Blur fade on the final images of both D inputs (σ from ``blur_init_sigma`` to 0 over
+  ``blur_fade_kimg`` × batch/32), EMA with ramp-up, Adam with the official settings.
+
+Distributed: under ``torchrun`` each process computes its share and the gradients are averaged with one
+all-reduce per phase (as StyleGAN2-ADA / EG3D do; ``DistributedDataParallel``'s forward hooks do not fit
+a multi-phase GAN step with double-backward R1), so the result equals a single process with the
+global batch. Backend: nccl on GPUs, gloo on CPUs.
+
+Checkpoints (ours, safetensors) every ``checkpoint_every`` steps and on Ctrl-C, atomically, keeping the
+last ``keep_checkpoints``; they hold G, G_ema, both Ds, both optimisers, counters, every process's RNG
+states, so ``--resume`` continues exactly.
+"""
+from __future__ import annotations
+
+import copy
+import json
+import math
+import os
+import signal
+import threading
+import time
+from pathlib import Path
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+
+from ..config import ModelConfig, preset
+from ..data.dataset import ClipDataset, sample_pair_indices  # noqa: F401  (re-exported for tests)
+from ..discriminator import filtered_resize
+from ..io import CheckpointError, build_discriminators, build_generator, load_state_strict, read_checkpoint, \
+    save_checkpoint
+from .config import TrainConfig
+
+CKPT_PREFIX = "checkpoint-"
+
+
+# ------------------------------------------------------------------------------------ distributed
+
+class Dist:
+    """torchrun's environment, or a single process."""
+
+    def __init__(self):
+        self.world = int(os.environ.get("WORLD_SIZE", "1"))
+        self.rank = int(os.environ.get("RANK", "0"))
+        self.local_rank = int(os.environ.get("LOCAL_RANK", "0"))
+        self.enabled = self.world > 1
+        self.device = torch.device("cpu")
+        if torch.cuda.is_available():
+            self.device = torch.device("cuda", self.local_rank)
+            torch.cuda.set_device(self.device)
+        if self.enabled and not torch.distributed.is_initialized():
+            backend = "nccl" if self.device.type == "cuda" else "gloo"
+            torch.distributed.init_process_group(backend=backend)
+
+    @property
+    def main(self) -> bool:
+        return self.rank == 0
+
+    def average_grads(self, module: torch.nn.Module) -> None:
+        if not self.enabled:
+            return
+        params = [p for p in module.parameters() if p.grad is not None]
+        if not params:
+            return
+        flat = torch.cat([p.grad.flatten() for p in params])
+        torch.distributed.all_reduce(flat)
+        flat /= self.world
+        torch.nan_to_num_(flat, 0, 1e5, -1e5)
+        for p, g in zip(params, flat.split([p.numel() for p in params])):
+            p.grad.copy_(g.view_as(p))
+
+    def broadcast_module(self, module: torch.nn.Module) -> None:
+        if self.enabled:
+            for t in list(module.parameters()) + list(module.buffers()):
+                torch.distributed.broadcast(t.data, src=0)
+
+    def gather_object(self, obj):
+        if not self.enabled:
+            return [obj]
+        out = [None] * self.world
+        torch.distributed.all_gather_object(out, obj)
+        return out
+
+    def barrier(self):
+        if self.enabled:
+            torch.distributed.barrier()
+
+    def any_flag(self, flag: bool) -> bool:
+        if not self.enabled:
+            return flag
+        t = torch.tensor([1.0 if flag else 0.0], device=self.device)
+        torch.distributed.all_reduce(t)
+        return bool(t.item() > 0)
+
+    def close(self):
+        if self.enabled and torch.distributed.is_initialized():
+            torch.distributed.destroy_process_group()
+
+
+# ------------------------------------------------------------------------------------ helpers
+
+def blur(img: torch.Tensor, sigma: float) -> torch.Tensor:
+    """The official blur: a Gaussian-like kernel exp2(−(x/σ)²) of radius floor(3σ), zero padding."""
+    size = int(np.floor(sigma * 3))
+    if size <= 0:
+        return img
+    x = torch.arange(-size, size + 1, device=img.device, dtype=img.dtype)
+    f = x.div(sigma).square().neg().exp2()
+    f = f / f.sum()
+    c = img.shape[1]
+    img = F.conv2d(img, f.view(1, 1, 1, -1).expand(c, 1, 1, -1), padding=(0, size), groups=c)
+    return F.conv2d(img, f.view(1, 1, -1, 1).expand(c, 1, -1, 1), padding=(size, 0), groups=c)
+
+
+def _opt_state_tensors(opt: torch.optim.Optimizer, prefix: str):
+    sd = opt.state_dict()
+    tensors = {}
+    for idx, st in sd["state"].items():
+        for k, v in st.items():
+            tensors[f"{prefix}.{idx}.{k}"] = torch.as_tensor(v)
+    return tensors, sd["param_groups"]
+
+
+def _load_opt_state(opt: torch.optim.Optimizer, tensors: dict, prefix: str, groups) -> None:
+    state: dict = {}
+    pre = f"extra.{prefix}."
+    for k, v in tensors.items():
+        if k.startswith(pre):
+            idx, name = k[len(pre):].split(".", 1)
+            state.setdefault(int(idx), {})[name] = v
+    opt.load_state_dict({"state": state, "param_groups": groups})
+
+
+def _rng_pack(rng: np.random.Generator) -> dict:
+    return {"numpy": rng.bit_generator.state, "torch": torch.get_rng_state().tolist()}
+
+
+def _rng_unpack(rng: np.random.Generator, d: dict) -> None:
+    rng.bit_generator.state = d["numpy"]
+    torch.set_rng_state(torch.tensor(d["torch"], dtype=torch.uint8))
+
+
+def list_checkpoints(out) -> list[Path]:
+    return sorted(Path(out).glob(f"{CKPT_PREFIX}*.safetensors"))
+
+
+# ------------------------------------------------------------------------------------ trainer
+
+class Trainer:
+    def __init__(self, cfg: TrainConfig, dist: Dist | None = None, resume: bool = False):
+        self.cfg = cfg.validate()
+        self.dist = dist or Dist()
+        d = self.dist
+        if cfg.batch % d.world:
+            raise ValueError(f"batch {cfg.batch} must be divisible by the number of processes {d.world}")
+        self.local_batch = cfg.batch // d.world
+        if cfg.threads:
+            torch.set_num_threads(cfg.threads)
+        self.out = Path(cfg.out)
+        self.data = ClipDataset(cfg.data, preset(cfg.preset).generator.img_resolution)  # DatasetError early
+        mcfg = self._model_config()
+        self.mcfg = mcfg
+        torch.manual_seed(cfg.seed)   # identical initial weights on every process
+        self.G = build_generator(mcfg).to(d.device)
+        self.D_img, self.D_vid = (m.to(d.device) for m in build_discriminators(mcfg))
+        if cfg.init:
+            self._load_init(cfg.init)
+        self.G_ema = copy.deepcopy(self.G).eval().requires_grad_(False)
+        for m in (self.G, self.D_img, self.D_vid):
+            m.train().requires_grad_(False)
+            d.broadcast_module(m)
+        self.opt_g = torch.optim.Adam(self.G.parameters(), lr=cfg.lr_g, betas=tuple(cfg.betas_g), eps=cfg.eps)
+        self.opt_d = torch.optim.Adam(list(self.D_img.parameters()) + list(self.D_vid.parameters()),
+                                      lr=cfg.lr_d, betas=tuple(cfg.betas_d), eps=cfg.eps)
+        self.step = 0
+        self.saved_step = -1
+        self.images = 0   # real frames shown (kimg counter), global
+        self.rng = np.random.default_rng(np.random.SeedSequence([cfg.seed, d.rank, 0x7EA1]))
+        torch.manual_seed(cfg.seed * 1000 + d.rank + 1)
+        if resume:
+            self._resume()
+        self.history: list[dict] = []
+
+    # -------------------------------------------------------------- set-up
+    def _model_config(self) -> ModelConfig:
+        if self.cfg.init:
+            return read_checkpoint(self.cfg.init).config
+        return preset(self.cfg.preset)
+
+    def _load_init(self, path) -> None:
+        ck = read_checkpoint(path)
+        load_state_strict(self.G, ck.part("generator" if ck.has("generator") else "generator_ema"),
+                          f"{path}'s generator")
+        for name, m in (("img_discriminator", self.D_img), ("vid_discriminator", self.D_vid)):
+            if ck.has(name):
+                load_state_strict(m, ck.part(name), f"{path}'s {name}")
+
+    def _resume(self) -> None:
+        ckpts = list_checkpoints(self.out)
+        if not ckpts:
+            return
+        ck = read_checkpoint(ckpts[-1])
+        for name, m in (("generator", self.G), ("generator_ema", self.G_ema), ("img_discriminator", self.D_img),
+                        ("vid_discriminator", self.D_vid)):
+            load_state_strict(m, ck.part(name), f"{ckpts[-1].name}'s {name}")
+        tr = ck.meta.get("train")
+        if not tr:
+            raise CheckpointError(f"{ckpts[-1]} is not a training checkpoint (no optimiser state)")
+        if tr.get("world") != self.dist.world:
+            raise CheckpointError(f"{ckpts[-1].name} was written by {tr.get('world')} processes; resume with "
+                                  f"the same number (now {self.dist.world})")
+        _load_opt_state(self.opt_g, ck.tensors, "opt_g", tr["opt_g_groups"])
+        _load_opt_state(self.opt_d, ck.tensors, "opt_d", tr["opt_d_groups"])
+        self.step, self.images = int(tr["step"]), int(tr["images"])
+        self.saved_step = self.step
+        _rng_unpack(self.rng, tr["rng"][self.dist.rank])
+
+    # -------------------------------------------------------------- schedules
+    @property
+    def kimg(self) -> float:
+        return self.images / 1000
+
+    def blur_sigma(self) -> float:
+        fade = self.cfg.blur_fade_kimg * self.cfg.batch / 32
+        if fade <= 0:
+            return 0.0
+        return max(1 - self.kimg / fade, 0) * self.cfg.blur_init_sigma
+
+    def swap_prob(self) -> float:
+        a = min(self.kimg / self.cfg.gpc_fade_kimg, 1) if self.cfg.gpc_fade_kimg > 0 else 1
+        return (1 - a) * 1 + a * self.cfg.gpc_reg_prob
+
+    def neural_res(self) -> int:
+        c = self.cfg
+        if c.neural_res_initial is None or c.neural_res_final is None:
+            return self.G.neural_rendering_resolution
+        a = min(self.kimg / c.neural_res_fade_kimg, 1) if c.neural_res_fade_kimg > 0 else 1
+        return int(np.rint(c.neural_res_initial * (1 - a) + c.neural_res_final * a))
+
+    # -------------------------------------------------------------- model calls
+    def _gen_ws(self, n: int, update_emas: bool = False):
+        """Latents of n generated clips: ws (2n, ...) per frame, motion codes (2n, ...), t (n, 2), c (2n, 25)."""
+        G = self.G
+        z = torch.randn(n, G.z_dim, device=self.dist.device)
+        zm = torch.randn(n, G.motion_dim, device=self.dist.device)
+        c, t = self.data.random_cameras(n, self.rng)
+        c, t = c.to(self.dist.device), t.to(self.dist.device)
+        c2 = c.view(n, 2, -1)
+        swap = (torch.rand(n, 1, 1, device=c.device) < self.swap_prob()).expand(-1, 2, 1)
+        c_cond = torch.where(swap, torch.roll(c2, 1, 0), c2).reshape(2 * n, -1)
+        z2 = z.repeat_interleave(2, 0)
+        ws = G.mapping(z2, c_cond, update_emas=update_emas)
+        if self.cfg.style_mixing_prob > 0 and float(torch.rand(())) < self.cfg.style_mixing_prob:
+            cut = int(torch.randint(1, ws.shape[1], ()))
+            ws = ws.clone()
+            ws[:, cut:] = G.mapping(torch.randn_like(z).repeat_interleave(2, 0), c, update_emas=False)[:, cut:]
+        return ws, zm.repeat_interleave(2, 0), t, c
+
+    def _gen(self, n: int, update_emas: bool = False):
+        ws, zm, t, c = self._gen_ws(n, update_emas)
+        out = self.G.synthesis(ws, zm, t.reshape(-1), c, neural_rendering_resolution=self.neural_res(),
+                               noise_mode="random", deterministic=False, update_emas=update_emas)
+        return out, ws, zm, t, c
+
+    def _disc(self, img: dict, t, c, sigma: float, return_input: bool = False):
+        img = dict(img)
+        img["image"] = blur(img["image"], sigma)
+        li = self.D_img(img, c)
+        lv, inp = self.D_vid(img, t, c, return_input=return_input)
+        return li, lv, inp
+
+    def _real(self):
+        frames, c, t = self.data.batch(self.local_batch, self.rng)
+        dev = self.dist.device
+        frames, c, t = frames.to(dev), c.to(dev), t.to(dev)
+        raw = filtered_resize(frames, self.neural_res())
+        sigma = self.blur_sigma()
+        raw = blur(raw, sigma)
+        return {"image": frames, "image_raw": raw}, t, c
+
+    # -------------------------------------------------------------- one step
+    def train_step(self) -> dict:
+        cfg, d, n = self.cfg, self.dist, self.local_batch
+        logs = {}
+        sigma = self.blur_sigma()
+        real, real_t, real_c = self._real()
+        # G main
+        self.G.requires_grad_(True)
+        out, ws, zm, t, c = self._gen(n)
+        li, lv, _ = self._disc({"image": out["image"], "image_raw": out["image_raw"]}, t, c, sigma)
+        loss_g = cfg.loss_img_weight * F.softplus(-li).mean() + cfg.loss_vid_weight * F.softplus(-lv).mean()
+        self.opt_g.zero_grad(set_to_none=True)
+        loss_g.backward()
+        self._step(self.opt_g, self.G)
+        logs["G"] = float(loss_g.detach())
+        # G reg: density
+        if cfg.density_reg > 0 and self.step % cfg.g_reg_interval == 0:
+            ws, zm, t, c = self._gen_ws(n)
+            pts = torch.rand(ws.shape[0], 1000, 3, device=ws.device) * 2 - 1
+            pert = pts + torch.randn_like(pts) * self.G.rendering_kwargs["density_reg_p_dist"]
+            both = torch.cat([pts, pert], 1)
+            sig = self.G.sample_mixed(both, torch.randn_like(both), ws, zm, t.reshape(-1), noise_mode="random")["sigma"]
+            loss_reg = F.l1_loss(sig[:, :1000], sig[:, 1000:]) * cfg.density_reg * cfg.g_reg_interval
+            self.opt_g.zero_grad(set_to_none=True)
+            loss_reg.backward()
+            self._step(self.opt_g, self.G)
+            logs["G_density"] = float(loss_reg.detach())
+        self.G.requires_grad_(False)
+        # D main
+        self.D_img.requires_grad_(True)
+        self.D_vid.requires_grad_(True)
+        with torch.no_grad():
+            out, ws, zm, t, c = self._gen(n, update_emas=True)
+        fi, fv, _ = self._disc({"image": out["image"], "image_raw": out["image_raw"]}, t, c, sigma)
+        ri, rv, _ = self._disc(real, real_t, real_c, sigma)
+        loss_d = (cfg.loss_img_weight * (F.softplus(fi).mean() + F.softplus(-ri).mean())
+                  + cfg.loss_vid_weight * (F.softplus(fv).mean() + F.softplus(-rv).mean()))
+        self.opt_d.zero_grad(set_to_none=True)
+        loss_d.backward()
+        self._step(self.opt_d, self.D_img, self.D_vid)
+        logs["D"] = float(loss_d.detach())
+        logs["D_real"] = float(ri.detach().mean())
+        logs["D_fake"] = float(fi.detach().mean())
+        # D reg: R1
+        if cfg.r1_gamma > 0 and self.step % cfg.d_reg_interval == 0:
+            img = real["image"].detach().requires_grad_(True)
+            raw = real["image_raw"].detach().requires_grad_(True)
+            rt = real_t.detach()
+            ri, rv, inp = self._disc({"image": img, "image_raw": raw}, rt, real_c, sigma, return_input=True)
+            gi, gr = torch.autograd.grad(ri.sum(), [img, raw], create_graph=True)
+            (gv,) = torch.autograd.grad(rv.sum(), [inp], create_graph=True)
+            pen_i = gi.square().sum([1, 2, 3]) + gr.square().sum([1, 2, 3])
+            pen_v = gv.square().sum([1, 2, 3])
+            loss_r1 = (cfg.loss_img_weight * pen_i.mean() + cfg.loss_vid_weight * pen_v.mean()) \
+                * (cfg.r1_gamma / 2) * cfg.d_reg_interval
+            self.opt_d.zero_grad(set_to_none=True)
+            loss_r1.backward()
+            self._step(self.opt_d, self.D_img, self.D_vid)
+            logs["D_r1"] = float(loss_r1.detach())
+        self.D_img.requires_grad_(False)
+        self.D_vid.requires_grad_(False)
+        # EMA
+        self.images += 2 * cfg.batch
+        self._update_ema()
+        self.step += 1
+        logs["blur_sigma"] = sigma
+        logs["swap_prob"] = self.swap_prob()
+        return logs
+
+    def _step(self, opt, *modules):
+        for m in modules:
+            self.dist.average_grads(m)
+            for p in m.parameters():
+                if p.grad is not None:
+                    torch.nan_to_num_(p.grad, 0, 1e5, -1e5)
+        opt.step()
+
+    def _update_ema(self):
+        cfg = self.cfg
+        ema_nimg = cfg.ema_kimg * 1000 * cfg.batch / 32
+        if cfg.ema_rampup is not None:
+            ema_nimg = min(ema_nimg, self.images * cfg.ema_rampup)
+        beta = 0.5 ** (2 * cfg.batch / max(ema_nimg, 1e-8))
+        with torch.no_grad():
+            for pe, p in zip(self.G_ema.parameters(), self.G.parameters()):
+                pe.copy_(p.lerp(pe, beta))
+            for be, b in zip(self.G_ema.buffers(), self.G.buffers()):
+                be.copy_(b)
+        self.G_ema.neural_rendering_resolution = self.G.neural_rendering_resolution
+
+    # -------------------------------------------------------------- checkpoints
+    def save(self) -> Path | None:
+        """Every process takes part (its RNG state is gathered); the main process writes."""
+        rngs = self.dist.gather_object(_rng_pack(self.rng))
+        self.saved_step = self.step
+        if not self.dist.main:
+            self.dist.barrier()
+            return None
+        tg, gg = _opt_state_tensors(self.opt_g, "opt_g")
+        td, gd = _opt_state_tensors(self.opt_d, "opt_d")
+        meta = {"train": {"step": self.step, "images": self.images, "world": self.dist.world, "rng": rngs,
+                          "opt_g_groups": gg, "opt_d_groups": gd, "config": self.cfg.to_dict()},
+                "trained_with": "pv3d train", "steps": self.step, "kimg": self.kimg}
+        path = self.out / f"{CKPT_PREFIX}{self.step:08d}.safetensors"
+        save_checkpoint(path, self.mcfg, {"generator": self.G, "generator_ema": self.G_ema,
+                                          "img_discriminator": self.D_img, "vid_discriminator": self.D_vid},
+                        meta=meta, extra={**tg, **td})
+        for old in list_checkpoints(self.out)[:-max(1, self.cfg.keep_checkpoints)]:
+            old.unlink(missing_ok=True)
+        self.dist.barrier()
+        return path
+
+    # -------------------------------------------------------------- samples
+    @torch.no_grad()
+    def sample_grid(self) -> np.ndarray:
+        """Fixed seeds, timestamps 0 / 0.5 / 1, two cameras, from G_ema (deterministic rendering)."""
+        from ..pipeline import FrameRenderer, render_grid
+
+        return render_grid(FrameRenderer(self.G_ema, plane_cache=1))
+
+
+def train(cfg: TrainConfig, resume: bool = False, progress: bool = True,
+          cancel: threading.Event | None = None, dist: Dist | None = None) -> dict:
+    """Run (or resume) a training; returns a summary. Ctrl-C saves a checkpoint and stops cleanly."""
+    from tqdm import tqdm
+
+    dist = dist or Dist()
+    tr = Trainer(cfg, dist, resume=resume)
+    out = tr.out
+    if dist.main:
+        out.mkdir(parents=True, exist_ok=True)
+        (out / "config.json").write_text(json.dumps(cfg.to_dict(), indent=1))
+    writer = None
+    if dist.main and cfg.tensorboard:
+        try:
+            from torch.utils.tensorboard import SummaryWriter
+
+            writer = SummaryWriter(str(out / "tensorboard"))
+        except Exception as e:  # tensorboard missing or broken: train anyway, say so
+            print(f"pv3d train: TensorBoard logging off ({e})")
+    stop = threading.Event()
+    old = None
+    if threading.current_thread() is threading.main_thread():
+        old = signal.getsignal(signal.SIGINT)
+        signal.signal(signal.SIGINT, lambda *a: stop.set())
+    step0, t0 = tr.step, time.time()
+    bar = tqdm(total=cfg.steps, initial=tr.step, desc="train", unit="step", disable=not (progress and dist.main))
+    last_ckpt = None
+    interrupted = False
+    try:
+        while tr.step < cfg.steps:
+            if dist.any_flag(stop.is_set() or (cancel is not None and cancel.is_set())):
+                interrupted = True
+                break
+            logs = tr.train_step()
+            ips = (tr.step - step0) * 2 * cfg.batch / max(time.time() - t0, 1e-9)
+            tr.history.append(logs)
+            if dist.main:
+                bar.set_postfix(G=f"{logs['G']:.3f}", D=f"{logs['D']:.3f}", img_s=f"{ips:.2f}")
+                bar.update(1)
+                if writer and tr.step % cfg.log_every == 0:
+                    for k, v in logs.items():
+                        writer.add_scalar(f"loss/{k}" if k[0] in "GD" else f"schedule/{k}", v, tr.step)
+                    writer.add_scalar("perf/images_per_s", ips, tr.step)
+                    writer.add_scalar("progress/kimg", tr.kimg, tr.step)
+            if cfg.sample_every and tr.step % cfg.sample_every == 0 and dist.main:
+                grid = tr.sample_grid()
+                _write_png(out / "samples" / f"{tr.step:08d}.png", grid)
+                if writer:
+                    writer.add_image("samples", grid, tr.step, dataformats="HWC")
+            if cfg.checkpoint_every and tr.step % cfg.checkpoint_every == 0:
+                last_ckpt = tr.save()
+    finally:
+        bar.close()
+        if old is not None:
+            signal.signal(signal.SIGINT, old)
+    if dist.enabled:   # the processes must hold the same weights (gradients were averaged)
+        sums = dist.gather_object([float(sum(p.double().sum() for p in m.parameters()))
+                                   for m in (tr.G, tr.D_img, tr.D_vid)])
+        if any(s != sums[0] for s in sums):
+            raise RuntimeError(f"processes diverged: parameter sums {sums}")
+    if tr.step != tr.saved_step:
+        last_ckpt = tr.save()
+    elif last_ckpt is None and dist.main:
+        last_ckpt = list_checkpoints(out)[-1] if list_checkpoints(out) else None
+    if writer:
+        writer.close()
+    elapsed = time.time() - t0
+    summary = {"steps": tr.step, "steps_this_run": tr.step - step0, "kimg": tr.kimg, "seconds": round(elapsed, 1),
+               "images_per_s": round((tr.step - step0) * 2 * cfg.batch / max(elapsed, 1e-9), 3),
+               "processes": dist.world, "in_sync": True if dist.enabled else None, "interrupted": interrupted,
+               "checkpoint": str(last_ckpt) if last_ckpt else None,
+               "last": tr.history[-1] if tr.history else None}
+    if dist.main:
+        (out / "summary.json").write_text(json.dumps(summary, indent=1))
+    return summary
+
+
+def _write_png(path: Path, img: np.ndarray) -> None:
+    from ..export import write_png
+
+    path.parent.mkdir(parents=True, exist_ok=True)
+    write_png(path, img)
+
+
+__all__ = ["Trainer", "train", "blur", "Dist", "list_checkpoints"]
