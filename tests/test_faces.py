@@ -1,0 +1,186 @@
+"""Faces on real photographs that ship in scikit-image (never downloads): detection, the training
+crop, the camera from landmarks, identity distance, and clear errors for bad inputs."""
+import math
+
+import numpy as np
+import pytest
+
+pytest.importorskip("dlib")
+skdata = pytest.importorskip("skimage.data")
+
+from pv3d_core.faces import FaceError, align_face, angle_between, crop_frame, face_distance, find_face, solve_camera
+from pv3d_core.faces.landmarks import MIRROR, mirror_landmarks
+from pv3d_core.faces.pose import project, template
+from pv3d_core.render import cameras
+
+
+@pytest.fixture(scope="module")
+def astronaut():
+    return skdata.astronaut()
+
+
+@pytest.fixture(scope="module")
+def aligned(astronaut):
+    return align_face(astronaut, 256), align_face(np.ascontiguousarray(astronaut[:, ::-1]), 256)
+
+
+def test_mirror_order_is_an_involution():
+    assert (MIRROR[MIRROR] == np.arange(68)).all()
+    X = template()
+    # the template is symmetric: mirroring it (x -> -x) and relabelling gives itself
+    assert np.allclose(X[MIRROR] * [-1, 1, 1], X)
+
+
+def test_face_found_and_cropped_in_the_training_framing(aligned):
+    a, _ = aligned
+    assert a.face.n_faces == 1 and a.crop.shape == (256, 256, 3)
+    lm = a.landmarks_crop
+    eyes = (lm[36:42].mean(0) + lm[42:48].mean(0)) / 2
+    mouth = (lm[48] + lm[54]) / 2
+    # the FFHQ framing: eyes level, at the centre line, a quarter of the crop apart
+    assert abs(eyes[0] - 0.5) < 0.02 and 0.42 < eyes[1] < 0.5
+    assert 0.2 < np.linalg.norm(lm[42:48].mean(0) - lm[36:42].mean(0)) < 0.3
+    assert abs(mouth[0] - 0.5) < 0.03 and 0.65 < mouth[1] < 0.8
+    assert abs((lm[42:48].mean(0) - lm[36:42].mean(0))[1]) < 0.01
+
+
+def test_alignment_of_a_photo_and_its_mirror_agree(aligned):
+    a, b = aligned
+    diff = np.abs(a.crop.astype(float) - b.crop[:, ::-1].astype(float)).mean()
+    assert diff < 4.0, diff                       # grey levels out of 255
+    # the crop transform is the mirrored one
+    w = a.image_size[0]
+    qa = a.frame.quad()
+    qb = b.frame.quad()[[3, 2, 1, 0]] * [-1, 1] + [w, 0]
+    assert np.abs(qa - qb).max() < 0.02 * a.frame.side, (qa, qb)
+
+
+def test_frontal_photo_gives_a_near_frontal_camera(aligned):
+    a, b = aligned
+    assert abs(math.degrees(a.pose["yaw"])) < 8 and abs(math.degrees(a.pose["pitch"])) < 12, a.pose
+    # the mirror's yaw is the negated yaw, its pitch the same
+    assert abs(math.degrees(a.pose["yaw"] + b.pose["yaw"])) < 3
+    assert abs(math.degrees(a.pose["pitch"] - b.pose["pitch"])) < 3
+    assert angle_between(a.camera, cameras.frontal()) < 12
+    m, _ = cameras.unpack(a.camera)
+    assert abs(np.linalg.norm(m[:3, 3] - np.array(cameras.DEFAULT_PIVOT)) - cameras.DEFAULT_RADIUS) < 1e-5
+
+
+@pytest.mark.parametrize("yaw,pitch", [(0.0, 0.0), (0.35, 0.0), (-0.3, 0.15), (0.15, -0.2), (0.6, 0.1)])
+def test_pnp_recovers_a_known_camera(yaw, pitch):
+    """The mean face projected by a known camera, then aligned as a photo is: the camera comes back."""
+    c2w = cameras.orbit_cam2world(yaw, pitch)
+    lm = project(template(), c2w) * 700 + [40, 10]          # into a 780-pixel "photo"
+    fr = crop_frame(lm)
+    c, info = solve_camera(fr.to_crop(lm))
+    err = angle_between(c, cameras.pack(c2w))
+    assert err < 1.0, (err, info)
+    assert info["rms"] < 2e-3
+
+
+def test_yawed_landmarks_give_a_yawed_camera_with_the_right_sign():
+    c2w = cameras.orbit_cam2world(0.4, 0.0)
+    lm = project(template(), c2w) * 500
+    c, info = solve_camera(crop_frame(lm).to_crop(lm))
+    assert info["yaw"] > 0.3
+    lm_m = mirror_landmarks(lm, 500)
+    _, info_m = solve_camera(crop_frame(lm_m).to_crop(lm_m))
+    assert info_m["yaw"] < -0.3
+
+
+def test_identity_distance(astronaut, aligned):
+    a, b = aligned
+    assert face_distance(a.crop, b.crop[:, ::-1].copy()) < 0.3
+    # a very different image of "the same" face region: grey blocks have no face at all
+    with pytest.raises(FaceError):
+        face_distance(np.full((200, 200, 3), 128, np.uint8), a.crop)
+
+
+def test_several_faces_the_largest_is_chosen_and_said(astronaut):
+    from PIL import Image
+
+    small = np.asarray(Image.fromarray(astronaut).resize((300, 300)))
+    canvas = np.full((512, 820, 3), 200, np.uint8)
+    canvas[:, :512] = astronaut
+    canvas[100:400, 515:815] = small
+    f = find_face(canvas)
+    assert f.n_faces >= 2 and "largest" in f.note
+    assert f.box[2] < 512                           # the big astronaut, not the small copy
+    a = align_face(canvas, 64)
+    assert any("largest" in n for n in a.notes) and a.transform()["faces_found"] >= 2
+
+
+def test_no_face(tmp_path):
+    img = (np.random.default_rng(0).random((300, 400, 3)) * 40 + 100).astype(np.uint8)
+    with pytest.raises(FaceError, match="no face"):
+        align_face(img)
+    with pytest.raises(FaceError, match="no face"):
+        align_face(skdata.coffee())
+
+
+def test_face_too_small(astronaut):
+    from PIL import Image
+
+    tiny = np.asarray(Image.fromarray(astronaut).resize((128, 128)))   # face ~22 px
+    canvas = np.full((400, 400, 3), 180, np.uint8)
+    canvas[:128, :128] = tiny
+    with pytest.raises(FaceError, match="too small|no face"):
+        align_face(canvas, min_face=40)
+
+
+def test_not_an_image_and_corrupt_files(tmp_path, astronaut):
+    from PIL import Image
+
+    txt = tmp_path / "notes.jpg"
+    txt.write_text("this is not a picture")
+    with pytest.raises(FaceError, match="not an image"):
+        align_face(txt)
+    empty = tmp_path / "empty.png"
+    empty.write_bytes(b"")
+    with pytest.raises(FaceError, match="empty"):
+        align_face(empty)
+    good = tmp_path / "a.png"
+    Image.fromarray(astronaut).save(good)
+    cut = tmp_path / "cut.png"
+    cut.write_bytes(good.read_bytes()[: len(good.read_bytes()) // 3])
+    with pytest.raises(FaceError, match="corrupt|truncated"):
+        align_face(cut)
+    with pytest.raises(FaceError, match="not found"):
+        align_face(tmp_path / "missing.jpg")
+
+
+def test_huge_photo_is_downscaled_not_exhausting_memory(tmp_path, astronaut):
+    """A 12000x9000 JPEG: decoded at a reduced scale; the face is found and framed as at 512²."""
+    import resource
+
+    from PIL import Image
+
+    path = tmp_path / "huge.jpg"
+    big = Image.new("RGB", (12000, 9000), (190, 190, 200))
+    big.paste(Image.fromarray(astronaut).resize((9000, 9000), Image.BILINEAR), (1500, 0))
+    big.save(path, quality=80)
+    del big
+    before = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+    a = align_face(path, 128)
+    grown_mb = (resource.getrusage(resource.RUSAGE_SELF).ru_maxrss - before) / 1024
+    assert a.image_scale < 0.5 and max(a.image_size) <= 4096
+    ref = align_face(astronaut, 128)
+    assert abs(a.pose["yaw"] - ref.pose["yaw"]) < math.radians(3)
+    assert np.abs(a.crop.astype(float) - ref.crop.astype(float)).mean() < 12
+    assert grown_mb < 600, grown_mb
+    # crop transform in original-photo pixels: the crop centre lands on the face of the big photo
+    m = np.array(a.transform()["crop_to_photo"])
+    cx, cy, _ = m @ [0.5, 0.5, 1]
+    assert 1500 + 9000 * 0.35 < cx < 1500 + 9000 * 0.65 and 9000 * 0.15 < cy < 9000 * 0.45
+
+
+def test_huge_non_jpeg_is_refused_with_a_message(tmp_path, monkeypatch):
+    from PIL import Image
+
+    from pv3d_core.faces import detect
+
+    path = tmp_path / "wide.png"
+    Image.new("RGB", (3000, 2000), (10, 10, 10)).save(path)
+    monkeypatch.setattr(detect, "MAX_PIXELS", 1_000_000)
+    with pytest.raises(FaceError, match="too large"):
+        align_face(path)
