@@ -65,8 +65,13 @@ def test_png_job(tmp_path):
 
 
 def test_missing_mesh_and_portrait_modules_give_clear_messages(tmp_path, tiny_generator, monkeypatch):
+    import pv3d_core
+
     monkeypatch.setitem(sys.modules, "pv3d_core.mesh", None)       # import fails
     monkeypatch.setitem(sys.modules, "pv3d_core.portrait", None)
+    # `from pv3d_core import mesh` returns the package attribute when an earlier test imported it
+    monkeypatch.delattr(pv3d_core, "mesh", raising=False)
+    monkeypatch.delattr(pv3d_core, "portrait", raising=False)
     job = run(J.Job("PLY", J.ply_job(tiny_generator, RenderSettings(), tmp_path / "m.ply")).start())
     assert job.error == "mesh export not available in this build (pv3d_core.mesh is missing)"
     job = run(J.Job("portrait", J.portrait_job(tmp_path / "face.png", tiny_generator)).start())
