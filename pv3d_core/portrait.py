@@ -64,9 +64,9 @@ class Portrait:
         return r
 
     def settings(self, **kw) -> RenderSettings:
-        """Render settings at the photo's camera (t = 0 is the photo itself)."""
+        """Render settings at the photo's camera (t = 0 is the photo itself); ``kw`` overrides."""
         yaw, pitch = self.yaw_pitch
-        return RenderSettings(yaw=yaw, pitch=pitch, **kw)
+        return RenderSettings(**{"yaw": yaw, "pitch": pitch, **kw})
 
     def save(self, path, extra_meta: dict | None = None) -> Path:
         res = self.inversion or InversionResult(ws=self.ws, generator=self.generator, camera=self.camera,
