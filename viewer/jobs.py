@@ -208,5 +208,7 @@ def portrait_job(image_path, G):
         out = fn(image_path, G, progress=lambda i, n: job.report(i, n, f"fitting {i}/{n}"), cancel=job.cancel_event)
         if job.cancel_event.is_set():
             raise Cancelled("cancelled")
+        # pivotal tuning adapts the generator to the photo: the viewer shows the portrait with it
+        job.tuned_generator = getattr(out, "generator", None)
         return out.ws
     return body

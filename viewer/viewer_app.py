@@ -485,6 +485,10 @@ class ViewerApp:
             else:
                 self.viewport_error = missing_model_notice(p)
         elif action == "clear_portrait":
+            base = getattr(self, "_portrait_base", None)
+            if base is not None and base[0] is not None:   # back to the model the portrait was fitted on
+                self.worker.set_generator(base[0], name=base[1] or "model")
+                self._portrait_base = None
             self.worker.set_appearance(None)
             self.portrait_active = False
         elif action == "export_mp4":
@@ -547,6 +551,10 @@ class ViewerApp:
         elif job.cancelled:
             self.message = f"{job.name} cancelled"
         elif job.name == "portrait":
+            tuned = getattr(job, "tuned_generator", None)
+            if tuned is not None:
+                self._portrait_base = (self.worker.generator, self.worker.model_name)
+                self.worker.set_generator(tuned, name="portrait (pivotal-tuned)")
             self.worker.set_appearance(job.result)
             self.portrait_active = True
             self.message = "portrait fitted: animating it"
