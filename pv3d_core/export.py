@@ -79,14 +79,16 @@ def write_mp4(path, frames: Iterable[np.ndarray], fps: float = 25.0, quality: in
     return path
 
 
-def write_png(path, image: np.ndarray) -> Path:
-    from PIL import Image
+def write_atomic(path, write: Callable[[str], None], suffix: str) -> Path:
+    """``write(tmp)`` into a temporary file beside ``path``, then rename it into place.
 
+    The shared atomic writer of the exporters (PNG here, PLY in :mod:`pv3d_core.mesh`): nothing partial is
+    left behind, and OS errors become one-line :class:`ExportError`s."""
     path = check_output(path)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.stem}.", suffix=".png", dir=path.parent)
+    fd, tmp = tempfile.mkstemp(prefix=f".{path.stem}.", suffix=suffix, dir=path.parent)
     os.close(fd)
     try:
-        Image.fromarray(np.ascontiguousarray(image, dtype=np.uint8)).save(tmp, format="PNG")
+        write(tmp)
         os.replace(tmp, path)
     except BaseException as e:
         if os.path.exists(tmp):
@@ -95,6 +97,13 @@ def write_png(path, image: np.ndarray) -> Path:
             raise ExportError(f"cannot write {path}: {e.strerror or e}") from None
         raise
     return path
+
+
+def write_png(path, image: np.ndarray) -> Path:
+    from PIL import Image
+
+    img = Image.fromarray(np.ascontiguousarray(image, dtype=np.uint8))
+    return write_atomic(path, lambda tmp: img.save(tmp, format="PNG"), ".png")
 
 
 def write_png_folder(folder, frames: Iterable[np.ndarray], cancel: threading.Event | None = None) -> Path:
@@ -172,5 +181,5 @@ def render_clip(renderer: FrameRenderer, settings: list[RenderSettings],
             progress(i + 1, len(settings))
 
 
-__all__ = ["ExportError", "Cancelled", "write_mp4", "write_png", "write_png_folder", "ClipSpec",
+__all__ = ["ExportError", "Cancelled", "write_atomic", "write_mp4", "write_png", "write_png_folder", "ClipSpec",
            "clip_settings", "render_clip", "check_output"]

@@ -18,15 +18,13 @@
 from __future__ import annotations
 
 import json
-import os
-import tempfile
 import threading
 from pathlib import Path
 
 import numpy as np
 import torch
 
-from .export import Cancelled, ExportError, check_output
+from .export import Cancelled, ExportError, write_atomic
 
 
 def _check(cancel):
@@ -206,21 +204,10 @@ def extract_mesh(G, ws, z_motion, t, resolution: int = 256, level: float = 10.0,
 
 def write_ply(path, mesh) -> Path:
     """Binary PLY (with vertex colours), written to a temporary file and renamed into place."""
-    path = check_output(path)
     if not len(mesh.faces):
         raise ExportError("the mesh is empty; nothing written")
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.stem}.", suffix=".ply", dir=path.parent)
-    try:
-        with os.fdopen(fd, "wb") as f:
-            f.write(mesh.export(file_type="ply", encoding="binary"))
-        os.replace(tmp, path)
-    except BaseException as e:
-        if os.path.exists(tmp):
-            os.unlink(tmp)
-        if isinstance(e, OSError):
-            raise ExportError(f"cannot write {path}: {e.strerror or e}") from None
-        raise
-    return path
+    data = mesh.export(file_type="ply", encoding="binary")
+    return write_atomic(path, lambda tmp: Path(tmp).write_bytes(data), ".ply")
 
 
 # ------------------------------------------------------------------------------------ CLI
