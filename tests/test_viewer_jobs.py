@@ -87,12 +87,16 @@ def test_portrait_job_hands_back_the_latent(tmp_path, tiny_generator, monkeypatc
     calls = []
 
     def prepare_and_invert(image_path, G, progress=None, cancel=None):
+        # pv3d_core.portrait's progress signature: progress(stage, step, total, loss)
         calls.append(image_path)
-        progress(1, 2)
-        progress(2, 2)
+        progress("w", 1, 2, 0.5)
+        progress("pti", 2, 2, 0.1)
         return types.SimpleNamespace(ws=torch.ones(1, 3))
     fake.prepare_and_invert = prepare_and_invert
     monkeypatch.setitem(sys.modules, "pv3d_core.portrait", fake)
+    import pv3d_core
+
+    monkeypatch.setattr(pv3d_core, "portrait", fake, raising=False)   # an earlier import set the attribute
     job = run(J.Job("portrait", J.portrait_job(tmp_path / "face.png", tiny_generator)).start())
     assert job.error is None and torch.equal(job.result, torch.ones(1, 3)) and calls == [tmp_path / "face.png"]
 

@@ -205,7 +205,7 @@ def portrait_job(image_path, G):
             raise ExportError("portrait animation not yet supported in this build "
                               "(pv3d_core.portrait is missing); drop a checkpoint instead") from None
         job.status = "fitting portrait"
-        out = fn(image_path, G, progress=lambda i, n: job.report(i, n, f"fitting {i}/{n}"), cancel=job.cancel_event)
+        out = fn(image_path, G, progress=lambda stage, i, n, loss=0.0: job.report(i, n, f"{stage} {i}/{n}"), cancel=job.cancel_event)
         if job.cancel_event.is_set():
             raise Cancelled("cancelled")
         # pivotal tuning adapts the generator to the photo: the viewer shows the portrait with it
