@@ -50,7 +50,7 @@ def render_bench(ckpt: Path, frames: int, device: str) -> list[tuple[str, float,
     import torch
 
     from pv3d_core.io import load_generator
-    from pv3d_core.pipeline import FrameRenderer, RenderSettings
+    from pv3d_core.pipeline import FrameRenderer
     from viewer import state as S
 
     torch.set_num_threads(max(1, (os.cpu_count() or 2) - 1))

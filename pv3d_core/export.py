@@ -4,8 +4,6 @@ The clip renderer here is what `pv3d generate` and the viewer's export both call
 """
 from __future__ import annotations
 
-import os
-import tempfile
 import threading
 from dataclasses import dataclass
 from pathlib import Path
@@ -13,6 +11,7 @@ from typing import Callable, Iterable, Iterator
 
 import numpy as np
 
+from . import files
 from .pipeline import FrameRenderer, RenderSettings
 
 
@@ -25,21 +24,8 @@ class Cancelled(Exception):
 
 
 def check_output(path) -> Path:
-    path = Path(path)
-    parent = path.parent if str(path.parent) else Path(".")
-    if path.is_dir() and path.suffix.lower() in (".mp4", ".png"):
-        raise ExportError(f"output path {path} is a folder")
-    try:
-        parent.mkdir(parents=True, exist_ok=True)
-    except OSError as e:
-        raise ExportError(f"cannot create folder {parent}: {e.strerror}") from None
-    try:  # the only reliable test (root, read-only mounts, special file systems)
-        fd, probe = tempfile.mkstemp(prefix=".pv3d-write-test.", dir=parent)
-        os.close(fd)
-        os.unlink(probe)
-    except OSError as e:
-        raise ExportError(f"cannot write to {parent}: {e.strerror or e}") from None
-    return path
+    """``path`` once its folder exists and accepts a file, else :class:`ExportError`."""
+    return files.check_writable(path, ExportError)
 
 
 def write_mp4(path, frames: Iterable[np.ndarray], fps: float = 25.0, quality: int = 8,
@@ -47,73 +33,40 @@ def write_mp4(path, frames: Iterable[np.ndarray], fps: float = 25.0, quality: in
     """Encode uint8 (H, W, 3) frames as h264 into a temporary file, then rename it into place."""
     import imageio.v2 as imageio
 
-    path = check_output(path)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.stem}.", suffix=".mp4", dir=path.parent)
-    os.close(fd)
-    n = 0
-    w = None
-    try:
+    def encode(tmp):
+        n = 0
         w = imageio.get_writer(tmp, fps=fps, codec="libx264", quality=quality, macro_block_size=1,
                                ffmpeg_log_level="error", output_params=["-pix_fmt", "yuv420p"])
-        for f in frames:
-            if cancel is not None and cancel.is_set():
-                raise Cancelled("export cancelled")
-            w.append_data(np.ascontiguousarray(f, dtype=np.uint8))
-            n += 1
-        w.close()
-        w = None
+        try:
+            for f in frames:
+                if cancel is not None and cancel.is_set():
+                    raise Cancelled("export cancelled")
+                w.append_data(np.ascontiguousarray(f, dtype=np.uint8))
+                n += 1
+        finally:            # stop ffmpeg before its file is renamed or removed
+            w.close()
         if n == 0:
             raise ExportError("no frames to write")
-        os.replace(tmp, path)
-    except BaseException as e:
-        if w is not None:      # stop ffmpeg before removing its file (imageio's writer stays open otherwise)
-            try:
-                w.close()
-            except Exception:
-                pass
-        if os.path.exists(tmp):
-            os.unlink(tmp)
-        if isinstance(e, OSError):
-            raise ExportError(f"cannot write {path}: {e.strerror or e}") from None
-        raise
-    return path
+
+    return files.atomic_write(path, encode, ExportError)
 
 
-def write_atomic(path, write: Callable[[str], None], suffix: str) -> Path:
-    """``write(tmp)`` into a temporary file beside ``path``, then rename it into place.
-
-    The shared atomic writer of the exporters (PNG here, PLY in :mod:`pv3d_core.mesh`): nothing partial is
-    left behind, and OS errors become one-line :class:`ExportError`s."""
-    path = check_output(path)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.stem}.", suffix=suffix, dir=path.parent)
-    os.close(fd)
-    try:
-        write(tmp)
-        os.replace(tmp, path)
-    except BaseException as e:
-        if os.path.exists(tmp):
-            os.unlink(tmp)
-        if isinstance(e, OSError):
-            raise ExportError(f"cannot write {path}: {e.strerror or e}") from None
-        raise
-    return path
+def write_atomic(path, write: Callable[[str], None]) -> Path:
+    """``write(tmp)`` into a temporary file beside ``path``, renamed into place; OS errors become
+    :class:`ExportError` (see :func:`pv3d_core.files.atomic_write`)."""
+    return files.atomic_write(path, write, ExportError)
 
 
 def write_png(path, image: np.ndarray) -> Path:
     from PIL import Image
 
     img = Image.fromarray(np.ascontiguousarray(image, dtype=np.uint8))
-    return write_atomic(path, lambda tmp: img.save(tmp, format="PNG"), ".png")
+    return write_atomic(path, lambda tmp: img.save(tmp, format="PNG"))
 
 
 def write_png_folder(folder, frames: Iterable[np.ndarray], cancel: threading.Event | None = None) -> Path:
     """frame_00000.png ... written into a temporary sibling folder that is renamed into place."""
-    folder = Path(folder)
-    check_output(folder / "x.png") if folder.exists() else check_output(folder)
-    if folder.exists() and any(folder.iterdir()):
-        raise ExportError(f"output folder {folder} is not empty")
-    tmp = Path(tempfile.mkdtemp(prefix=f".{folder.name}.", dir=folder.parent))
-    try:
+    def fill(tmp: Path):
         n = 0
         for i, f in enumerate(frames):
             if cancel is not None and cancel.is_set():
@@ -122,15 +75,8 @@ def write_png_folder(folder, frames: Iterable[np.ndarray], cancel: threading.Eve
             n += 1
         if n == 0:
             raise ExportError("no frames to write")
-        if folder.exists():
-            folder.rmdir()
-        os.replace(tmp, folder)
-    except BaseException:
-        for p in tmp.glob("*"):
-            p.unlink()
-        tmp.rmdir()
-        raise
-    return folder
+
+    return files.atomic_folder(folder, fill, ExportError)
 
 
 @dataclass

@@ -13,13 +13,13 @@ from __future__ import annotations
 import json
 import os
 import pickle
-import tempfile
 import zipfile
 from dataclasses import dataclass, field
 from pathlib import Path
 
 import torch
 
+from . import files
 from .config import DiscriminatorConfig, GeneratorConfig, ModelConfig
 
 FORMAT = "pv3d-studio/1"
@@ -201,21 +201,7 @@ def load_discriminators(path, device="cpu"):
 
 def check_writable(path) -> Path:
     """Fail early, with a clear message, when ``path`` cannot be written."""
-    path = Path(path)
-    parent = path.parent if str(path.parent) else Path(".")
-    if path.exists() and path.is_dir():
-        raise CheckpointError(f"output path {path} is a folder")
-    try:
-        parent.mkdir(parents=True, exist_ok=True)
-    except OSError as e:
-        raise CheckpointError(f"cannot create folder {parent}: {e.strerror}") from None
-    try:  # the only reliable test (root, read-only mounts, special file systems)
-        fd, probe = tempfile.mkstemp(prefix=".pv3d-write-test.", dir=parent)
-        os.close(fd)
-        os.unlink(probe)
-    except OSError as e:
-        raise CheckpointError(f"cannot write to {parent}: {e.strerror or e}") from None
-    return path
+    return files.check_writable(path, CheckpointError)
 
 
 def save_checkpoint(path, config: ModelConfig, parts: dict, meta: dict | None = None,
@@ -232,18 +218,7 @@ def save_checkpoint(path, config: ModelConfig, parts: dict, meta: dict | None = 
     for k, v in (extra or {}).items():
         tensors[f"extra.{k}"] = torch.as_tensor(v).detach().to("cpu").contiguous().clone()
     metadata = {"format": FORMAT, "pv3d_config": config.to_json(), "pv3d_meta": json.dumps(meta or {})}
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-    os.close(fd)
-    try:
-        save_file(tensors, tmp, metadata=metadata)
-        os.replace(tmp, path)
-    except BaseException as e:
-        if os.path.exists(tmp):
-            os.unlink(tmp)
-        if isinstance(e, OSError):
-            raise CheckpointError(f"cannot write {path}: {e.strerror or e}") from None
-        raise
-    return path
+    return files.atomic_write(path, lambda tmp: save_file(tensors, tmp, metadata=metadata), CheckpointError)
 
 
 def save_generator(path, G, meta: dict | None = None, name: str | None = None) -> Path:

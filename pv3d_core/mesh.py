@@ -207,7 +207,7 @@ def write_ply(path, mesh) -> Path:
     if not len(mesh.faces):
         raise ExportError("the mesh is empty; nothing written")
     data = mesh.export(file_type="ply", encoding="binary")
-    return write_atomic(path, lambda tmp: Path(tmp).write_bytes(data), ".ply")
+    return write_atomic(path, lambda tmp: Path(tmp).write_bytes(data))
 
 
 # ------------------------------------------------------------------------------------ CLI

@@ -25,7 +25,7 @@ import numpy as np
 import torch
 
 from .export import Cancelled, ClipSpec, clip_settings, render_clip, write_mp4
-from .invert import InversionConfig, InversionResult, invert, invert_video, psnr, save_portrait
+from .invert import InversionConfig, InversionResult, invert, invert_video, save_portrait
 from .pipeline import FrameRenderer, RenderSettings
 from .render import cameras
 
@@ -218,7 +218,8 @@ def reconstruct_video(video, G, output_dir, config: InversionConfig | None = Non
     :meth:`VideoReconstruction.load`), aligned.mp4 (the crops fitted), reconstruction.mp4 (re-rendered
     at the input cameras), novel_view.mp4 (re-rendered while the camera sweeps ±``novel_yaw``) and
     summary.json. Returns the summary."""
-    from .data.layout import atomic_write_bytes, read_video
+    from .data.layout import read_video
+    from .files import atomic_write_bytes
     from .faces import align_frames
     from .invert import save_video_reconstruction
 

@@ -109,7 +109,7 @@ def _inv_config(args):
 
 
 def run_align(args) -> int:
-    from .data.layout import atomic_write_bytes
+    from .files import atomic_write_bytes
     from .export import write_png
     from .faces import align_face
 

@@ -6,7 +6,6 @@ modules' first block does not upsample.
 """
 from __future__ import annotations
 
-import torch
 import torch.nn.functional as F
 from torch import nn
 

@@ -1,6 +1,5 @@
 """`pv3d data prepare` on a short video made from scikit-image's astronaut (never downloads)."""
 import json
-import math
 
 import numpy as np
 import pytest

@@ -1,10 +1,8 @@
 """Background export jobs: progress, cancel, atomic output, clear messages for missing modules."""
 import sys
-import threading
 import time
 
 import numpy as np
-import pytest
 
 from pv3d_core.export import ClipSpec, clip_settings
 from pv3d_core.pipeline import FrameRenderer, RenderSettings

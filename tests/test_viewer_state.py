@@ -1,7 +1,6 @@
 """Viewer logic without a window: UI state -> render settings, timeline, camera, settings store, drops."""
 import json
 import math
-import os
 
 import pytest
 
@@ -153,10 +152,12 @@ def test_save_failure_leaves_the_old_file(tmp_path, monkeypatch):
     p = tmp_path / "viewer.json"
     SS.save(SS.ViewerSettings(window_width=1000), p)
 
-    def broken_dump(*a, **k):
-        raise OSError("disk full")
-    monkeypatch.setattr(SS.json, "dump", broken_dump)
-    with pytest.raises(OSError):
+    import pv3d_core.files as F
+
+    def disk_full(*a, **k):          # fails after the temporary file is written, before the rename
+        raise OSError(28, "No space left on device")
+    monkeypatch.setattr(F.os, "chmod", disk_full)
+    with pytest.raises(OSError, match="No space left"):
         SS.save(SS.ViewerSettings(window_width=2000), p)
     monkeypatch.undo()
     assert SS.load(p)[0].window_width == 1000

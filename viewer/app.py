@@ -7,12 +7,8 @@ settings and asks the worker only when they change (or the timeline plays).
 from __future__ import annotations
 
 import argparse
-import math
 import os
 import sys
-import time
-from dataclasses import asdict
-from pathlib import Path
 
 EXIT_USAGE = 2
 NO_DISPLAY = ("pv3d-viewer: error: no display to open a window on ({why}). "

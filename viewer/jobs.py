@@ -10,7 +10,6 @@ from __future__ import annotations
 import gc
 import threading
 import time
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Callable
 

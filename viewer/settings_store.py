@@ -10,7 +10,6 @@ from __future__ import annotations
 import json
 import os
 import sys
-import tempfile
 from dataclasses import asdict, dataclass, field, fields
 from pathlib import Path
 
@@ -76,16 +75,8 @@ def load(path: Path | None = None) -> tuple[ViewerSettings, str | None]:
 
 def save(s: ViewerSettings, path: Path | None = None) -> Path:
     """Write atomically (temporary file in the same folder, then rename)."""
+    from pv3d_core.files import atomic_write_text
+
     path = path or config_path()
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=".viewer.", suffix=".json", dir=path.parent)
-    try:
-        with os.fdopen(fd, "w", encoding="utf-8") as f:
-            json.dump(asdict(s), f, indent=2)
-            f.write("\n")
-        os.replace(tmp, path)
-    except BaseException:
-        if os.path.exists(tmp):
-            os.unlink(tmp)
-        raise
+    atomic_write_text(path, json.dumps(asdict(s), indent=2) + "\n")
     return path

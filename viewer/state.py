@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import math
 import random
-from dataclasses import dataclass, field, replace
+from dataclasses import dataclass, replace
 
 from pv3d_core.pipeline import VIEW_MODES, RenderSettings
 from pv3d_core.render import cameras

@@ -1,7 +1,6 @@
 """The window, the frame loop and the glue between widgets, worker, display and jobs."""
 from __future__ import annotations
 
-import math
 import os
 import sys
 import time

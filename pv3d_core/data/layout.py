@@ -11,10 +11,11 @@ from __future__ import annotations
 
 import json
 import os
-import tempfile
 from pathlib import Path
 
 import numpy as np
+
+from .. import files
 
 VIDEO_DIR = "recrop_faces"
 CAMERA_DIR = "smoothed_camera2world"
@@ -25,47 +26,11 @@ class DatasetError(ValueError):
     """A dataset folder that cannot be read, with a message for the user."""
 
 
-def _umask() -> int:
-    mask = os.umask(0)
-    os.umask(mask)
-    return mask
-
-
-def atomic_write_bytes(path: str | os.PathLike, data: bytes) -> None:
-    """Write a file through a temporary file in the same folder and rename it into place."""
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-    try:
-        with os.fdopen(fd, "wb") as f:
-            f.write(data)
-        os.chmod(tmp, 0o666 & ~_umask())   # mkstemp makes 0600; give the file normal permissions
-        os.replace(tmp, path)
-    except BaseException:
-        if os.path.exists(tmp):
-            os.unlink(tmp)
-        raise
-
-
 def write_video(path: str | os.PathLike, frames, fps: float = 25.0, quality: int = 9) -> None:
-    """Write uint8 frames (T, H, W, 3) as an h264 mp4, atomically."""
-    import imageio.v2 as imageio
+    """Write uint8 frames (T, H, W, 3) as an h264 mp4, atomically (the exporter's encoder)."""
+    from ..export import write_mp4
 
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.stem}.", suffix=".mp4", dir=path.parent)
-    os.close(fd)
-    try:
-        with imageio.get_writer(tmp, fps=fps, codec="libx264", quality=quality,
-                                macro_block_size=1, ffmpeg_log_level="error",
-                                output_params=["-pix_fmt", "yuv420p"]) as w:
-            for f in frames:
-                w.append_data(np.ascontiguousarray(f, dtype=np.uint8))
-        os.replace(tmp, path)
-    except BaseException:
-        if os.path.exists(tmp):
-            os.unlink(tmp)
-        raise
+    write_mp4(path, frames, fps=fps, quality=quality)
 
 
 def read_video(path: str | os.PathLike) -> np.ndarray:
@@ -91,7 +56,7 @@ def write_cameras(path: str | os.PathLike, cameras, frame_names=None) -> None:
         raise ValueError(f"cameras must be (T, 25), got {cameras.shape}")
     names = frame_names or [f"{i:05d}.png" for i in range(len(cameras))]
     entries = [[n, [float(v) for v in c]] for n, c in zip(names, cameras)]
-    atomic_write_bytes(path, json.dumps(entries).encode())
+    files.atomic_write_bytes(path, json.dumps(entries).encode())
 
 
 def read_cameras(path: str | os.PathLike) -> np.ndarray:
@@ -118,7 +83,7 @@ def write_clip(root: str | os.PathLike, name: str, frames, cameras, fps: float =
 
 
 def write_list(root: str | os.PathLike, names) -> None:
-    atomic_write_bytes(Path(root) / LIST_FILE, "".join(f"{n}.mp4\n" for n in names).encode())
+    files.atomic_write_bytes(Path(root) / LIST_FILE, "".join(f"{n}.mp4\n" for n in names).encode())
 
 
 def list_clips(root: str | os.PathLike) -> list[str]:

@@ -14,9 +14,9 @@ import re
 import time
 from pathlib import Path
 
-import numpy as np
 
-from .layout import LIST_FILE, DatasetError, atomic_write_bytes, read_video, write_clip, write_list
+from ..files import atomic_write_bytes
+from .layout import LIST_FILE, DatasetError, read_video, write_clip, write_list
 
 MIN_CLIP_FRAMES = 2
 

@@ -27,6 +27,7 @@ from pathlib import Path
 
 import numpy as np
 
+from .. import files
 from ..render import cameras as cams
 from . import layout
 
@@ -456,12 +457,12 @@ def synthesize_clip(root, i: int, n_frames: int, res: int, seed: int, meshes: bo
 
     buf = _io.BytesIO()
     np.savez_compressed(buf, depth=np.stack(depth), mask=(np.stack(mask) * 255).round().astype(np.uint8))
-    layout.atomic_write_bytes(gt / f"{name}.npz", buf.getvalue())
+    files.atomic_write_bytes(gt / f"{name}.npz", buf.getvalue())
     meta = {"identity": asdict(ident), "expressions": [asdict(e) for e in exprs], "seed": seed, "index": i}
-    layout.atomic_write_bytes(gt / f"{name}.json", json.dumps(meta).encode())
+    files.atomic_write_bytes(gt / f"{name}.json", json.dumps(meta).encode())
     if meshes:
         mesh = neutral_mesh(ident)
-        layout.atomic_write_bytes(gt / f"{name}.ply", mesh.export(file_type="ply"))
+        files.atomic_write_bytes(gt / f"{name}.ply", mesh.export(file_type="ply"))
     return {"name": name, "frames": n_frames}
 
 
@@ -501,12 +502,7 @@ def synthesize_dataset(output, n_clips: int, n_frames: int = 32, res: int = 128,
     if n_clips < 1 or n_frames < 2:
         raise ValueError("need at least one clip of two frames")
     root = Path(output)
-    try:
-        root.mkdir(parents=True, exist_ok=True)
-        layout.atomic_write_bytes(root / ".write_probe", b"")
-        (root / ".write_probe").unlink()
-    except OSError as e:
-        raise ValueError(f"cannot write to {root}: {e.strerror or e}") from None
+    files.check_writable(root / "summary.json", ValueError)
     summary_path = root / "summary.json"
     old = json.loads(summary_path.read_text()) if summary_path.is_file() else {}
     same = old.get("seed") == seed and old.get("frames") == n_frames and old.get("res") == res
@@ -515,7 +511,7 @@ def synthesize_dataset(output, n_clips: int, n_frames: int = 32, res: int = 128,
                     and (root / layout.VIDEO_DIR / f"{clip_name(i)}.mp4").is_file())]
     workers = max(1, min(workers or os.cpu_count() or 1, len(todo) or 1))
     # the summary first (without the list), so a resumed run knows the settings
-    layout.atomic_write_bytes(summary_path, json.dumps({"source": "synthetic talking heads", "seed": seed,
+    files.atomic_write_bytes(summary_path, json.dumps({"source": "synthetic talking heads", "seed": seed,
                                                         "frames": n_frames, "res": res}).encode())
     t0 = time.perf_counter()
     jobs = [(str(root), i, n_frames, res, seed, meshes) for i in todo]
@@ -535,11 +531,11 @@ def synthesize_dataset(output, n_clips: int, n_frames: int = 32, res: int = 128,
         bar.close()
     names = [clip_name(i) for i in range(n_clips)]
     layout.write_list(root, names)
-    layout.atomic_write_bytes(root / "groundtruth" / "depth.json",
+    files.atomic_write_bytes(root / "groundtruth" / "depth.json",
                               json.dumps({"kind": "distance", "background": 0.0,
                                           "note": "distance along the unit camera ray, scene units"}).encode())
     summary = {"source": "synthetic talking heads", "seed": seed, "frames": n_frames, "res": res,
                "clips": n_clips, "rendered_now": len(todo), "seconds": round(time.perf_counter() - t0, 1),
                "workers": workers, "folder": str(root)}
-    layout.atomic_write_bytes(summary_path, json.dumps(summary, indent=1).encode())
+    files.atomic_write_bytes(summary_path, json.dumps(summary, indent=1).encode())
     return summary

@@ -8,7 +8,7 @@ from typing import Callable
 import numpy as np
 
 from ..render import cameras
-from .align import CropFrame, crop_frame, smooth_frames, warp
+from .align import CropFrame, crop_frame, warp
 from .detect import Face, FaceError, find_face, load_image
 from .landmarks import smooth_sequence
 from .pose import solve_camera

@@ -23,9 +23,7 @@ from __future__ import annotations
 
 import json
 import math
-import os
 import platform
-import tempfile
 import threading
 import time
 from pathlib import Path
@@ -164,22 +162,6 @@ def compute_fvd(G, root, net, n_videos: int, seed: int = 0, progress=None, cance
 
 
 # ------------------------------------------------------------------------------------ report
-
-def atomic_write_text(path, text: str) -> Path:
-    from ..export import check_output
-
-    path = check_output(path)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.stem}.", suffix=path.suffix, dir=path.parent)
-    try:
-        with os.fdopen(fd, "w") as f:
-            f.write(text)
-        os.replace(tmp, path)
-    except BaseException:
-        if os.path.exists(tmp):
-            os.unlink(tmp)
-        raise
-    return path
-
 
 def plot_report(report: dict, size=(720, 420)) -> np.ndarray:
     """A small PNG-able summary (uint8 image): per-pair bars of each multi-view metric, FVD/geometry text."""
@@ -351,7 +333,8 @@ def run_eval(args) -> int:
     from tqdm import tqdm
 
     from ..cli import _device, _resolve_ckpt
-    from ..export import check_output, write_png
+    from .. import files
+    from ..export import ExportError, check_output, write_png
     from ..io import load_generator
 
     out = Path(args.output)
@@ -376,7 +359,7 @@ def run_eval(args) -> int:
                        "image_resolution": G.img_resolution, "neural_resolution": G.neural_rendering_resolution}
     report["software"] = {"torch": torch.__version__, "python": platform.python_version(), "device": str(dev)}
     report["plot"] = str(plot)
-    atomic_write_text(out, json.dumps(report, indent=1))
+    files.atomic_write_text(out, json.dumps(report, indent=1), ExportError)
     write_png(plot, plot_report(report))
     brief = {"identity": report["identity"]["mean_cosine"], "identity_backbone": report["identity"]["backbone"],
              "chamfer_sum": report["chamfer"]["sum"], "chamfer_mean": report["chamfer"]["mean_per_pair"],
