@@ -110,6 +110,23 @@ def test_several_faces_the_largest_is_chosen_and_said(astronaut):
     assert any("largest" in n for n in a.notes) and a.transform()["faces_found"] >= 2
 
 
+def test_soft_face_missed_by_hog_is_found_by_the_cnn_detector(astronaut, aligned):
+    """A blurred photo (like a small model's render): HOG finds nothing, the CNN detector does, and the
+    crop lands where the sharp photo's crop is."""
+    from PIL import Image, ImageFilter
+
+    from pv3d_core.faces.detect import detect_boxes
+
+    soft = np.asarray(Image.fromarray(astronaut).filter(ImageFilter.GaussianBlur(5)))
+    assert detect_boxes(soft, cnn=False) == []
+    face = find_face(soft)
+    assert face.extra["detector"] == "cnn"
+    frame = crop_frame(face.landmarks)
+    sharp = aligned[0].frame
+    assert np.linalg.norm(frame.center - sharp.center) < 0.06 * sharp.side
+    assert abs(frame.side / sharp.side - 1) < 0.12
+
+
 def test_no_face(tmp_path):
     img = (np.random.default_rng(0).random((300, 400, 3)) * 40 + 100).astype(np.uint8)
     with pytest.raises(FaceError, match="no face"):

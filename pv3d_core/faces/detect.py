@@ -1,4 +1,9 @@
-"""Face detection (dlib's HOG detector) and 68 landmarks, with clear errors for bad inputs.
+"""Face detection (dlib's HOG detector, then its CNN detector when HOG finds nothing) and 68
+landmarks, with clear errors for bad inputs.
+
+The HOG detector is fast but wants a sharp, roughly frontal face; the CNN (MMOD) detector also
+finds faces turned by 30-40° and soft ones (the renders of a small model), at a few seconds per
+image on a CPU, so it only runs on a copy of at most :data:`CNN_SIDE` pixels when HOG found none.
 
 Huge photos are never decoded at full size when avoidable: JPEGs are decoded at a reduced scale
 (libjpeg's DCT scaling through PIL's ``draft``), other formats are downscaled right after decoding,
@@ -23,6 +28,8 @@ DETECT_SIDE = 1024
 MAX_PIXELS = 400_000_000
 #: smallest face (detector box side, in working-image pixels) accepted
 MIN_FACE = 40
+#: the longer side the CNN detector runs on (smaller images are upsampled once)
+CNN_SIDE = 512
 
 
 class FaceError(ValueError):
@@ -109,25 +116,37 @@ def _rect_to_box(r, s):
     return (r.left() / s, r.top() / s, (r.right() + 1) / s, (r.bottom() + 1) / s)
 
 
-def detect_boxes(img: np.ndarray, detect_side: int = DETECT_SIDE):
-    """[(box, score)] of every face, boxes in ``img`` pixels. Detection runs on a copy downscaled
-    to ``detect_side``; small images are upsampled once when nothing is found at their size."""
-    det = models.detector()
-    s = min(1.0, detect_side / max(img.shape[:2]))
-    small = img
-    if s < 1.0:
-        from PIL import Image
+def _downscaled(img: np.ndarray, side: int) -> tuple[np.ndarray, float]:
+    s = min(1.0, side / max(img.shape[:2]))
+    if s >= 1.0:
+        return img, 1.0
+    from PIL import Image
 
-        small = np.asarray(Image.fromarray(img).resize((max(1, round(img.shape[1] * s)),
-                                                         max(1, round(img.shape[0] * s))), Image.BILINEAR))
-        s = small.shape[1] / img.shape[1]
+    small = np.asarray(Image.fromarray(img).resize((max(1, round(img.shape[1] * s)),
+                                                     max(1, round(img.shape[0] * s))), Image.BILINEAR))
+    return small, small.shape[1] / img.shape[1]
+
+
+def detect_boxes(img: np.ndarray, detect_side: int = DETECT_SIDE, cnn: bool = True):
+    """[(box, score, detector)] of every face, boxes in ``img`` pixels, detector "hog" or "cnn".
+
+    HOG runs on a copy downscaled to ``detect_side`` (small images are upsampled once when nothing
+    is found at their size); when it finds nothing and ``cnn`` is on, the CNN detector runs on a
+    copy of at most :data:`CNN_SIDE` pixels."""
+    det = models.detector()
+    small, s = _downscaled(img, detect_side)
     for upsample in (0, 1):
         if upsample and max(small.shape[:2]) > 1200:
             break
         rects, scores, _ = det.run(small, upsample, 0.0)
         if len(rects):
-            return [(_rect_to_box(r, s), float(sc)) for r, sc in zip(rects, scores)]
-    return []
+            return [(_rect_to_box(r, s), float(sc), "hog") for r, sc in zip(rects, scores)]
+    if not cnn:
+        return []
+    small, s = _downscaled(img, CNN_SIDE)
+    upsample = 1 if max(small.shape[:2]) <= CNN_SIDE // 2 else 0
+    found = models.cnn_detector()(small, upsample)
+    return [(_rect_to_box(d.rect, s), float(d.confidence), "cnn") for d in found]
 
 
 def landmarks_in_box(img: np.ndarray, box) -> np.ndarray:
@@ -155,12 +174,13 @@ def find_face(image, min_face: int = MIN_FACE, detect_side: int = DETECT_SIDE) -
         raise FaceError("no face found in the image (dlib's detector needs a roughly frontal face, "
                         f"at least about {min_face} pixels wide)")
     area = lambda b: (b[2] - b[0]) * (b[3] - b[1])
-    biggest = max(area(b) for b, _ in found)
-    box, score = max(((b, sc) for b, sc in found if area(b) >= 0.9 * biggest), key=lambda x: x[1])
+    biggest = max(area(b) for b, _, _ in found)
+    box, score, which = max(((b, sc, d) for b, sc, d in found if area(b) >= 0.9 * biggest), key=lambda x: x[1])
     size = min(box[2] - box[0], box[3] - box[1])
     if size < min_face:
         raise FaceError(f"the face is too small ({size:.0f} pixels wide; at least {min_face} needed): "
                         "use a larger or closer photo")
     lm = landmarks_in_box(img, box)
     note = "" if len(found) == 1 else f"{len(found)} faces found; the largest was used"
-    return Face(box=tuple(float(v) for v in box), score=score, landmarks=lm, n_faces=len(found), note=note)
+    return Face(box=tuple(float(v) for v in box), score=score, landmarks=lm, n_faces=len(found), note=note,
+                extra={"detector": which})

@@ -11,7 +11,9 @@ from pathlib import Path
 
 FILES = {
     "landmarks68": "shape_predictor_68_face_landmarks.dat",
+    "landmarks5": "shape_predictor_5_face_landmarks.dat",
     "recognition": "dlib_face_recognition_resnet_model_v1.dat",
+    "cnn_detector": "mmod_human_face_detector.dat",
 }
 
 
@@ -40,8 +42,20 @@ def detector():
 
 
 @lru_cache(maxsize=None)
+def cnn_detector():
+    """dlib's CNN (MMOD) face detector: slower than the HOG one, but finds turned and soft faces."""
+    return _dlib().cnn_face_detection_model_v1(str(model_path("cnn_detector")))
+
+
+@lru_cache(maxsize=None)
 def shape_predictor():
     return _dlib().shape_predictor(str(model_path("landmarks68")))
+
+
+@lru_cache(maxsize=None)
+def shape_predictor5():
+    """The 5-point predictor (eye corners, nose), enough to align dlib's descriptor chip."""
+    return _dlib().shape_predictor(str(model_path("landmarks5")))
 
 
 @lru_cache(maxsize=None)

@@ -13,8 +13,9 @@ Two backbones, always named in the report:
   112² (bilinear, align_corners False), scaled to [-1, 1], no face crop or alignment; the embedding
   is l2-normalised.
 - ``dlib-resnet128`` (our offline default): dlib's 128-D face descriptor (``face_recognition_models``,
-  shipped with the package). dlib needs an aligned face chip: its HOG detector finds the face; when
-  it finds none (odd renders of an untrained model) the central 70% of the image is used as the box,
+  shipped with the package). dlib needs an aligned face chip: :func:`pv3d_core.faces.detect.detect_boxes`
+  finds the face (HOG, then the CNN detector); when neither finds one (odd renders of an untrained
+  model) the central 70% of the image is used as the box,
   and the count of detected faces is reported. The 5-point landmarks align the chip. Besides the
   cosine similarity the report gives the mean Euclidean distance, dlib's native measure (same person
   below about 0.6).
@@ -166,30 +167,30 @@ class DlibEmbedder:
     name = "dlib-resnet128"
 
     def __init__(self):
-        try:
-            import warnings
+        from ..faces import models
 
-            with warnings.catch_warnings():
-                warnings.simplefilter("ignore")
-                import dlib
-                import face_recognition_models as frm
-        except ImportError as e:
-            raise MetricError(f"dlib's face embedding needs dlib and face_recognition_models ({e}); "
+        try:
+            self.shape = models.shape_predictor5()
+            self.encoder = models.recognizer()
+        except RuntimeError as e:
+            raise MetricError(f"dlib's face embedding needs dlib and face-recognition-models ({e}); "
                               f"install the project's dependencies or pass --arcface FILE") from None
+        import dlib
+
         self.dlib = dlib
-        self.detector = dlib.get_frontal_face_detector()
-        self.shape = dlib.shape_predictor(frm.pose_predictor_five_point_model_location())
-        self.encoder = dlib.face_recognition_model_v1(frm.face_recognition_model_location())
         self.detected = 0
         self.images = 0
 
     def box(self, img: np.ndarray):
+        from ..faces.detect import detect_boxes
+
         h, w = img.shape[:2]
-        found = self.detector(img, 1 if max(h, w) < 400 else 0)
+        found = detect_boxes(img)
         self.images += 1
-        if len(found):
+        if found:
             self.detected += 1
-            return max(found, key=lambda r: r.area())
+            (x0, y0, x1, y1), _, _ = max(found, key=lambda f: (f[0][2] - f[0][0]) * (f[0][3] - f[0][1]))
+            return self.dlib.rectangle(int(round(x0)), int(round(y0)), int(round(x1)) - 1, int(round(y1)) - 1)
         return self.dlib.rectangle(int(0.15 * w), int(0.15 * h), int(0.85 * w), int(0.85 * h))
 
     def __call__(self, images: np.ndarray) -> np.ndarray:
