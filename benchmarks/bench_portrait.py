@@ -1,13 +1,17 @@
 """Portrait figures: inversion quality and identity at novel views, time per inversion, and the
 PnP camera error on synthetic heads with known cameras.
 
-    python benchmarks/bench_portrait.py invert [--ckpt CKPT] [--w-steps 300 --pti-steps 150] [-o out.json]
+    python benchmarks/bench_portrait.py invert [--ckpt CKPT | --random] [--photos astronaut,tennis] [-o out.json]
     python benchmarks/bench_portrait.py pnp [--heads 8]
 
-`invert` runs on scikit-image's astronaut and its mirror: PSNR/SSIM at the input view, dlib face
-distance between the aligned input and renders at yaw ±20° from the photo's camera (dlib's
-same-person threshold is 0.6; "no face" when dlib finds none in the render), seconds per inversion.
-Without --ckpt a random tiny model is used (the figures then only show the plumbing).
+`invert` runs on real photographs that ship inside installed packages: scikit-image's astronaut
+(frontal, 88 px face), its mirror, and imgui-bundle's tennis demo photo (a 44 px face turned about
+30°, when imgui-bundle is installed). Per photo: PSNR/SSIM at the input view, dlib face distance
+between the aligned input and renders at yaw ±20° from the photo's camera (dlib's same-person
+threshold is 0.6; "no face" when dlib finds none in the render; which detector found it), seconds
+per inversion. The default model is the embedded checkpoint; --random uses an untrained tiny model
+(the figures then only show the plumbing). Inversion settings are InversionConfig's defaults unless
+given.
 """
 from __future__ import annotations
 
@@ -25,7 +29,11 @@ import torch
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 
-def _model(ckpt):
+def _model(ckpt, random=False):
+    if not random:
+        from pv3d_core.paths import default_checkpoint
+
+        ckpt = ckpt or default_checkpoint()
     if ckpt:
         from pv3d_core.io import CheckpointError, load_discriminators, load_generator
 
@@ -50,10 +58,24 @@ def run_invert(args):
     from pv3d_core.faces import FaceError, descriptor, find_face
     from pv3d_core.invert import InversionConfig
 
-    G, d_img, name = _model(args.ckpt)
-    cfg = InversionConfig(w_steps=args.w_steps, pti_steps=args.pti_steps, w_avg_samples=args.w_avg_samples)
-    photos = {"astronaut": skimage.data.astronaut()}
-    photos["astronaut_mirror"] = np.ascontiguousarray(photos["astronaut"][:, ::-1])
+    G, d_img, name = _model(args.ckpt, args.random)
+    over = {k: getattr(args, k) for k in ("w_steps", "pti_steps", "pti_lr", "geometry_weight")
+            if getattr(args, k) is not None}
+    cfg = InversionConfig(**over)
+    photos = {}
+    for key in args.photos.split(","):
+        if key == "astronaut":
+            photos[key] = skimage.data.astronaut()
+        elif key == "astronaut_mirror":
+            photos[key] = np.ascontiguousarray(skimage.data.astronaut()[:, ::-1])
+        elif key == "tennis":
+            tennis = _tennis()
+            if tennis is None:
+                print("tennis: imgui-bundle is not installed, skipped", flush=True)
+                continue
+            photos[key] = tennis
+        else:
+            raise SystemExit(f"unknown photo {key!r}")
     rows = {}
     for key, img in photos.items():
         t0 = time.perf_counter()
@@ -66,8 +88,9 @@ def run_invert(args):
         for dy in (-20, 0, 20):
             img_r = r.render(por.settings(yaw=yaw + math.radians(dy), pitch=pitch, resolution=256)).numpy()
             try:
-                lm = find_face(img_r, min_face=20).landmarks
-                dists[f"{dy:+d}"] = round(float(np.linalg.norm(descriptor(img_r, lm) - d_in)), 4)
+                face = find_face(img_r, min_face=20)
+                dists[f"{dy:+d}"] = round(float(np.linalg.norm(descriptor(img_r, face.landmarks) - d_in)), 4)
+                dists[f"{dy:+d}_detector"] = face.extra.get("detector")
             except FaceError:
                 dists[f"{dy:+d}"] = "no face found in the render"
             if args.save_dir:
@@ -82,6 +105,22 @@ def run_invert(args):
         print(key, rows[key], flush=True)
     out = {"model": name, "config": cfg.to_dict(), "threads": torch.get_num_threads(), "photos": rows}
     return out
+
+
+def _tennis():
+    """imgui-bundle's demo photo of two tennis players (the larger face is used), or None."""
+    import importlib.util
+
+    from PIL import Image
+
+    spec = importlib.util.find_spec("imgui_bundle")
+    if spec is None or not spec.submodule_search_locations:
+        return None
+    for loc in spec.submodule_search_locations:
+        p = Path(loc) / "demos_assets" / "images" / "tennis.jpg"
+        if p.is_file():
+            return np.asarray(Image.open(p).convert("RGB"))
+    return None
 
 
 def run_pnp(args):
@@ -119,9 +158,13 @@ def main():
     sub = ap.add_subparsers(dest="mode", required=True)
     a = sub.add_parser("invert")
     a.add_argument("--ckpt", default=os.environ.get("PV3D_DEFAULT_CKPT"))
-    a.add_argument("--w-steps", type=int, default=300)
-    a.add_argument("--pti-steps", type=int, default=150)
-    a.add_argument("--w-avg-samples", type=int, default=2000)
+    a.add_argument("--random", action="store_true", help="an untrained tiny model instead of the default one")
+    a.add_argument("--photos", default="astronaut,astronaut_mirror,tennis")
+    a.add_argument("--w-steps", type=int)
+    a.add_argument("--pti-steps", type=int)
+    a.add_argument("--pti-lr", type=float)
+    a.add_argument("--geometry-weight", type=float)
+    a.add_argument("--threads", type=int, help="torch threads (default: torch's)")
     a.add_argument("--save-dir")
     a.add_argument("-o", "--output")
     b = sub.add_parser("pnp")
@@ -130,6 +173,8 @@ def main():
     b.add_argument("--seed", type=int, default=7)
     b.add_argument("-o", "--output")
     args = ap.parse_args()
+    if getattr(args, "threads", None):
+        torch.set_num_threads(args.threads)
     res = run_invert(args) if args.mode == "invert" else run_pnp(args)
     text = json.dumps(res, indent=1)
     print(text)

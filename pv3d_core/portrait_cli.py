@@ -9,10 +9,18 @@ from pathlib import Path
 
 
 def _inversion_args(p):
+    from .invert import InversionConfig
+
+    d = InversionConfig()
     p.add_argument("--ckpt", help="model checkpoint (default: the embedded model)")
-    p.add_argument("--w-steps", type=int, default=300, help="latent optimisation steps (default 300)")
-    p.add_argument("--wplus-steps", type=int, default=0, help="extra per-layer (w+) steps (default 0)")
-    p.add_argument("--pti-steps", type=int, default=150, help="pivotal tuning steps (default 150; 0 = none)")
+    p.add_argument("--w-steps", type=int, default=d.w_steps, help=f"latent optimisation steps (default {d.w_steps})")
+    p.add_argument("--wplus-steps", type=int, default=d.wplus_steps,
+                   help=f"extra per-layer (w+) steps (default {d.wplus_steps})")
+    p.add_argument("--pti-steps", type=int, default=d.pti_steps,
+                   help=f"pivotal tuning steps (default {d.pti_steps}; 0 = none)")
+    p.add_argument("--pti-lr", type=float, default=d.pti_lr,
+                   help=f"pivotal tuning learning rate (default {d.pti_lr:g}, tuned on the embedded model; "
+                        "3e-4 is the usual choice for full-size models)")
     p.add_argument("--seed", type=int, default=0, help="inversion seed (results are deterministic under it)")
     p.add_argument("--device", default="auto", help="cpu, cuda or auto (default)")
 
@@ -104,8 +112,10 @@ def _inv_config(args):
     for name in ("w_steps", "wplus_steps", "pti_steps"):
         if getattr(args, name) < 0:
             raise ValueError(f"--{name.replace('_', '-')} must be >= 0")
+    if not args.pti_lr > 0:
+        raise ValueError("--pti-lr must be > 0")
     return InversionConfig(w_steps=args.w_steps, wplus_steps=args.wplus_steps, pti_steps=args.pti_steps,
-                           seed=args.seed)
+                           pti_lr=args.pti_lr, seed=args.seed)
 
 
 def run_align(args) -> int:
