@@ -194,7 +194,7 @@ class Head:
 
     # The parts, each a distance; the skin is their smooth union.
     def parts(self, p):
-        i, e = self.i, self.e
+        i = self.i
         # the parts are modelled in head units; the head is scaled and placed to fill the EG3D framing
         p = ((p[:, 0] - HEAD_OFFSET[0]) / HEAD_SCALE, (p[:, 1] - HEAD_OFFSET[1]) / HEAD_SCALE,
              (p[:, 2] - HEAD_OFFSET[2]) / HEAD_SCALE)

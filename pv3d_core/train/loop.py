@@ -293,7 +293,7 @@ class Trainer:
 
     # -------------------------------------------------------------- one step
     def train_step(self) -> dict:
-        cfg, d, n = self.cfg, self.dist, self.local_batch
+        cfg, n = self.cfg, self.local_batch
         logs = {}
         sigma = self.blur_sigma()
         real, real_t, real_c = self._real()
