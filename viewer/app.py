@@ -16,6 +16,7 @@ NO_DISPLAY = ("pv3d-viewer: error: no display to open a window on ({why}). "
               "`pv3d generate --seeds 0 -o out.mp4` (see `pv3d generate --help`).")
 PREVIEW_HOLD_S = 0.25          # input pause after which the full frame replaces the preview
 RENDER_AHEAD = 12              # playback frames rendered ahead of the playhead
+JOB_REDRAW_S = 0.1             # while only a background job runs, redraw its progress this often
 
 
 def parse_args(argv=None) -> argparse.Namespace:

@@ -12,7 +12,7 @@ import numpy as np
 from . import drop as D
 from . import settings_store
 from . import state as S
-from .app import EXIT_USAGE, NO_DISPLAY, PREVIEW_HOLD_S, RENDER_AHEAD
+from .app import EXIT_USAGE, JOB_REDRAW_S, NO_DISPLAY, PREVIEW_HOLD_S, RENDER_AHEAD
 from .jobs import JobManager, mp4_job, output_name, ply_job, png_job, portrait_job
 
 PANEL_WIDTH = 380
@@ -165,7 +165,7 @@ class ViewerApp:
         last = time.perf_counter()
         try:
             while not glfw.window_should_close(self.window) and not self._quit:
-                animating = bool(self.st.playing or self.jobs.active() or self._screenshots
+                animating = bool(self.st.playing or self._screenshots
                                  or time.perf_counter() - self.last_input < PREVIEW_HOLD_S + 0.1)
                 if animating:
                     glfw.poll_events()
@@ -173,6 +173,10 @@ class ViewerApp:
                     # a render is under way: wake for input at once, else look for its result every
                     # 20 ms, leaving the CPU to the render thread in between
                     glfw.wait_events_timeout(0.02)
+                elif self.jobs.active():
+                    # a portrait fit or an export runs on the CPU the UI would take: its progress bar
+                    # needs ~10 redraws a second, not 60 (input still wakes the loop at once)
+                    glfw.wait_events_timeout(JOB_REDRAW_S)
                 else:
                     glfw.wait_events_timeout(0.05)
                 now = time.perf_counter()
