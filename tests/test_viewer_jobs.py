@@ -3,6 +3,7 @@ import sys
 import time
 
 import numpy as np
+import pytest
 
 from pv3d_core.export import ClipSpec, clip_settings
 from pv3d_core.pipeline import FrameRenderer, RenderSettings
@@ -89,7 +90,7 @@ def test_portrait_job_hands_back_the_latent(tmp_path, tiny_generator, monkeypatc
         calls.append(image_path)
         progress("w", 1, 2, 0.5)
         progress("pti", 2, 2, 0.1)
-        return types.SimpleNamespace(ws=torch.ones(1, 3))
+        return types.SimpleNamespace(ws=torch.ones(1, 3), generator=G, yaw_pitch=(0.3, -0.1))
     fake.prepare_and_invert = prepare_and_invert
     monkeypatch.setitem(sys.modules, "pv3d_core.portrait", fake)
     import pv3d_core
@@ -97,6 +98,8 @@ def test_portrait_job_hands_back_the_latent(tmp_path, tiny_generator, monkeypatc
     monkeypatch.setattr(pv3d_core, "portrait", fake, raising=False)   # an earlier import set the attribute
     job = run(J.Job("portrait", J.portrait_job(tmp_path / "face.png", tiny_generator)).start())
     assert job.error is None and torch.equal(job.result, torch.ones(1, 3)) and calls == [tmp_path / "face.png"]
+    # the app shows the tuned generator from the photo's camera
+    assert job.tuned_generator is tiny_generator and job.portrait_view == (0.3, -0.1)
 
 
 def test_output_names_do_not_collide(tmp_path):
@@ -105,3 +108,21 @@ def test_output_names_do_not_collide(tmp_path):
     a.write_text("x")
     b = J.output_name(tmp_path, s, "mp4")
     assert a != b and a.name.startswith("pv3d_seed4_motion5")
+
+
+def test_fitted_portrait_is_shown_from_the_photos_camera_at_t0():
+    import math
+    import types
+
+    from viewer import state as S
+    from viewer.viewer_app import ViewerApp
+
+    app = types.SimpleNamespace(st=S.ViewerState(), _portrait_view=(math.radians(-35.8), math.radians(6.3)))
+    app.st.t, app.st.playing, app.st.yaw = 0.7, True, 12.0
+    ViewerApp.apply_portrait_view(app)
+    assert app.st.yaw == pytest.approx(-35.8) and app.st.pitch == pytest.approx(6.3)
+    assert app.st.t == 0.0 and not app.st.playing
+    assert app._portrait_view is None          # applied once; the user orbits freely afterwards
+    app.st.yaw = 5.0
+    ViewerApp.apply_portrait_view(app)
+    assert app.st.yaw == 5.0

@@ -209,5 +209,6 @@ def portrait_job(image_path, G):
             raise Cancelled("cancelled")
         # pivotal tuning adapts the generator to the photo: the viewer shows the portrait with it
         job.tuned_generator = getattr(out, "generator", None)
+        job.portrait_view = getattr(out, "yaw_pitch", None)     # the photo's camera (radians)
         return out.ws
     return body

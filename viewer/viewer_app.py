@@ -1,6 +1,7 @@
 """The window, the frame loop and the glue between widgets, worker, display and jobs."""
 from __future__ import annotations
 
+import math
 import os
 import sys
 import time
@@ -48,6 +49,7 @@ class ViewerApp:
             self.st.resolution = args.resolution
         self.jobs = JobManager()
         self.portrait_active = False
+        self._portrait_view = None              # (yaw, pitch) radians of a fitted photo, applied on the UI thread
         self.viewport_error: str | None = None   # last render / load error, shown in the viewport
         self.notice: str | None = None           # e.g. "no model loaded: ..."
         self.shown_settings = None
@@ -221,6 +223,7 @@ class ViewerApp:
         self.handle_control()
         self.handle_drops()
         self.collect_results()             # includes the texture upload of a new frame
+        self.apply_portrait_view()
         t1 = time.perf_counter()
         if self.cpp_renderer:
             imgui.backends.opengl3_new_frame()
@@ -559,6 +562,7 @@ class ViewerApp:
                 self._portrait_base = (self.worker.generator, self.worker.model_name)
                 self.worker.set_generator(tuned, name="portrait (pivotal-tuned)")
             self.worker.set_appearance(job.result)
+            self._portrait_view = getattr(job, "portrait_view", None)
             self.portrait_active = True
             self.message = "portrait fitted: animating it"
         else:
@@ -567,6 +571,16 @@ class ViewerApp:
                 self.settings.export_folder = str(Path(job.result).parent)
             except TypeError:
                 pass
+
+    def apply_portrait_view(self) -> None:
+        """After a photo is fitted, show it as it was taken: its camera, at t = 0 (then orbit/play freely)."""
+        view, self._portrait_view = self._portrait_view, None
+        if view is not None:
+            yaw, pitch = (math.degrees(float(v)) for v in view)
+            self.st.yaw = S.clamp(yaw, -S.YAW_LIMIT, S.YAW_LIMIT)
+            self.st.pitch = S.clamp(pitch, -S.PITCH_LIMIT, S.PITCH_LIMIT)
+            self.st.t = 0.0
+            self.st.playing = False
 
     # ------------------------------------------------------------------ drag and drop
     def on_drop(self, window, paths) -> None:
