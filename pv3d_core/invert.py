@@ -64,6 +64,7 @@ class InversionResult:
     history: list = field(default_factory=list)   # (phase, step, loss)
     metrics: dict = field(default_factory=dict)   # psnr, ssim at the input view
     meta: dict = field(default_factory=dict)
+    w_std: float | None = None           # spread of the model's latents (PTI's locality term uses it)
 
 
 Progress = Callable[[str, int, int, float], None]
@@ -77,7 +78,8 @@ def _ssim(a, b):
 
 
 class ReconstructionLoss:
-    """Pixel + SSIM (+ discriminator-feature perceptual) loss against one target view."""
+    """Pixel + SSIM (+ discriminator-feature perceptual) loss against a target view, or against the
+    targets ``idx`` of a batch of them (video frames)."""
 
     def __init__(self, cfg: InversionConfig, target: torch.Tensor, raw_res: int, d_img=None):
         self.cfg, self.target, self.d_img = cfg, target, d_img
@@ -95,16 +97,19 @@ class ReconstructionLoss:
             feats.append(x)
         return feats
 
-    def __call__(self, out) -> torch.Tensor:
+    def __call__(self, out, idx=None) -> torch.Tensor:
         c = self.cfg
-        loss = c.pixel_weight * (out["image"] - self.target).abs().mean()
-        loss = loss + c.raw_weight * (out["image_raw"] - self.target_raw).abs().mean()
+        target = self.target if idx is None else self.target[idx]
+        target_raw = self.target_raw if idx is None else self.target_raw[idx]
+        loss = c.pixel_weight * (out["image"] - target).abs().mean()
+        loss = loss + c.raw_weight * (out["image_raw"] - target_raw).abs().mean()
         if c.ssim_weight:
-            loss = loss + c.ssim_weight * (1 - _ssim(out["image"], self.target))
+            loss = loss + c.ssim_weight * (1 - _ssim(out["image"], target))
         if self.target_feats is not None and c.perceptual_weight:
+            target_feats = self.target_feats if idx is None else [t[idx] for t in self.target_feats]
             feats = self.features(out["image"], out["image_raw"])
             loss = loss + c.perceptual_weight * sum(
-                F.mse_loss(f, t) / (t.square().mean() + 1e-8) for f, t in zip(feats, self.target_feats)) / len(feats)
+                F.mse_loss(f, t) / (t.square().mean() + 1e-8) for f, t in zip(feats, target_feats)) / len(feats)
         return loss
 
 
@@ -113,15 +118,31 @@ def _check(cancel):
         raise Cancelled("inversion cancelled")
 
 
+def _step(opt, loss, history, phase: str, step: int, total: int, progress) -> None:
+    """One optimiser step of a phase, recorded in ``history`` and reported to ``progress``."""
+    opt.zero_grad(set_to_none=True)
+    loss.backward()
+    opt.step()
+    value = float(loss.detach())
+    history.append((phase, step, value))
+    if progress:
+        progress(phase, step + 1, total, value)
+
+
 def psnr(a: torch.Tensor, b: torch.Tensor) -> float:
     """PSNR in dB of two images in [-1, 1]."""
     mse = ((a - b) / 2).square().mean().item()
     return float("inf") if mse == 0 else 10 * math.log10(1.0 / mse)
 
 
+def _orbit(G) -> tuple[tuple, float]:
+    """(pivot, radius) of the cameras the model was trained with."""
+    return (tuple(G.rendering_kwargs.get("avg_camera_pivot", cameras.DEFAULT_PIVOT)),
+            float(G.rendering_kwargs.get("avg_camera_radius", cameras.DEFAULT_RADIUS)))
+
+
 def _frontal(G, dev):
-    pivot = tuple(G.rendering_kwargs.get("avg_camera_pivot", cameras.DEFAULT_PIVOT))
-    radius = float(G.rendering_kwargs.get("avg_camera_radius", cameras.DEFAULT_RADIUS))
+    pivot, radius = _orbit(G)
     return torch.from_numpy(cameras.frontal(radius, pivot)).to(dev)[None]
 
 
@@ -172,13 +193,7 @@ def invert(G, target: torch.Tensor, camera, config: InversionConfig | None = Non
             g["lr"] = lr
         noise_scale = w_std * 0.05 * max(0.0, 1 - step / (0.75 * max(cfg.w_steps, 1))) ** 2
         w_noisy = w + torch.randn(w.shape, generator=gen).to(dev) * noise_scale
-        loss = loss_fn(render(G, w_noisy.repeat(1, num_ws, 1)))
-        opt.zero_grad(set_to_none=True)
-        loss.backward()
-        opt.step()
-        history.append(("w", step, float(loss.detach())))
-        if progress:
-            progress("w", step + 1, cfg.w_steps, float(loss.detach()))
+        _step(opt, loss_fn(render(G, w_noisy.repeat(1, num_ws, 1))), history, "w", step, cfg.w_steps, progress)
     ws = w.detach().repeat(1, num_ws, 1)
 
     # 2) w+
@@ -188,12 +203,7 @@ def invert(G, target: torch.Tensor, camera, config: InversionConfig | None = Non
         for step in range(cfg.wplus_steps):
             _check(cancel)
             loss = loss_fn(render(G, ws + delta)) + 1e-3 * delta.square().sum(-1).mean() / w_std ** 2
-            opt.zero_grad(set_to_none=True)
-            loss.backward()
-            opt.step()
-            history.append(("w+", step, float(loss.detach())))
-            if progress:
-                progress("w+", step + 1, cfg.wplus_steps, float(loss.detach()))
+            _step(opt, loss, history, "w+", step, cfg.wplus_steps, progress)
         ws = (ws + delta).detach()
 
     # 3) pivotal tuning
@@ -207,7 +217,7 @@ def invert(G, target: torch.Tensor, camera, config: InversionConfig | None = Non
     G.train(was_training)
     metrics = {"psnr": psnr(final, target), "ssim": float(_ssim(final, target))}
     return InversionResult(ws=ws, generator=G_t, camera=c[0].cpu().numpy(), history=history, metrics=metrics,
-                           meta={"config": cfg.to_dict()})
+                           meta={"config": cfg.to_dict()}, w_std=w_std)
 
 
 def _pivotal_tune(G, ws, data_loss, cfg: InversionConfig, gen, w_std: float, c0, progress, cancel, history):
@@ -217,8 +227,7 @@ def _pivotal_tune(G, ws, data_loss, cfg: InversionConfig, gen, w_std: float, c0,
     them, *geometry* keeps the pivot's own depth and opacity, so that what one view teaches changes
     the colours more than the shape. Shared by photo and video inversion."""
     dev = ws.device
-    pivot = tuple(G.rendering_kwargs.get("avg_camera_pivot", cameras.DEFAULT_PIVOT))
-    radius = float(G.rendering_kwargs.get("avg_camera_radius", cameras.DEFAULT_RADIUS))
+    pivot, radius = _orbit(G)
     zm = torch.zeros(1, G.motion_dim, device=dev)
     t0 = torch.zeros(1, device=dev)
     side = [torch.from_numpy(cameras.OrbitCamera(yaw=y, radius=radius, pivot=pivot).c()).to(dev)[None]
@@ -260,12 +269,7 @@ def _pivotal_tune(G, ws, data_loss, cfg: InversionConfig, gen, w_std: float, c0,
             out = synth(G_t, ws, side[k])
             loss = loss + cfg.geometry_weight * ((out["image_depth"] - geo_ref[k][0]).abs().mean()
                                                  + (out["image_alpha"] - geo_ref[k][1]).abs().mean())
-        opt.zero_grad(set_to_none=True)
-        loss.backward()
-        opt.step()
-        history.append(("pti", step, float(loss.detach())))
-        if progress:
-            progress("pti", step + 1, cfg.pti_steps, float(loss.detach()))
+        _step(opt, loss, history, "pti", step, cfg.pti_steps, progress)
     return G_t.requires_grad_(False).eval()
 
 
@@ -335,8 +339,7 @@ def invert_video(G, frames: torch.Tensor, cams, config: InversionConfig | None =
                    d_img=d_img, progress=progress, cancel=cancel)
     ws = first.ws
     gen = torch.Generator().manual_seed(cfg.seed + 1)
-    raw_res = G.neural_rendering_resolution
-    targets_raw = F.interpolate(frames, size=(raw_res, raw_res), mode="bilinear", align_corners=False, antialias=True)
+    loss_fn = ReconstructionLoss(cfg, frames, G.neural_rendering_resolution)
     z_motion = torch.randn(1, G.motion_dim, generator=gen).to(dev).requires_grad_(True)
     # timestamps: frame 0 pinned at 0, the others free in (0, 1), initialised evenly
     init = torch.linspace(0, 1, T)[1:].clamp(0.02, 0.98)
@@ -351,31 +354,22 @@ def invert_video(G, frames: torch.Tensor, cams, config: InversionConfig | None =
     def recon_loss(G_, idx, ts):
         out = G_.synthesis(ws.expand(len(idx), -1, -1), z_motion.expand(len(idx), -1), ts[idx], cams_t[idx],
                            noise_mode="const", deterministic=True)
-        return ((out["image"] - frames[idx]).abs().mean() + cfg.raw_weight * (out["image_raw"] - targets_raw[idx]).abs().mean()
-                + (cfg.ssim_weight * (1 - _ssim(out["image"], frames[idx])) if cfg.ssim_weight else 0))
+        return loss_fn(out, idx)
 
     for step in range(motion_steps):
         _check(cancel)
         idx = torch.randint(T, (min(batch, T),), generator=gen).to(dev)
-        loss = recon_loss(G, idx, ts_now())
-        opt.zero_grad(set_to_none=True)
-        loss.backward()
-        opt.step()
-        history.append(("motion", step, float(loss.detach())))
-        if progress:
-            progress("motion", step + 1, motion_steps, float(loss.detach()))
+        _step(opt, recon_loss(G, idx, ts_now()), history, "motion", step, motion_steps, progress)
     z_motion = z_motion.detach()
     ts = ts_now().detach()
     G_t = G
     if cfg.pti_steps:
-        c0 = _frontal(G, dev)
-        _, w_std = _latent_stats(G, cfg, torch.Generator().manual_seed(cfg.seed), c0)
-
         def data_loss(G_, step):
             idx = torch.randint(T, (min(batch, T),), generator=gen).to(dev)
             return recon_loss(G_, idx, ts)
 
-        G_t = _pivotal_tune(G, ws, data_loss, cfg, gen, w_std, c0, progress, cancel, history)
+        G_t = _pivotal_tune(G, ws, data_loss, cfg, gen, first.w_std, _frontal(G, dev), progress, cancel,
+                            history)
     with torch.no_grad():
         scores = []
         for i in range(T):
