@@ -121,12 +121,7 @@ class Display:
             except Exception as e:  # noqa: BLE001 - any failed step means the host path
                 self._interop_failed = True
                 self.reason = f"interop unavailable ({type(e).__name__}: {e})"
-                if self._interop is not None:
-                    try:
-                        self._interop.close()
-                    except Exception:  # noqa: BLE001
-                        pass
-                    self._interop = None
+                self._release_interop()
         host = None
         if not done:
             host = rgba.cpu().numpy()
@@ -139,13 +134,17 @@ class Display:
         self.uploads += 1
         self.last_upload_ms = (time.perf_counter() - t0) * 1e3
 
-    def close(self) -> None:
+    def _release_interop(self) -> None:
+        """Unregister the CUDA-GL resource; a failure there must not stop the host path or shutdown."""
         if self._interop is not None:
             try:
                 self._interop.close()
             except Exception:  # noqa: BLE001
                 pass
             self._interop = None
+
+    def close(self) -> None:
+        self._release_interop()
         gl.glDeleteTextures([self.texture])
 
 
