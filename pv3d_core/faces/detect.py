@@ -149,12 +149,16 @@ def detect_boxes(img: np.ndarray, detect_side: int = DETECT_SIDE, cnn: bool = Tr
     return [(_rect_to_box(d.rect, s), float(d.confidence), "cnn") for d in found]
 
 
-def landmarks_in_box(img: np.ndarray, box) -> np.ndarray:
-    """68 landmarks (x, y, pixel centres at i + 0.5) inside a face box."""
+def box_to_rect(box):
+    """A (left, top, right, bottom) box in pixels as dlib's inclusive rectangle."""
     import dlib
 
-    rect = dlib.rectangle(int(round(box[0])), int(round(box[1])), int(round(box[2])) - 1, int(round(box[3])) - 1)
-    shape = models.shape_predictor()(img, rect)
+    return dlib.rectangle(int(round(box[0])), int(round(box[1])), int(round(box[2])) - 1, int(round(box[3])) - 1)
+
+
+def landmarks_in_box(img: np.ndarray, box) -> np.ndarray:
+    """68 landmarks (x, y, pixel centres at i + 0.5) inside a face box."""
+    shape = models.shape_predictor()(img, box_to_rect(box))
     return np.array([[p.x + 0.5, p.y + 0.5] for p in shape.parts()], dtype=np.float64)
 
 

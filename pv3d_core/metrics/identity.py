@@ -182,15 +182,15 @@ class DlibEmbedder:
         self.images = 0
 
     def box(self, img: np.ndarray):
-        from ..faces.detect import detect_boxes
+        from ..faces.detect import box_to_rect, detect_boxes
 
         h, w = img.shape[:2]
         found = detect_boxes(img)
         self.images += 1
         if found:
             self.detected += 1
-            (x0, y0, x1, y1), _, _ = max(found, key=lambda f: (f[0][2] - f[0][0]) * (f[0][3] - f[0][1]))
-            return self.dlib.rectangle(int(round(x0)), int(round(y0)), int(round(x1)) - 1, int(round(y1)) - 1)
+            box, _, _ = max(found, key=lambda f: (f[0][2] - f[0][0]) * (f[0][3] - f[0][1]))
+            return box_to_rect(box)
         return self.dlib.rectangle(int(0.15 * w), int(0.15 * h), int(0.85 * w), int(0.85 * h))
 
     def __call__(self, images: np.ndarray) -> np.ndarray:
