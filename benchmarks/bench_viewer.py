@@ -17,9 +17,7 @@ from __future__ import annotations
 import argparse
 import math
 import os
-import shutil
 import statistics
-import subprocess
 import sys
 import tempfile
 import time
@@ -80,28 +78,20 @@ def render_bench(ckpt: Path, frames: int, device: str) -> list[tuple[str, float,
 
 
 def ui_bench(ckpt: Path, seconds: float, tmp: Path) -> dict:
-    from viewer.control import ControlClient
+    from viewer.control import HarnessError, launch_viewer, start_xvfb
 
     env = dict(os.environ, PV3D_VIEWER_CONFIG=str(tmp / "cfg"), PYTHONPATH=str(ROOT))
-    xvfb = None
-    if not env.get("DISPLAY"):
-        if shutil.which("Xvfb") is None:
-            raise SystemExit("no DISPLAY and no Xvfb: run with --no-ui")
-        n = next(n for n in range(90, 200) if not os.path.exists(f"/tmp/.X11-unix/X{n}"))
-        xvfb = subprocess.Popen(["Xvfb", f":{n}", "-screen", "0", "1280x800x24", "-nolisten", "tcp"],
-                                stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-        while not os.path.exists(f"/tmp/.X11-unix/X{n}"):
-            time.sleep(0.05)
-        env["DISPLAY"] = f":{n}"
-    sock = str(tmp / "ctl.sock")
-    app = subprocess.Popen([sys.executable, "-m", "viewer.app", "--ckpt", str(ckpt), "--control-socket", sock],
-                           env=env, cwd=str(ROOT), stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    xvfb = app = None
     try:
-        while not os.path.exists(sock):
-            if app.poll() is not None:
-                raise SystemExit("the viewer exited")
-            time.sleep(0.1)
-        c = ControlClient(sock)
+        if not env.get("DISPLAY"):
+            try:
+                xvfb, env["DISPLAY"] = start_xvfb()
+            except HarnessError as e:
+                raise SystemExit(f"no DISPLAY and {e}: run with --no-ui") from None
+        try:
+            app, c = launch_viewer(str(tmp / "ctl.sock"), ["--ckpt", str(ckpt)], env, str(ROOT))
+        except HarnessError as e:
+            raise SystemExit(str(e)) from None
         while not c.call("state")["settled"]:
             time.sleep(0.1)
         # continuous rendering: the camera moves every 50 ms (the worker is always busy)
@@ -138,7 +128,7 @@ def ui_bench(ckpt: Path, seconds: float, tmp: Path) -> dict:
         app.wait(60)
         return out
     finally:
-        if app.poll() is None:
+        if app is not None and app.poll() is None:
             app.terminate()
             app.wait(30)
         if xvfb is not None:

@@ -15,7 +15,6 @@ import argparse
 import json
 import os
 import statistics
-import subprocess
 import sys
 import tempfile
 import time
@@ -25,29 +24,18 @@ ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
 
-def free_display() -> int:
-    for n in range(90, 200):
-        if not os.path.exists(f"/tmp/.X{n}-lock") and not os.path.exists(f"/tmp/.X11-unix/X{n}"):
-            return n
-    raise RuntimeError("no free X display number")
-
-
 class Viewer:
     def __init__(self, display: str, root: Path, tmp: Path):
-        from viewer.control import ControlClient
+        from viewer.control import HarnessError, launch_viewer
 
-        self.sock = str(tmp / "ctl.sock")
         env = dict(os.environ, DISPLAY=display, PV3D_VIEWER_CONFIG=str(tmp / "cfg"), PYTHONPATH=str(root))
-        self.proc = subprocess.Popen([sys.executable, "-m", "viewer.app", "--control-socket", self.sock,
-                                      "--ckpt", str(ROOT / "checkpoints" / "pv3d-tiny-synthheads.safetensors")],
-                                     cwd=str(root), env=env, stdout=open(tmp / "viewer.log", "wb"),
-                                     stderr=subprocess.STDOUT)
         t0 = time.perf_counter()
-        while not os.path.exists(self.sock):
-            if self.proc.poll() is not None:
-                raise SystemExit((tmp / "viewer.log").read_text())
-            time.sleep(0.1)
-        self.c = ControlClient(self.sock)
+        try:
+            self.proc, self.c = launch_viewer(
+                str(tmp / "ctl.sock"), ["--ckpt", str(ROOT / "checkpoints" / "pv3d-tiny-synthheads.safetensors")],
+                env, str(root), open(tmp / "viewer.log", "wb"))
+        except HarnessError as e:
+            raise SystemExit(f"{e}\n{(tmp / 'viewer.log').read_text()}") from None
         self.settle()
         self.startup_s = time.perf_counter() - t0
 
@@ -135,13 +123,11 @@ def main():
     b.add_argument("--photo")
     b.add_argument("--out", default="bench_viewer_portrait")
     args = ap.parse_args()
-    n = free_display()
-    xv = subprocess.Popen(["Xvfb", f":{n}", "-screen", "0", "1280x800x24", "-nolisten", "tcp"],
-                          stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    from viewer.control import start_xvfb
+
+    xv, display = start_xvfb()
     try:
-        while not os.path.exists(f"/tmp/.X11-unix/X{n}"):
-            time.sleep(0.05)
-        res = run_export(args, f":{n}") if args.mode == "export" else run_portrait(args, f":{n}")
+        res = run_export(args, display) if args.mode == "export" else run_portrait(args, display)
     finally:
         xv.terminate()
     print(json.dumps(res, indent=1))

@@ -19,50 +19,35 @@ pytestmark = pytest.mark.gui
 
 # ------------------------------------------------------------------------------------ harness
 
-def free_display() -> int:
-    for n in range(90, 200):
-        if not os.path.exists(f"/tmp/.X{n}-lock") and not os.path.exists(f"/tmp/.X11-unix/X{n}"):
-            return n
-    raise RuntimeError("no free X display number")
-
-
 @pytest.fixture(scope="module")
 def xvfb():
+    from viewer.control import HarnessError, start_xvfb
+
     if shutil.which("Xvfb") is None:
         pytest.skip("Xvfb is not installed (apt-get install xvfb; .ci/run installs it)")
-    n = free_display()
-    proc = subprocess.Popen(["Xvfb", f":{n}", "-screen", "0", "1280x800x24", "-nolisten", "tcp"],
-                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-    end = time.time() + 15
-    while not os.path.exists(f"/tmp/.X11-unix/X{n}"):
-        if proc.poll() is not None or time.time() > end:
-            pytest.skip(f"Xvfb :{n} did not start")
-        time.sleep(0.05)
-    yield f":{n}"
+    try:
+        proc, display = start_xvfb()
+    except HarnessError as e:
+        pytest.skip(str(e))
+    yield display
     proc.terminate()
     proc.wait(10)
 
 
 class App:
     def __init__(self, display, tmp: Path, args=(), env=None):
-        from viewer.control import ControlClient
+        from viewer.control import HarnessError, launch_viewer
 
         self.display = display
         self.sock = str(tmp / "ctl.sock")
         self.env = dict(os.environ, DISPLAY=display, PV3D_VIEWER_CONFIG=str(tmp / "cfg"),
                         PYTHONPATH=str(ROOT) + os.pathsep + os.environ.get("PYTHONPATH", ""), **(env or {}))
         self.log = open(tmp / "viewer.log", "wb")
-        self.proc = subprocess.Popen([sys.executable, "-m", "viewer.app", "--control-socket", self.sock, *args],
-                                     env=self.env, cwd=str(ROOT), stdout=self.log, stderr=subprocess.STDOUT)
         self.logpath = tmp / "viewer.log"
-        end = time.time() + 90
-        while not os.path.exists(self.sock):
-            if self.proc.poll() is not None:
-                raise AssertionError(f"viewer exited with {self.proc.returncode}:\n{self.logpath.read_text()}")
-            if time.time() > end:
-                raise AssertionError("viewer did not open its control socket in 90 s")
-            time.sleep(0.1)
-        self.c = ControlClient(self.sock)
+        try:
+            self.proc, self.c = launch_viewer(self.sock, args, self.env, str(ROOT), self.log)
+        except HarnessError as e:
+            raise AssertionError(f"{e}:\n{self.logpath.read_text()}") from None
 
     def call(self, cmd, **kw):
         r = self.c.call(cmd, **kw)

@@ -111,3 +111,54 @@ class ControlClient:
             self.sock.close()
         except OSError:
             pass
+
+
+# ------------------------------------------------------------------------------------ automation harness
+
+class HarnessError(RuntimeError):
+    """The X server or the viewer process did not come up."""
+
+
+def start_xvfb(screen: str = "1280x800x24", timeout: float = 15.0):
+    """A private Xvfb on a free display number: (process, ":N"). Raises :class:`HarnessError`
+    when Xvfb is missing or does not start."""
+    import shutil
+    import subprocess
+    import time
+
+    if shutil.which("Xvfb") is None:
+        raise HarnessError("Xvfb is not installed (apt-get install xvfb)")
+    n = next((n for n in range(90, 200) if not os.path.exists(f"/tmp/.X{n}-lock")
+              and not os.path.exists(f"/tmp/.X11-unix/X{n}")), None)
+    if n is None:
+        raise HarnessError("no free X display number")
+    proc = subprocess.Popen(["Xvfb", f":{n}", "-screen", "0", screen, "-nolisten", "tcp"],
+                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    end = time.time() + timeout
+    while not os.path.exists(f"/tmp/.X11-unix/X{n}"):
+        if proc.poll() is not None or time.time() > end:
+            proc.kill()
+            raise HarnessError(f"Xvfb :{n} did not start")
+        time.sleep(0.05)
+    return proc, f":{n}"
+
+
+def launch_viewer(sock: str, args=(), env=None, cwd=None, log=None, timeout: float = 90.0):
+    """Start ``python -m viewer.app --control-socket sock *args`` and wait for its socket:
+    (process, :class:`ControlClient`). ``log``: an open binary file for its output (default: discarded)."""
+    import subprocess
+    import sys
+    import time
+
+    proc = subprocess.Popen([sys.executable, "-m", "viewer.app", "--control-socket", sock, *args], env=env,
+                            cwd=cwd, stdout=log if log is not None else subprocess.DEVNULL,
+                            stderr=subprocess.STDOUT)
+    end = time.time() + timeout
+    while not os.path.exists(sock):
+        if proc.poll() is not None:
+            raise HarnessError(f"viewer exited with {proc.returncode}")
+        if time.time() > end:
+            proc.kill()
+            raise HarnessError(f"viewer did not open its control socket in {timeout:.0f} s")
+        time.sleep(0.1)
+    return proc, ControlClient(sock)
