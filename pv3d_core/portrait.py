@@ -24,7 +24,7 @@ from typing import Callable
 import numpy as np
 import torch
 
-from .export import Cancelled, ClipSpec, clip_settings, render_clip, write_mp4
+from .export import Cancelled, ClipSpec, check_output, clip_settings, render_clip, write_mp4
 from .invert import InversionConfig, InversionResult, invert, invert_video, save_portrait
 from .pipeline import FrameRenderer, RenderSettings
 from .render import cameras
@@ -224,7 +224,7 @@ def reconstruct_video(video, G, output_dir, config: InversionConfig | None = Non
     from .invert import save_video_reconstruction
 
     out = Path(output_dir)
-    out.mkdir(parents=True, exist_ok=True)
+    check_output(out / "summary.json")        # creates the folder; a clear error before any work
     t_start = time.perf_counter()
     frames = read_video(video)
     if max_frames:

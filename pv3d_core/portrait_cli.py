@@ -147,6 +147,12 @@ def run_animate(args) -> int:
         raise ValueError("--frames must be at least 1")
     if not args.output.lower().endswith(".mp4"):
         raise ValueError("output must end in .mp4")
+    from .export import check_output
+    from .io import check_writable
+
+    check_output(args.output)                # before minutes of inversion, not after
+    if args.save_portrait:
+        check_writable(args.save_portrait)
     cancel = threading.Event()
     cb, close = _bar("animate")
     try:

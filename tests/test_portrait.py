@@ -151,6 +151,23 @@ def test_cli_errors(tmp_path, tiny_ckpt, capsys):
     assert not (tmp_path / "o.mp4").exists()
 
 
+def test_unwritable_outputs_are_refused_before_any_fitting(tmp_path, tiny_ckpt, photo, capsys, monkeypatch):
+    from pv3d_core import portrait as P
+    from pv3d_core.cli import main
+
+    def must_not_run(*a, **k):
+        raise AssertionError("the inversion started before the output was checked")
+    monkeypatch.setattr(P, "prepare_and_invert", must_not_run)
+    blocker = tmp_path / "file"
+    blocker.write_text("x")                      # a file where a folder is needed
+    for extra in (["-o", str(blocker / "o.mp4")], ["-o", str(tmp_path / "o.mp4"), "--save-portrait",
+                                                     str(blocker / "p.safetensors")]):
+        assert main(["animate", str(photo), "--ckpt", str(tiny_ckpt), *extra]) == 2
+        assert "cannot create folder" in capsys.readouterr().err
+    assert main(["reconstruct", str(photo), "--ckpt", str(tiny_ckpt), "-o", str(blocker / "dir")]) == 2
+    assert "cannot create folder" in capsys.readouterr().err
+
+
 def test_video_reconstruction_and_motion_editing(tmp_path, tiny_generator, tiny_ckpt, capsys):
     from PIL import Image
 
