@@ -29,6 +29,8 @@ from ..config import preset
 from ..data import layout
 from ..io import build_discriminators, build_generator, read_checkpoint, save_checkpoint
 from ..render import cameras
+from ..render.rays import pixel_rays, split_camera
+from .regression import RegressionWeights, density_smoothness, frame_loss
 
 
 @dataclass
@@ -72,9 +74,9 @@ class ClipBank:
             cams.append(torch.from_numpy(c[:k]))
             gt = root / "groundtruth" / f"{n}.npz"
             if gt.is_file():
-                z = np.load(gt)
-                d = z["depth"][:k].astype(np.float32) if "depth" in z else None
-                m = z["mask"][:k].astype(np.float32) if "mask" in z else None
+                with np.load(gt) as z:
+                    d = z["depth"][:k].astype(np.float32) if "depth" in z else None
+                    m = _coverage(z["mask"][:k]) if "mask" in z else None
                 self.depth.append(torch.from_numpy(d) if d is not None else None)
                 self.mask.append(torch.from_numpy(m) if m is not None else None)
             else:
@@ -103,8 +105,11 @@ class ClipBank:
         return out
 
 
-def _resize(x, res):
-    return F.interpolate(x, size=(res, res), mode="bilinear", align_corners=False, antialias=True)
+def _coverage(mask: np.ndarray) -> np.ndarray:
+    """Masks as coverage in [0, 1]: `pv3d data synth` stores them as uint8 0..255."""
+    if mask.dtype == np.uint8:
+        return mask.astype(np.float32) / 255.0
+    return np.clip(mask.astype(np.float32), 0.0, 1.0)
 
 
 def _depth_to_distance(depth, c, kind: str):
@@ -112,8 +117,6 @@ def _depth_to_distance(depth, c, kind: str):
     if kind == "distance":
         return depth
     # camera-space z: distance = z * |ray in camera coordinates with z = 1|
-    from ..render.rays import pixel_rays, split_camera
-
     res = depth.shape[-1]
     cam2world, intr = split_camera(c)
     _, dirs = pixel_rays(cam2world, intr, res)
@@ -161,7 +164,8 @@ def train_recon(cfg: ReconConfig, progress: bool = True, cancel: threading.Event
     if threading.current_thread() is threading.main_thread():
         signal.signal(signal.SIGINT, lambda *a: stop.set())
     beta = 0.5 ** (1 / max(cfg.ema_halflife_steps, 1e-8))
-    res_raw = G.neural_rendering_resolution
+    weights = RegressionWeights(image=1.0, gradient=0.0, raw=cfg.raw_weight, mask=cfg.mask_weight,
+                                depth=cfg.depth_weight)
     losses_hist = []
     t_start = time.time()
     bar = tqdm(total=cfg.steps, initial=step0, desc="recon", unit="step", disable=not progress)
@@ -190,27 +194,16 @@ def train_recon(cfg: ReconConfig, progress: bool = True, cancel: threading.Event
             zm = z_mot[b["clip"]]
             ws = G.mapping(za, c0.expand(len(za), -1))
             o = G.synthesis(ws, zm, t, c, noise_mode="random", deterministic=False)
-            loss_img = (o["image"] - img).abs().mean()
-            loss_raw = (o["image_raw"] - _resize(img, res_raw)).abs().mean()
-            loss = loss_img + cfg.raw_weight * loss_raw
             masks = [m for m in b["mask"] if m is not None]
-            if len(masks) == len(img) and cfg.mask_weight:
-                m = _resize(torch.stack(masks)[:, None], res_raw)
-                loss = loss + cfg.mask_weight * (o["image_alpha"] - m).abs().mean()
-                depths = [d for d in b["depth"] if d is not None]
-                if len(depths) == len(img) and cfg.depth_weight:
-                    d = torch.stack(depths)[:, None]
-                    d = _depth_to_distance(_resize(torch.nan_to_num(d, 0.0), res_raw), c, bank.depth_kind)
-                    sel = m > 0.99
-                    if sel.any():
-                        loss = loss + cfg.depth_weight * (o["image_depth"][sel] - d[sel]).abs().mean()
+            depths = [d for d in b["depth"] if d is not None]
+            mask = torch.stack(masks)[:, None] if len(masks) == len(img) and cfg.mask_weight else None
+            depth = None
+            if mask is not None and len(depths) == len(img) and cfg.depth_weight:
+                depth = _depth_to_distance(torch.nan_to_num(torch.stack(depths)[:, None], 0.0), c, bank.depth_kind)
+            loss, terms = frame_loss(o, img, mask, depth, weights)
+            loss_img, loss_raw = terms["image"], terms.get("raw", 0.0)
             if cfg.density_reg:
-                pts = torch.rand(len(img), 1000, 3, generator=gen) * 2 - 1
-                pert = pts + torch.randn(pts.shape, generator=gen) * G.rendering_kwargs["density_reg_p_dist"]
-                both = torch.cat([pts, pert], 1)
-                sig = G.sample_mixed(both, torch.zeros_like(both), ws, zm, t, noise_mode="random",
-                                     planes=o["planes"])["sigma"]
-                loss = loss + cfg.density_reg * (sig[:, :1000] - sig[:, 1000:]).abs().mean()
+                loss = loss + cfg.density_reg * density_smoothness(G, ws, zm, t, o["planes"], gen)
             loss = loss + 1e-4 * (za.square().mean() + zm.square().mean())
             opt.zero_grad(set_to_none=True)
             opt_lat.zero_grad(set_to_none=True)
@@ -227,8 +220,8 @@ def train_recon(cfg: ReconConfig, progress: bool = True, cancel: threading.Event
                     pe.lerp_(p, 1 - beta)
                 for be, bb in zip(G_ema.buffers(), G.buffers()):
                     be.copy_(bb)
-            losses_hist.append(float(loss_img.detach()))
-            bar.set_postfix(img=f"{float(loss_img.detach()):.3f}", raw=f"{float(loss_raw.detach()):.3f}",
+            losses_hist.append(loss_img)
+            bar.set_postfix(img=f"{loss_img:.3f}", raw=f"{loss_raw:.3f}",
                             ips=f"{(step - step0 + 1) * cfg.batch / (time.time() - t_start):.1f}")
             bar.update(1)
             if (step + 1) % cfg.checkpoint_every == 0:
