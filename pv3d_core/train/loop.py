@@ -43,6 +43,7 @@ from ..discriminator import filtered_resize
 from ..io import CheckpointError, build_discriminators, build_generator, load_state_strict, read_checkpoint, \
     save_checkpoint
 from .config import TrainConfig
+from .optim_state import load_optimizer_tensors, optimizer_tensors
 
 CKPT_PREFIX = "checkpoint-"
 
@@ -125,25 +126,6 @@ def blur(img: torch.Tensor, sigma: float) -> torch.Tensor:
     return F.conv2d(img, f.view(1, 1, -1, 1).expand(c, 1, -1, 1), padding=(size, 0), groups=c)
 
 
-def _opt_state_tensors(opt: torch.optim.Optimizer, prefix: str):
-    sd = opt.state_dict()
-    tensors = {}
-    for idx, st in sd["state"].items():
-        for k, v in st.items():
-            tensors[f"{prefix}.{idx}.{k}"] = torch.as_tensor(v)
-    return tensors, sd["param_groups"]
-
-
-def _load_opt_state(opt: torch.optim.Optimizer, tensors: dict, prefix: str, groups) -> None:
-    state: dict = {}
-    pre = f"extra.{prefix}."
-    for k, v in tensors.items():
-        if k.startswith(pre):
-            idx, name = k[len(pre):].split(".", 1)
-            state.setdefault(int(idx), {})[name] = v
-    opt.load_state_dict({"state": state, "param_groups": groups})
-
-
 def _rng_pack(rng: np.random.Generator) -> dict:
     return {"numpy": rng.bit_generator.state, "torch": torch.get_rng_state().tolist()}
 
@@ -222,8 +204,8 @@ class Trainer:
         if tr.get("world") != self.dist.world:
             raise CheckpointError(f"{ckpts[-1].name} was written by {tr.get('world')} processes; resume with "
                                   f"the same number (now {self.dist.world})")
-        _load_opt_state(self.opt_g, ck.tensors, "opt_g", tr["opt_g_groups"])
-        _load_opt_state(self.opt_d, ck.tensors, "opt_d", tr["opt_d_groups"])
+        load_optimizer_tensors(self.opt_g, ck.tensors, "opt_g", tr["opt_g_groups"])
+        load_optimizer_tensors(self.opt_d, ck.tensors, "opt_d", tr["opt_d_groups"])
         self.step, self.images = int(tr["step"]), int(tr["images"])
         self.saved_step = self.step
         _rng_unpack(self.rng, tr["rng"][self.dist.rank])
@@ -389,8 +371,8 @@ class Trainer:
         if not self.dist.main:
             self.dist.barrier()
             return None
-        tg, gg = _opt_state_tensors(self.opt_g, "opt_g")
-        td, gd = _opt_state_tensors(self.opt_d, "opt_d")
+        tg, gg = optimizer_tensors(self.opt_g, "opt_g")
+        td, gd = optimizer_tensors(self.opt_d, "opt_d")
         meta = {"train": {"step": self.step, "images": self.images, "world": self.dist.world, "rng": rngs,
                           "opt_g_groups": gg, "opt_d_groups": gd, "config": self.cfg.to_dict()},
                 "trained_with": "pv3d train", "steps": self.step, "kimg": self.kimg}

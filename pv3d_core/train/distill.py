@@ -1,0 +1,280 @@
+"""Teacher distillation: train the generator to reproduce the procedural heads for its own inputs.
+
+The procedural teacher (:mod:`..data.head_codes`) turns an appearance code, a motion code, a timestamp
+and a camera into a rendered head with its mask and depth. Each step draws fresh codes, timestamps
+and cameras, renders the teacher, and regresses the generator's frames onto it (:mod:`.regression`):
+final image and its gradients, raw neural render, silhouette, depth, plus EG3D's density regulariser.
+Since codes never repeat there is no finite set of identities to memorise and blend; the mapping
+network learns the teacher's smooth code -> identity function.
+
+A share of the samples is drawn with truncation: the generator's ws pulled towards the mean by psi
+must render the teacher's head of the code scaled by psi, so that truncated samples (the viewer's
+default psi 0.7) are heads of the family too, not blends.
+
+Runs resume from ``OUT/distill_state.safetensors`` (generator, EMA, optimiser, counters, RNG);
+``OUT/snapshots/`` keeps the EMA generator every ``snapshot_every`` steps for the training curve;
+``OUT/history.jsonl`` the losses; ``OUT/samples/`` teacher-vs-model grids.
+"""
+from __future__ import annotations
+
+import copy
+import json
+import logging
+import signal
+import threading
+import time
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from .. import paths
+from ..config import ModelConfig, preset
+from ..data import head_codes
+from ..io import build_discriminators, build_generator, load_state_strict, read_checkpoint, save_checkpoint, \
+    save_generator
+from ..render import cameras
+from .optim_state import load_optimizer_tensors, optimizer_tensors
+from .regression import RegressionWeights, density_smoothness, frame_loss
+
+log = logging.getLogger(__name__)
+STATE = "distill_state.safetensors"
+
+
+@dataclass
+class DistillConfig:
+    out: str = "runs/distill"
+    init: str | None = "default"      # "default" = the embedded model; None = a fresh preset
+    preset: str = "tiny"
+    steps: int = 10000
+    batch: int = 8
+    lr: float = 1e-3
+    mapping_lr_scale: float = 10.0    # the mapping's equalised lr multiplier (0.01) is for GANs; it must learn here
+    ema_halflife_steps: float = 100.0
+    psi_prob: float = 0.25            # share of samples drawn truncated (psi uniform in [psi_min, 1])
+    psi_min: float = 0.5
+    t0_prob: float = 0.1              # share of samples at exactly t = 0 (the canonical frame)
+    max_yaw_deg: float = 50.0
+    max_pitch_deg: float = 20.0
+    ssaa: int = 2
+    compile_teacher: bool = True      # torch.compile the procedural renderer (falls back when it can't)
+    density_reg: float = 0.25
+    weights: RegressionWeights = field(default_factory=RegressionWeights)
+    checkpoint_every: int = 100
+    snapshot_every: int = 500
+    sample_every: int = 250
+    seed: int = 0
+    threads: int = 0
+
+    def to_dict(self) -> dict:
+        return asdict(self)
+
+    @classmethod
+    def from_dict(cls, d: dict) -> "DistillConfig":
+        d = dict(d)
+        d["weights"] = RegressionWeights(**d.get("weights", {}))
+        return cls(**d)
+
+    def validate(self) -> "DistillConfig":
+        if self.steps < 0 or self.batch < 1 or self.ssaa < 1 or self.ssaa > 4:
+            raise ValueError("steps must be >= 0, batch >= 1 and ssaa in 1..4")
+        if not (0 <= self.psi_prob <= 1 and 0 <= self.t0_prob <= 1 and 0 < self.psi_min <= 1):
+            raise ValueError("psi_prob and t0_prob must be in [0, 1], psi_min in (0, 1]")
+        if self.lr <= 0 or self.checkpoint_every < 1:
+            raise ValueError("lr must be > 0 and checkpoint_every >= 1")
+        return self
+
+
+class Distiller:
+    def __init__(self, cfg: DistillConfig):
+        self.cfg = cfg.validate()
+        if cfg.threads:
+            torch.set_num_threads(cfg.threads)
+        self.out = Path(cfg.out)
+        init = str(paths.default_checkpoint()) if cfg.init == "default" else cfg.init
+        if init:
+            ck = read_checkpoint(init)
+            self.mcfg: ModelConfig = ck.config
+            self.G = build_generator(self.mcfg)
+            load_state_strict(self.G, ck.part("generator_ema" if ck.has("generator_ema") else "generator"),
+                              f"{init}'s generator")
+        else:
+            self.mcfg = preset(cfg.preset)
+            torch.manual_seed(cfg.seed)
+            self.G = build_generator(self.mcfg)
+        if self.G.z_dim < head_codes.APPEARANCE_DIMS or self.G.motion_dim < head_codes.MOTION_DIMS:
+            raise ValueError(f"the teacher reads {head_codes.APPEARANCE_DIMS} appearance and {head_codes.MOTION_DIMS} "
+                             f"motion code entries; this model has z_dim {self.G.z_dim}, motion_dim {self.G.motion_dim}")
+        self.G.train()
+        self.G_ema = copy.deepcopy(self.G).eval().requires_grad_(False)
+        mapping = list(self.G.backbone.mapping.parameters())
+        ids = {id(p) for p in mapping}
+        rest = [p for p in self.G.parameters() if id(p) not in ids]
+        self.opt = torch.optim.Adam([{"params": rest}, {"params": mapping, "lr": cfg.lr * cfg.mapping_lr_scale}],
+                                    lr=cfg.lr, betas=(0.0, 0.99))
+        self.gen = torch.Generator().manual_seed(cfg.seed)
+        self.step = 0
+        self.images = 0
+        self.seconds = 0.0
+        self.c0 = torch.from_numpy(cameras.frontal())[None]
+        if (self.out / STATE).is_file():
+            self._resume()
+
+    # ---------------------------------------------------------------- state
+    def _resume(self) -> None:
+        ck = read_checkpoint(self.out / STATE)
+        load_state_strict(self.G, ck.part("generator"), "the run's generator")
+        load_state_strict(self.G_ema, ck.part("generator_ema"), "the run's EMA generator")
+        st = ck.meta["distill"]
+        load_optimizer_tensors(self.opt, ck.tensors, "opt", st["opt_groups"])
+        self.gen.set_state(ck.tensors["extra.rng"].to(torch.uint8))
+        self.step, self.images, self.seconds = int(st["step"]), int(st["images"]), float(st["seconds"])
+        log.info("resumed %s at step %d", self.out, self.step)
+
+    def save(self) -> Path:
+        tensors, groups = optimizer_tensors(self.opt, "opt")
+        meta = {"distill": {"step": self.step, "images": self.images, "seconds": self.seconds,
+                            "opt_groups": groups, "config": self.cfg.to_dict()}}
+        return save_checkpoint(self.out / STATE, self.mcfg, {"generator": self.G, "generator_ema": self.G_ema},
+                               meta=meta, extra={**tensors, "rng": self.gen.get_state()})
+
+    def export(self, path) -> Path:
+        """The EMA generator (with both discriminators, untrained, so `pv3d train --init` takes it)."""
+        d_img, d_vid = build_discriminators(self.mcfg)
+        meta = {"trained_with": "teacher distillation (pv3d_core.train.distill)", "steps": self.step,
+                "images": self.images, "hours": round(self.seconds / 3600, 2)}
+        return save_checkpoint(path, self.mcfg, {"generator_ema": self.G_ema, "generator": self.G_ema,
+                                                 "img_discriminator": d_img, "vid_discriminator": d_vid}, meta)
+
+    # ---------------------------------------------------------------- one step
+    def draw(self, n: int) -> dict:
+        """Codes, truncation, timestamps and cameras of n samples, and the teacher's frames of them."""
+        cfg, g, G = self.cfg, self.gen, self.G
+        z = torch.randn(n, G.z_dim, generator=g)
+        zm = torch.randn(n, G.motion_dim, generator=g)
+        t = torch.rand(n, generator=g)
+        t = torch.where(torch.rand(n, generator=g) < cfg.t0_prob, torch.zeros_like(t), t)
+        psi = torch.where(torch.rand(n, generator=g) < cfg.psi_prob,
+                          cfg.psi_min + (1 - cfg.psi_min) * torch.rand(n, generator=g), torch.ones(n))
+        c, _, _ = head_codes.sample_cameras(n, g, cfg.max_yaw_deg, cfg.max_pitch_deg)
+        target = head_codes.render(z, zm, t, c, G.img_resolution, cfg.ssaa, psi=psi,
+                                   compiled=cfg.compile_teacher)
+        return {"z": z, "zm": zm, "t": t, "psi": psi, "c": c, **target}
+
+    def mapping(self, z, psi, update_emas: bool = False):
+        G = self.G
+        ws = G.mapping(z, self.c0.expand(len(z), -1), update_emas=update_emas)
+        w_avg = G.backbone.mapping.w_avg
+        return w_avg + psi.reshape(-1, 1, 1) * (ws - w_avg)
+
+    def train_step(self) -> dict:
+        cfg, G = self.cfg, self.G
+        t0 = time.perf_counter()
+        # the renderer's stratified sampling draws from torch's global generator: seed it from ours,
+        # so that a resumed run continues exactly
+        torch.manual_seed(int(torch.randint(2 ** 62, (1,), generator=self.gen)))
+        b = self.draw(cfg.batch)
+        t_teacher = time.perf_counter() - t0
+        ws = self.mapping(b["z"], b["psi"], update_emas=True)
+        # const noise: the teacher is deterministic, and display renders use the const buffers
+        out = G.synthesis(ws, b["zm"], b["t"], b["c"], noise_mode="const", deterministic=False)
+        loss, logs = frame_loss(out, b["image"], b["mask"], b["depth"], cfg.weights)
+        if cfg.density_reg:
+            reg = density_smoothness(G, ws, b["zm"], b["t"], out["planes"], self.gen)
+            loss = loss + cfg.density_reg * reg
+            logs["density"] = float(reg.detach())
+        self.opt.zero_grad(set_to_none=True)
+        loss.backward()
+        for p in G.parameters():
+            if p.grad is not None:
+                torch.nan_to_num_(p.grad, 0, 0, 0)
+        self.opt.step()
+        beta = 0.5 ** (1 / max(cfg.ema_halflife_steps, 1e-8))
+        with torch.no_grad():
+            for pe, p in zip(self.G_ema.parameters(), G.parameters()):
+                pe.lerp_(p, 1 - beta)
+            for be, bb in zip(self.G_ema.buffers(), G.buffers()):
+                be.copy_(bb)
+        self.step += 1
+        self.images += cfg.batch
+        dt = time.perf_counter() - t0
+        self.seconds += dt
+        logs.update(step=self.step, images=self.images, seconds=round(self.seconds, 1),
+                    step_s=round(dt, 3), teacher_s=round(t_teacher, 3))
+        return logs
+
+    # ---------------------------------------------------------------- samples
+    @torch.no_grad()
+    def sample_grid(self, n: int = 4) -> np.ndarray:
+        """Rows: fixed codes (truncation 1 and 0.7); columns: teacher | EMA model at (t, yaw) pairs."""
+        g = torch.Generator().manual_seed(1234)
+        z = torch.randn(n, self.G.z_dim, generator=g)
+        zm = torch.randn(n, self.G.motion_dim, generator=g)
+        rows = []
+        for psi in (1.0, 0.7):
+            for i in range(n):
+                cells = []
+                for t, yaw in ((0.0, 0.0), (0.5, -0.5), (1.0, 0.5)):
+                    c = torch.from_numpy(cameras.OrbitCamera(yaw, 0.0).c())[None]
+                    tt = torch.tensor([t])
+                    teach = head_codes.render(z[i:i + 1], zm[i:i + 1], tt, c, self.G.img_resolution, 2, psi)["image"]
+                    ws = self.G_ema.mapping(z[i:i + 1], self.c0, truncation_psi=psi)
+                    img = self.G_ema.synthesis(ws, zm[i:i + 1], tt, c)["image"]
+                    cells += [teach, img]
+                rows.append(torch.cat(cells, -1))
+        grid = torch.cat(rows, -2)[0]
+        return ((grid.permute(1, 2, 0) + 1) * 127.5).clamp(0, 255).byte().numpy()
+
+
+def distill(cfg: DistillConfig, progress: bool = True, cancel: threading.Event | None = None) -> dict:
+    """Run (or resume) a distillation; Ctrl-C / SIGTERM / cancel save the state and stop cleanly."""
+    from tqdm import tqdm
+
+    from ..export import write_png
+
+    d = Distiller(cfg)
+    out = d.out
+    out.mkdir(parents=True, exist_ok=True)
+    (out / "snapshots").mkdir(exist_ok=True)
+    (out / "samples").mkdir(exist_ok=True)
+    stop = threading.Event()
+    old = {}
+    if threading.current_thread() is threading.main_thread():
+        for sig in (signal.SIGINT, signal.SIGTERM):
+            old[sig] = signal.getsignal(sig)
+            signal.signal(sig, lambda *a: stop.set())
+    bar = tqdm(total=cfg.steps, initial=d.step, desc="distill", unit="step", disable=not progress)
+    step0, t0 = d.step, time.time()
+    try:
+        with open(out / "history.jsonl", "a") as hist:
+            while d.step < cfg.steps:
+                if stop.is_set() or (cancel is not None and cancel.is_set()):
+                    break
+                logs = d.train_step()
+                hist.write(json.dumps(logs) + "\n")
+                bar.set_postfix(img=f"{logs['image']:.3f}", grad=f"{logs['gradient']:.3f}",
+                                s=f"{logs['step_s']:.2f}", teach=f"{logs['teacher_s']:.2f}")
+                bar.update(1)
+                if d.step % cfg.checkpoint_every == 0:
+                    hist.flush()
+                    d.save()
+                if cfg.snapshot_every and d.step % cfg.snapshot_every == 0:
+                    save_generator(out / "snapshots" / f"g_ema_{d.step:07d}.safetensors", d.G_ema,
+                                   meta={"step": d.step, "images": d.images, "seconds": d.seconds},
+                                   name=d.mcfg.name)
+                if cfg.sample_every and d.step % cfg.sample_every == 0:
+                    write_png(out / "samples" / f"{d.step:07d}.png", d.sample_grid())
+    finally:
+        bar.close()
+        for sig, h in old.items():
+            signal.signal(sig, h)
+    d.save()
+    final = d.export(out / "model.safetensors")
+    elapsed = time.time() - t0
+    return {"steps": d.step, "images": d.images, "hours_total": round(d.seconds / 3600, 2),
+            "images_per_s_this_run": round((d.step - step0) * cfg.batch / max(elapsed, 1e-9), 3),
+            "model": str(final), "interrupted": d.step < cfg.steps}
+
+
+__all__ = ["DistillConfig", "Distiller", "distill"]
