@@ -58,3 +58,18 @@ def test_export_fine_tunes_with_pv3d_train(tmp_path, micro64):
     s = distill(_cfg(tmp_path / "r", micro64, steps=1), progress=False)
     ck = read_checkpoint(s["model"])
     assert all(ck.has(p) for p in ("generator", "generator_ema", "img_discriminator", "vid_discriminator"))
+
+
+def test_adversarial_term_trains_and_resumes_exactly(tmp_path, micro64):
+    """With the patch discriminator on, resume is still bit-exact (D and its optimiser are saved)."""
+    kw = dict(adv_weight=0.05, adv_start_step=1)
+    s1 = distill(_cfg(tmp_path / "one", micro64, steps=4, **kw), progress=False)
+    distill(_cfg(tmp_path / "two", micro64, steps=2, **kw), progress=False)
+    s2 = distill(_cfg(tmp_path / "two", micro64, steps=4, **kw), progress=False)
+    a, b = load_generator(s1["model"]), load_generator(s2["model"])
+    for (k, p), (_, q) in zip(a.state_dict().items(), b.state_dict().items()):
+        assert torch.equal(p, q), k
+    import json
+
+    logs = [json.loads(x) for x in (tmp_path / "one" / "history.jsonl").read_text().splitlines()]
+    assert "g_adv" not in logs[0] and "d_loss" in logs[1] and "r1" in logs[1]

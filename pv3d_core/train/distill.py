@@ -36,6 +36,7 @@ from ..io import build_discriminators, build_generator, load_state_strict, read_
     save_generator
 from ..render import cameras
 from .optim_state import load_optimizer_tensors, optimizer_tensors
+from .patch_adversary import PatchAdversary
 from .regression import RegressionWeights, density_smoothness, frame_loss
 
 log = logging.getLogger(__name__)
@@ -60,6 +61,8 @@ class DistillConfig:
     ssaa: int = 2
     compile_teacher: bool = True      # torch.compile the procedural renderer (falls back when it can't)
     density_reg: float = 0.25
+    adv_weight: float = 0.0           # patch-adversarial term for sharpness (0 = pure regression)
+    adv_start_step: int = 0
     weights: RegressionWeights = field(default_factory=RegressionWeights)
     checkpoint_every: int = 100
     snapshot_every: int = 500
@@ -118,6 +121,11 @@ class Distiller:
         self.images = 0
         self.seconds = 0.0
         self.c0 = torch.from_numpy(cameras.frontal())[None]
+        self.adversary = None
+        if cfg.adv_weight > 0:
+            with torch.random.fork_rng():
+                torch.manual_seed(cfg.seed + 1)       # the same initial discriminator on every run
+                self.adversary = PatchAdversary()
         if (self.out / STATE).is_file():
             self._resume()
 
@@ -130,14 +138,24 @@ class Distiller:
         load_optimizer_tensors(self.opt, ck.tensors, "opt", st["opt_groups"])
         self.gen.set_state(ck.tensors["extra.rng"].to(torch.uint8))
         self.step, self.images, self.seconds = int(st["step"]), int(st["images"]), float(st["seconds"])
+        if self.adversary is not None and ck.has("patch_discriminator"):
+            load_state_strict(self.adversary.D, ck.part("patch_discriminator"), "the run's patch discriminator")
+            load_optimizer_tensors(self.adversary.opt, ck.tensors, "opt_adv", st["opt_adv_groups"])
+            self.adversary.steps = int(st["adv_steps"])
         log.info("resumed %s at step %d", self.out, self.step)
 
     def save(self) -> Path:
         tensors, groups = optimizer_tensors(self.opt, "opt")
-        meta = {"distill": {"step": self.step, "images": self.images, "seconds": self.seconds,
-                            "opt_groups": groups, "config": self.cfg.to_dict()}}
-        return save_checkpoint(self.out / STATE, self.mcfg, {"generator": self.G, "generator_ema": self.G_ema},
-                               meta=meta, extra={**tensors, "rng": self.gen.get_state()})
+        st = {"step": self.step, "images": self.images, "seconds": self.seconds, "opt_groups": groups,
+              "config": self.cfg.to_dict()}
+        parts = {"generator": self.G, "generator_ema": self.G_ema}
+        if self.adversary is not None:
+            t_adv, g_adv = optimizer_tensors(self.adversary.opt, "opt_adv")
+            tensors.update(t_adv)
+            st.update(opt_adv_groups=g_adv, adv_steps=self.adversary.steps)
+            parts["patch_discriminator"] = self.adversary.D
+        return save_checkpoint(self.out / STATE, self.mcfg, parts, meta={"distill": st},
+                               extra={**tensors, "rng": self.gen.get_state()})
 
     def export(self, path) -> Path:
         """The EMA generator (with both discriminators, untrained, so `pv3d train --init` takes it)."""
@@ -184,12 +202,19 @@ class Distiller:
             reg = density_smoothness(G, ws, b["zm"], b["t"], out["planes"], self.gen)
             loss = loss + cfg.density_reg * reg
             logs["density"] = float(reg.detach())
+        adv = self.adversary is not None and self.step >= cfg.adv_start_step
+        if adv:
+            l_adv = self.adversary.generator_loss(out["image"])
+            loss = loss + cfg.adv_weight * l_adv
+            logs["g_adv"] = float(l_adv.detach())
         self.opt.zero_grad(set_to_none=True)
         loss.backward()
         for p in G.parameters():
             if p.grad is not None:
                 torch.nan_to_num_(p.grad, 0, 0, 0)
         self.opt.step()
+        if adv:
+            logs.update(self.adversary.discriminator_step(b["image"], out["image"]))
         beta = 0.5 ** (1 / max(cfg.ema_halflife_steps, 1e-8))
         with torch.no_grad():
             for pe, p in zip(self.G_ema.parameters(), G.parameters()):
