@@ -163,7 +163,6 @@ def image_figures(pair: Pair, n: int, identity: bool = True) -> dict:
 
 def mesh_figures(pair: Pair, n: int = 4) -> dict:
     from pv3d_core.mesh import extract_mesh
-    from pv3d_core.pipeline import seed_latent
 
     G, r = pair.G, pair.r
     rows = []
