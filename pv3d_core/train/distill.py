@@ -20,6 +20,7 @@ from __future__ import annotations
 import copy
 import json
 import logging
+import math
 import signal
 import threading
 import time
@@ -120,7 +121,12 @@ class Distiller:
         self.step = 0
         self.images = 0
         self.seconds = 0.0
-        self.c0 = torch.from_numpy(cameras.frontal())[None]
+        # the mapping's conditioning camera: EG3D's canonical camera (the sampler at (pi/2, pi/2) about the
+        # pivot, radius 2.7: at (0, 0, 2.7)), as pv3d eval and the official tools use
+        rk = self.G.rendering_kwargs
+        self.c0 = torch.from_numpy(cameras.pack(cameras.lookat_sampler(
+            math.pi / 2, math.pi / 2, tuple(rk["avg_camera_pivot"]), float(rk["avg_camera_radius"])),
+            cameras.DEFAULT_FOCAL))[None]
         self.adversary = None
         if cfg.adv_weight > 0:
             with torch.random.fork_rng():
