@@ -142,6 +142,9 @@ class Distiller:
         load_state_strict(self.G_ema, ck.part("generator_ema"), "the run's EMA generator")
         st = ck.meta["distill"]
         load_optimizer_tensors(self.opt, ck.tensors, "opt", st["opt_groups"])
+        # learning rates come from this run's options (a resumed run may change them), the moments from the state
+        self.opt.param_groups[0]["lr"] = self.cfg.lr
+        self.opt.param_groups[1]["lr"] = self.cfg.lr * self.cfg.mapping_lr_scale
         self.gen.set_state(ck.tensors["extra.rng"].to(torch.uint8))
         self.step, self.images, self.seconds = int(st["step"]), int(st["images"]), float(st["seconds"])
         if self.adversary is not None and ck.has("patch_discriminator"):
