@@ -51,7 +51,8 @@ class DistillConfig:
     preset: str = "tiny"
     steps: int = 10000
     batch: int = 8
-    lr: float = 1e-3
+    lr: float = 2e-3
+    beta1: float = 0.9                # momentum: a regression, not a GAN (whose G uses 0)
     # the mapping's equalised-lr multiplier (0.01) keeps a GAN stable; here the mapping must learn the
     # code -> identity function as fast as the rest learns: 100 undoes the multiplier
     mapping_lr_scale: float = 100.0
@@ -118,7 +119,7 @@ class Distiller:
         ids = {id(p) for p in mapping}
         rest = [p for p in self.G.parameters() if id(p) not in ids]
         self.opt = torch.optim.Adam([{"params": rest}, {"params": mapping, "lr": cfg.lr * cfg.mapping_lr_scale}],
-                                    lr=cfg.lr, betas=(0.0, 0.99))
+                                    lr=cfg.lr, betas=(cfg.beta1, 0.99))
         self.gen = torch.Generator().manual_seed(cfg.seed)
         self.step = 0
         self.images = 0
@@ -147,6 +148,8 @@ class Distiller:
         # learning rates come from this run's options (a resumed run may change them), the moments from the state
         self.opt.param_groups[0]["lr"] = self.cfg.lr
         self.opt.param_groups[1]["lr"] = self.cfg.lr * self.cfg.mapping_lr_scale
+        for g in self.opt.param_groups:
+            g["betas"] = (self.cfg.beta1, 0.99)
         self.gen.set_state(ck.tensors["extra.rng"].to(torch.uint8))
         self.step, self.images, self.seconds = int(st["step"]), int(st["images"]), float(st["seconds"])
         if self.adversary is not None and ck.has("patch_discriminator"):
