@@ -8,10 +8,9 @@ centre (mean of the mouth corners):
 - its half side is max(2.0 x eye distance, 1.8 x eye-to-mouth distance);
 - its centre lies 10 % of the eye-to-mouth vector below the midpoint of the eyes.
 
-The same rule, applied to the frontal projection of the mean 3D face in :mod:`.pose`, fixes where
-that face sits in the world, so that the camera estimated from an aligned crop is consistent with
-the crop (a frontal face gives the frontal camera). The rule is mirror-symmetric: the crop of a
-flipped photo is the flipped crop.  Pixels outside the photo are filled by reflection.
+The camera of an aligned crop is estimated from its landmarks by :mod:`.pose`, whose mean 3D face was
+fitted to landmarks in crops made by this rule. The rule is mirror-symmetric: the crop of a flipped
+photo is the flipped crop.  Pixels outside the photo are filled by reflection.
 """
 from __future__ import annotations
 
