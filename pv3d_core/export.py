@@ -12,15 +12,8 @@ from typing import Callable, Iterable, Iterator
 import numpy as np
 
 from . import files
+from .errors import Cancelled, ExportError
 from .pipeline import FrameRenderer, RenderSettings
-
-
-class ExportError(ValueError):
-    """An export that cannot be written, with a one-line reason."""
-
-
-class Cancelled(Exception):
-    """Raised when a long job is cancelled by the user; nothing partial is left behind."""
 
 
 def check_output(path) -> Path:

@@ -9,7 +9,7 @@
 
 Every long step reports progress through ``progress(stage, step, total, loss)`` and stops with
 :class:`pv3d_core.export.Cancelled` when ``cancel`` (a threading.Event) is set. The CLI
-(:mod:`pv3d_core.portrait_cli`) and the viewer only call these.
+(:mod:`pv3d_core.cli.portraits`) and the viewer only call these.
 """
 from __future__ import annotations
 
@@ -289,7 +289,9 @@ def transfer_motion(rec: VideoReconstruction, source: VideoReconstruction, progr
     """(b) ``source``'s motion (its motion code and timestamps) on ``rec``'s identity and tuned
     generator; the camera path is ``rec``'s resampled to the source's length (or the source's)."""
     if source.z_motion.shape[-1] != rec.z_motion.shape[-1]:
-        raise ValueError("the two reconstructions come from models with different motion sizes")
+        from .errors import CheckpointError
+
+        raise CheckpointError("the two reconstructions come from models with different motion sizes")
     n = len(source.ts)
     if cameras_from == "source":
         cams = source.cameras

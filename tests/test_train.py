@@ -154,7 +154,7 @@ def test_two_process_gloo_run_stays_in_sync(dataset, tmp_path):
     out = tmp_path / "ddp"
     env = dict(os.environ, OMP_NUM_THREADS="1", PYTHONPATH=ROOT)
     cmd = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node", "2",
-           "-m", "pv3d_core.train.cli", "--data", str(dataset), "-o", str(out), "--preset", "micro",
+           "-m", "pv3d_core.cli.train", "--data", str(dataset), "-o", str(out), "--preset", "micro",
            "--steps", "2", "--batch", "2", "--checkpoint-every", "2", "--sample-every", "0", "--threads", "1",
            "--set", "tensorboard=false", "--no-progress"]
     r = subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=600)

@@ -50,6 +50,7 @@ from typing import Callable, Sequence
 
 import torch
 
+from ..errors import KernelUnavailable
 from . import volume
 
 __all__ = [
@@ -65,10 +66,6 @@ MODES = ("auto", "on", "off")
 MAX_SAMPLES = 256          # PV3D_MAX_SAMPLES in the kernel source
 MAX_CHANNELS = 128         # 32 lanes x PV3D_MAX_CPL
 _KERNEL_FILE = "triplane_render.cu"
-
-
-class KernelUnavailable(RuntimeError):
-    """Raised in mode ``on`` when a CUDA input cannot run on the kernels."""
 
 
 # ---------------------------------------------------------------------------------------------- mode

@@ -5,6 +5,8 @@ import json
 from dataclasses import asdict, dataclass, fields
 from pathlib import Path
 
+from ..errors import UsageError
+
 
 @dataclass
 class TrainConfig:
@@ -53,9 +55,9 @@ class TrainConfig:
         try:
             d = json.loads(p.read_text())
         except FileNotFoundError:
-            raise ValueError(f"config file not found: {p}") from None
+            raise UsageError(f"config file not found: {p}") from None
         except json.JSONDecodeError as e:
-            raise ValueError(f"config file {p} is not valid JSON: {e}") from None
+            raise UsageError(f"config file {p} is not valid JSON: {e}") from None
         return cls().override(d)
 
     def override(self, d: dict) -> "TrainConfig":
@@ -63,7 +65,7 @@ class TrainConfig:
         for k, v in d.items():
             k = k.replace("-", "_")
             if k not in known:
-                raise ValueError(f"unknown training option {k!r}; known: {', '.join(sorted(known))}")
+                raise UsageError(f"unknown training option {k!r}; known: {', '.join(sorted(known))}")
             cur = getattr(self, k)
             if isinstance(v, str) and not isinstance(cur, str) and cur is not None:
                 v = json.loads(v) if v not in ("None", "null") else None
@@ -75,9 +77,9 @@ class TrainConfig:
 
     def validate(self) -> "TrainConfig":
         if self.batch < 1 or self.steps < 0:
-            raise ValueError("batch must be >= 1 and steps >= 0")
+            raise UsageError("batch must be >= 1 and steps >= 0")
         if self.g_reg_interval < 1 or self.d_reg_interval < 1:
-            raise ValueError("regularisation intervals must be >= 1")
+            raise UsageError("regularisation intervals must be >= 1")
         return self
 
     def to_dict(self) -> dict:

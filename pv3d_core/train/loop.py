@@ -27,6 +27,7 @@ from __future__ import annotations
 
 import copy
 import json
+import logging
 import os
 import signal
 import threading
@@ -40,11 +41,13 @@ import torch.nn.functional as F
 from ..config import ModelConfig, preset
 from ..data.dataset import ClipDataset, sample_pair_indices  # noqa: F401  (re-exported for tests)
 from ..discriminator import filtered_resize
+from ..errors import UsageError
 from ..io import CheckpointError, build_discriminators, build_generator, load_state_strict, read_checkpoint, \
     save_checkpoint
 from .config import TrainConfig
 
 CKPT_PREFIX = "checkpoint-"
+log = logging.getLogger(__name__)
 
 
 # ------------------------------------------------------------------------------------ distributed
@@ -165,7 +168,7 @@ class Trainer:
         self.dist = dist or Dist()
         d = self.dist
         if cfg.batch % d.world:
-            raise ValueError(f"batch {cfg.batch} must be divisible by the number of processes {d.world}")
+            raise UsageError(f"batch {cfg.batch} must be divisible by the number of processes {d.world}")
         self.local_batch = cfg.batch // d.world
         if cfg.threads:
             torch.set_num_threads(cfg.threads)
@@ -412,11 +415,12 @@ class Trainer:
         return render_grid(FrameRenderer(self.G_ema, plane_cache=1))
 
 
-def train(cfg: TrainConfig, resume: bool = False, progress: bool = True,
+def train(cfg: TrainConfig, resume: bool = False, progress=None,
           cancel: threading.Event | None = None, dist: Dist | None = None) -> dict:
-    """Run (or resume) a training; returns a summary. Ctrl-C saves a checkpoint and stops cleanly."""
-    from tqdm import tqdm
+    """Run (or resume) a training; returns a summary. Ctrl-C saves a checkpoint and stops cleanly.
 
+    ``progress(step, steps, info)`` is called on the main process after every step (``info``: the
+    step's losses and the images per second)."""
     dist = dist or Dist()
     tr = Trainer(cfg, dist, resume=resume)
     out = tr.out
@@ -430,14 +434,13 @@ def train(cfg: TrainConfig, resume: bool = False, progress: bool = True,
 
             writer = SummaryWriter(str(out / "tensorboard"))
         except Exception as e:  # tensorboard missing or broken: train anyway, say so
-            print(f"pv3d train: TensorBoard logging off ({e})")
+            log.warning("TensorBoard logging off (%s)", e)
     stop = threading.Event()
     old = None
     if threading.current_thread() is threading.main_thread():
         old = signal.getsignal(signal.SIGINT)
         signal.signal(signal.SIGINT, lambda *a: stop.set())
     step0, t0 = tr.step, time.time()
-    bar = tqdm(total=cfg.steps, initial=tr.step, desc="train", unit="step", disable=not (progress and dist.main))
     last_ckpt = None
     interrupted = False
     try:
@@ -449,8 +452,8 @@ def train(cfg: TrainConfig, resume: bool = False, progress: bool = True,
             ips = (tr.step - step0) * 2 * cfg.batch / max(time.time() - t0, 1e-9)
             tr.history.append(logs)
             if dist.main:
-                bar.set_postfix(G=f"{logs['G']:.3f}", D=f"{logs['D']:.3f}", img_s=f"{ips:.2f}")
-                bar.update(1)
+                if progress:
+                    progress(tr.step, cfg.steps, {**logs, "images_per_s": ips})
                 if writer and tr.step % cfg.log_every == 0:
                     for k, v in logs.items():
                         writer.add_scalar(f"loss/{k}" if k[0] in "GD" else f"schedule/{k}", v, tr.step)
@@ -464,7 +467,6 @@ def train(cfg: TrainConfig, resume: bool = False, progress: bool = True,
             if cfg.checkpoint_every and tr.step % cfg.checkpoint_every == 0:
                 last_ckpt = tr.save()
     finally:
-        bar.close()
         if old is not None:
             signal.signal(signal.SIGINT, old)
     if dist.enabled:   # the processes must hold the same weights (gradients were averaged)

@@ -1,0 +1,200 @@
+"""`pv3d align`, `pv3d animate`, `pv3d reconstruct`, `pv3d edit`: portraits from photos and videos."""
+from __future__ import annotations
+
+import json
+import math
+import threading
+from pathlib import Path
+
+from ..errors import CheckpointError, UsageError
+from .common import add_device, pick_device, resolve_checkpoint, stage_bars
+
+
+def _inversion_args(p) -> None:
+    from ..invert import InversionConfig
+
+    d = InversionConfig()
+    p.add_argument("--ckpt", help="model checkpoint (default: the embedded model)")
+    p.add_argument("--w-steps", type=int, default=d.w_steps, help=f"latent optimisation steps (default {d.w_steps})")
+    p.add_argument("--wplus-steps", type=int, default=d.wplus_steps,
+                   help=f"extra per-layer (w+) steps (default {d.wplus_steps})")
+    p.add_argument("--pti-steps", type=int, default=d.pti_steps,
+                   help=f"pivotal tuning steps (default {d.pti_steps}; 0 = none)")
+    p.add_argument("--pti-lr", type=float, default=d.pti_lr,
+                   help=f"pivotal tuning learning rate (default {d.pti_lr:g}, tuned on the embedded model; "
+                        "3e-4 is the usual choice for full-size models)")
+    p.add_argument("--seed", type=int, default=0, help="inversion seed (results are deterministic under it)")
+    add_device(p)
+
+
+def add_parser(sub) -> None:
+    a = sub.add_parser("align", help="find the face of a photo, crop it in the training framing, estimate its camera")
+    a.add_argument("image")
+    a.add_argument("-o", "--output", help="crop PNG to write")
+    a.add_argument("--size", type=int, default=512, help="crop size in pixels (default 512)")
+    a.add_argument("--json", help="write the camera (25 floats), pose and crop transform here")
+    a.set_defaults(func=run_align)
+
+    p = sub.add_parser("animate", help="animate a photo (or a saved portrait) with a motion seed",
+                       description="Invert the photo into the model (or load a saved portrait), then render "
+                                   "its timeline with a motion seed, at the photo's camera or orbiting.")
+    p.add_argument("input", help="photo (jpg/png/...) or a saved portrait .safetensors")
+    p.add_argument("-o", "--output", required=True, help="output .mp4")
+    p.add_argument("--motion-seed", type=int, default=0)
+    p.add_argument("--frames", type=int, default=64)
+    p.add_argument("--fps", type=float, default=25.0)
+    p.add_argument("--orbit", action="store_true", help="orbit the camera around the photo's view")
+    p.add_argument("--yaw-range", type=float, default=20.0, help="orbit yaw amplitude, degrees")
+    p.add_argument("--pitch-range", type=float, default=8.0, help="orbit pitch amplitude, degrees")
+    p.add_argument("--save-portrait", help="also save the inverted portrait here (.safetensors)")
+    _inversion_args(p)
+    p.set_defaults(func=run_animate)
+
+    r = sub.add_parser("reconstruct", help="reconstruct a talking-head video as a 3D portrait video")
+    r.add_argument("video")
+    r.add_argument("-o", "--output", required=True, help="output folder")
+    r.add_argument("--max-frames", type=int, default=None, help="use only the first N frames")
+    r.add_argument("--motion-steps", type=int, default=200, help="motion/timestamp fitting steps (default 200)")
+    _inversion_args(r)
+    r.set_defaults(func=run_reconstruct)
+
+    e = sub.add_parser("edit", help="edit the motion of a reconstructed video",
+                       description="Re-render a reconstruction (from `pv3d reconstruct`) with another motion "
+                                   "seed, with the motion of another reconstruction, or at another speed.")
+    e.add_argument("reconstruction", help="DIR/reconstruction.safetensors (or the folder)")
+    g = e.add_mutually_exclusive_group(required=True)
+    g.add_argument("--motion-seed", type=int, help="(a) drive it with this motion seed")
+    g.add_argument("--transfer", help="(b) take the motion of this other reconstruction")
+    g.add_argument("--speed", type=float, help="(c) retime: 0.5 = half speed, 2 = double speed")
+    e.add_argument("-o", "--output", required=True, help="output .mp4")
+    e.add_argument("--fps", type=float, default=None, help="default: the source video's")
+    e.set_defaults(func=run_edit)
+
+
+def _load_model(args):
+    from ..io import load_discriminators, load_generator
+
+    dev = pick_device(args.device)
+    path = resolve_checkpoint(args.ckpt)
+    G = load_generator(path, device=dev)
+    try:
+        d_img, _ = load_discriminators(path, device=dev)
+    except CheckpointError:
+        d_img = None
+    return G, d_img
+
+
+def _inv_config(args):
+    from ..invert import InversionConfig
+
+    for name in ("w_steps", "wplus_steps", "pti_steps"):
+        if getattr(args, name) < 0:
+            raise UsageError(f"--{name.replace('_', '-')} must be >= 0")
+    if not args.pti_lr > 0:
+        raise UsageError("--pti-lr must be > 0")
+    return InversionConfig(w_steps=args.w_steps, wplus_steps=args.wplus_steps, pti_steps=args.pti_steps,
+                           pti_lr=args.pti_lr, seed=args.seed)
+
+
+def run_align(args) -> int:
+    from ..export import write_png
+    from ..faces import align_face
+    from ..files import atomic_write_bytes
+
+    if not 16 <= args.size <= 4096:
+        raise UsageError(f"--size must be between 16 and 4096, got {args.size}")
+    a = align_face(args.image, size=args.size)
+    yaw, pitch = math.degrees(a.pose["yaw"]), math.degrees(a.pose["pitch"])
+    for n in a.notes:
+        print(f"note: {n}")
+    print(f"face {a.face.size:.0f}px, yaw {yaw:+.1f}°, pitch {pitch:+.1f}°, roll {math.degrees(a.pose['roll']):+.1f}°, "
+          f"landmark fit rms {a.pose['rms'] * 100:.2f}% of the crop")
+    if args.output:
+        write_png(args.output, a.crop)
+        print(f"wrote {args.output}")
+    if args.json:
+        atomic_write_bytes(args.json, json.dumps({"camera": [float(v) for v in a.camera],
+                                                   "transform": a.transform(), "notes": a.notes}, indent=1).encode())
+        print(f"wrote {args.json}")
+    return 0
+
+
+def run_animate(args) -> int:
+    from .. import portrait as P
+    from ..export import check_output
+    from ..invert import is_portrait
+    from ..io import check_writable
+
+    if args.frames < 1:
+        raise UsageError("--frames must be at least 1")
+    if not args.output.lower().endswith(".mp4"):
+        raise UsageError("output must end in .mp4")
+    inv_config = _inv_config(args)
+    check_output(args.output)                # before minutes of inversion, not after
+    if args.save_portrait:
+        check_writable(args.save_portrait)
+    cancel = threading.Event()
+    cb, close = stage_bars("animate")
+    try:
+        if str(args.input).endswith(".safetensors") and is_portrait(args.input):
+            por = P.load(args.input, device=pick_device(args.device))
+        else:
+            G, d_img = _load_model(args)
+            por = P.prepare_and_invert(args.input, G, progress=cb, cancel=cancel, config=inv_config, d_img=d_img)
+            for n in por.notes:
+                print(f"note: {n}")
+            print(f"inverted in {por.timings['invert_s']:.1f} s: PSNR {por.metrics['psnr']:.2f} dB, "
+                  f"SSIM {por.metrics['ssim']:.3f} at the photo's view")
+            if args.save_portrait:
+                print(f"wrote {por.save(args.save_portrait)}")
+        out = P.animate(por, args.output, motion_seed=args.motion_seed, frames=args.frames, orbit=args.orbit,
+                        fps=args.fps, progress=cb, cancel=cancel, yaw_range=math.radians(args.yaw_range),
+                        pitch_range=math.radians(args.pitch_range))
+    finally:
+        close()
+    print(f"wrote {out}")
+    return 0
+
+
+def run_reconstruct(args) -> int:
+    from .. import portrait as P
+
+    inv_config = _inv_config(args)
+    G, d_img = _load_model(args)
+    cb, close = stage_bars("reconstruct")
+    try:
+        s = P.reconstruct_video(args.video, G, args.output, inv_config, motion_steps=args.motion_steps,
+                                max_frames=args.max_frames, d_img=d_img, progress=cb, cancel=threading.Event())
+    finally:
+        close()
+    print(f"{s['frames_used']} of {s['frames']} frames used ({s['frames_without_face']} without a face); "
+          f"PSNR mean {s['metrics']['psnr_mean']:.2f} dB; wrote {args.output}/")
+    return 0
+
+
+def run_edit(args) -> int:
+    from .. import portrait as P
+    from ..export import write_mp4
+
+    if args.speed is not None and not args.speed > 0:
+        raise UsageError(f"--speed must be positive, got {args.speed}")
+
+    def load(p):
+        p = Path(p)
+        return P.VideoReconstruction.load(p / "reconstruction.safetensors" if p.is_dir() else p)
+
+    rec = load(args.reconstruction)
+    fps = args.fps or float(rec.meta.get("fps", 25.0))
+    cb, close = stage_bars("edit")
+    try:
+        if args.motion_seed is not None:
+            frames = P.remotion(rec, args.motion_seed, progress=cb)
+        elif args.transfer:
+            frames = P.transfer_motion(rec, load(args.transfer), progress=cb)
+        else:
+            frames = P.render_retimed(rec, speed=args.speed, progress=cb)
+        out = write_mp4(args.output, frames, fps=fps)
+    finally:
+        close()
+    print(f"wrote {out}")
+    return 0
