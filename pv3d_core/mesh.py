@@ -33,23 +33,8 @@ def _check(cancel):
 
 
 def _sigma_at(G, planes, pts):
-    """Raw σ at points (1, M, 3). On the CPU only the density row of the decoder's last layer is
-    evaluated (the colour features are not needed here); elsewhere the shared query path (CUDA kernel
-    when available). Same maths as ``G.decoder`` (tested)."""
-    from .render import cuda_ops
-
-    box = G.rendering_kwargs["box_warp"]
-    net = getattr(G.decoder, "net", None)
-    if planes.device.type != "cpu" or net is None or len(net) != 3:
-        return cuda_ops.query(planes, G.decoder, pts, torch.zeros_like(pts), box)["sigma"].reshape(-1)
-    from .render.triplane import sample_planes
-
-    l1, act, l2 = net
-    x = sample_planes(planes, pts, box).mean(1).reshape(-1, planes.shape[2])
-    h = act(l1(x))
-    w = l2.weight[:1].to(h.dtype) * l2.weight_gain
-    b = l2.bias[:1].to(h.dtype) * l2.bias_gain
-    return torch.addmm(b, h, w.t()).reshape(-1)
+    """Raw σ at points (1, M, 3), flattened (the generator's density-only path)."""
+    return G.density(planes, pts).reshape(-1)
 
 
 def _grid_points(axis, ix, iy, iz):
@@ -149,14 +134,10 @@ def density_grid(G, planes, resolution: int = 256, chunk: int = 262_144, progres
 @torch.no_grad()
 def vertex_colours(G, planes, ws, verts: np.ndarray, chunk: int = 65536) -> np.ndarray:
     """uint8 RGBA per vertex: the raw neural colour (decoder features through to_img_raw)."""
-    from .render import cuda_ops
-
     cols = []
     for s in range(0, len(verts), chunk):
         pts = torch.from_numpy(verts[s:s + chunk].astype(np.float32)).to(planes.device)[None]
-        feats = cuda_ops.query(planes, G.decoder, pts, torch.zeros_like(pts), G.rendering_kwargs["box_warp"])["rgb"]
-        img = feats.permute(0, 2, 1)[..., None]                      # (1, C, N, 1): a 1-pixel-wide image
-        rgb = G.to_img_raw(img, ws[:, 0, :], fused_modconv=False)[0, :, :, 0].permute(1, 0)
+        rgb = G.point_colours(planes, ws, pts)[0]
         cols.append(((rgb.clamp(-1, 1) + 1) * 127.5).round().byte().cpu().numpy())
     rgb = np.concatenate(cols) if cols else np.zeros((0, 3), np.uint8)
     return np.concatenate([rgb, np.full((len(rgb), 1), 255, np.uint8)], 1)
