@@ -92,8 +92,8 @@ class FrameRenderer:
 
     # -------------------------------------------------------------- latents
     def conditioning_camera(self) -> torch.Tensor:
-        c = cameras.frontal(self.radius, self.pivot)
-        return torch.from_numpy(c).to(self.device).unsqueeze(0)
+        """(1, 25) :func:`pv3d_core.render.cameras.conditioning_camera` of the model."""
+        return torch.from_numpy(cameras.conditioning_camera(self.G.rendering_kwargs)).to(self.device).unsqueeze(0)
 
     def ws_for(self, seed: int, psi: float) -> torch.Tensor:
         if self.appearance_ws is not None:

@@ -186,9 +186,9 @@ def test_warping_error_zero_for_identical_views_and_planted_error():
 def test_warping_error_small_for_true_geometry_large_for_wrong_depth():
     """A real 30° side view of a textured plane: warping with the true depth nearly reproduces the
     frontal image; the same warp with depth 0.1 too far does not."""
-    from pv3d_core.metrics.evaluate import CANONICAL_CAMERA, side_camera
+    from pv3d_core.metrics.evaluate import side_camera
 
-    front, side = np.asarray(CANONICAL_CAMERA, np.float32), side_camera(30.0, 0.0)
+    front, side = cameras.CONDITIONING_CAMERA, side_camera(30.0, 0.0)
     f_img, _ = _plane_scene(front, 256)
     s_img, s_depth = _plane_scene(side, 256)
     good, _ = warping.pair_error(front, side, f_img, s_img, s_depth[::4, ::4], size=256, official=False)

@@ -7,8 +7,8 @@ normal), two timestamps t_a, t_b drawn from the 16 evenly spaced times in [0, 1]
     0: frontal at t_a    1: side at t_b    2: side at t_a    3: frontal at t_b
 
 with the mapping conditioned on the canonical camera, no truncation (psi 1), constant noise,
-deterministic ray sampling. Frontal = the canonical camera (at (0, 0, 2.7) looking down −z, focal
-4.2647); side = EG3D's look-at sampler at (π/2 + yaw, π/2 − 0.05 + pitch) around (0, 0, 0.2),
+deterministic ray sampling. Frontal = the canonical camera, the one the mapping is conditioned on
+(:func:`pv3d_core.render.cameras.conditioning_camera`: at (0, 0, 2.7) looking down −z, focal 4.2647); side = EG3D's look-at sampler at (π/2 + yaw, π/2 − 0.05 + pitch) around (0, 0, 0.2),
 radius 2.7, yaw 30°, pitch 0.
 
 FVD (``--data`` real clips and ``--i3d`` weights): real = one random 16-frame window per clip (at most
@@ -28,16 +28,13 @@ from pathlib import Path
 
 import numpy as np
 
+from ..render import cameras
 from . import MetricError
 
-CANONICAL_CAMERA = [1.0, 0.0, 0.0, 0.0, 0.0, -1.0, 0.0, 0.0, 0.0, 0.0, -1.0, 2.7, 0.0, 0.0, 0.0, 1.0,
-                    4.2647, 0.0, 0.5, 0.0, 4.2647, 0.5, 0.0, 0.0, 1.0]
 NUM_TIMES = 16
 
 
 def side_camera(yaw_deg: float = 30.0, pitch_deg: float = 0.0) -> np.ndarray:
-    from ..render import cameras
-
     m = cameras.lookat_sampler(math.pi / 2 + math.radians(yaw_deg), math.pi / 2 - 0.05 + math.radians(pitch_deg),
                                (0.0, 0.0, 0.2), 2.7)
     return cameras.pack(m, 4.2647)
@@ -56,7 +53,7 @@ def multiview_renders(G, n_videos: int, seed: int = 0, psi: float = 1.0, yaw: fl
 
     dev = next(G.parameters()).device
     gen = torch.Generator().manual_seed(int(seed))
-    front = np.asarray(CANONICAL_CAMERA, np.float32)
+    front = np.asarray(cameras.conditioning_camera(G.rendering_kwargs), np.float32)
     side = side_camera(yaw, pitch)
     cams = [front, side, side, front]
     c0 = torch.from_numpy(front).to(dev)[None]
@@ -229,7 +226,7 @@ def evaluate(G, *, videos: int = 1000, seed: int = 0, psi: float = 1.0, yaw: flo
         "videos": videos, "seed": seed, "truncation_psi": psi, "noise_mode": "const", "sampling": "deterministic",
         "renders": ["frontal t_a", "side t_b", "side t_a", "frontal t_b"],
         "timestamps": f"two of linspace(0, 1, {NUM_TIMES}) drawn per video",
-        "frontal_camera": CANONICAL_CAMERA, "side_camera": {"yaw_deg": yaw, "pitch_deg": pitch, "radius": 2.7,
+        "frontal_camera": [float(v) for v in cameras.conditioning_camera(G.rendering_kwargs)], "side_camera": {"yaw_deg": yaw, "pitch_deg": pitch, "radius": 2.7,
                                                             "lookat": [0, 0, 0.2], "focal": 4.2647,
                                                             "c": [float(v) for v in side_camera(yaw, pitch)]},
         "neural_resolution": G.neural_rendering_resolution, "image_resolution": G.img_resolution,

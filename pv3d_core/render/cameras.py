@@ -167,8 +167,29 @@ class OrbitCamera:
 
 
 def frontal(radius: float = DEFAULT_RADIUS, pivot=DEFAULT_PIVOT, focal: float = DEFAULT_FOCAL) -> np.ndarray:
-    """The 25-vector of the frontal camera, the one the mapping network is conditioned on."""
+    """The 25-vector of the frontal orbit camera (yaw 0, pitch 0: at ``radius`` from the pivot).
+
+    A render camera; the mapping network is conditioned on :func:`conditioning_camera` instead."""
     return pack(orbit_cam2world(0.0, 0.0, radius, pivot), focal)
+
+
+def conditioning_camera(rendering_kwargs: dict | None = None) -> np.ndarray:
+    """The 25-vector the mapping network is conditioned on when a face is generated from a seed.
+
+    EG3D's and PV3D's tools use ``LookAtPoseSampler.sample(pi/2, pi/2, pivot, radius)`` with the
+    model's ``avg_camera_pivot`` and ``avg_camera_radius``: a camera on the sphere of that radius
+    about the world origin (not about the pivot), looking at the pivot. For the released models it
+    sits at (0, 0, 2.7) and looks down -z (:data:`CONDITIONING_CAMERA`). The viewer, the CLI,
+    inversion, training's warm start and evaluation all use this one camera, so a seed gives the
+    same face everywhere."""
+    rk = rendering_kwargs or {}
+    pivot = tuple(rk.get("avg_camera_pivot", DEFAULT_PIVOT))
+    radius = float(rk.get("avg_camera_radius", DEFAULT_RADIUS))
+    return pack(lookat_sampler(math.pi / 2, math.pi / 2, pivot, radius), DEFAULT_FOCAL)
+
+
+#: :func:`conditioning_camera` of the released models (avg_camera_pivot (0, 0, 0.2), radius 2.7)
+CONDITIONING_CAMERA = conditioning_camera()
 
 
 def camera_path(kind: str, n: int, *, yaw_range: float = 0.35, pitch_range: float = 0.15,

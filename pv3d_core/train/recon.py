@@ -145,7 +145,7 @@ def train_recon(cfg: ReconConfig, progress=None, cancel: threading.Event | None 
     G.train()
     opt = torch.optim.Adam(G.parameters(), lr=cfg.lr, betas=(0.0, 0.99))
     opt_lat = torch.optim.Adam([z_app, z_mot], lr=cfg.latent_lr)
-    c0 = torch.from_numpy(cameras.frontal())[None]
+    c0 = torch.from_numpy(cameras.conditioning_camera(G.rendering_kwargs))[None]
     step0 = 0
     state_path = out / "recon_state.safetensors"
     if state_path.exists():
