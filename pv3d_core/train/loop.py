@@ -160,6 +160,26 @@ def list_checkpoints(out) -> list[Path]:
     return sorted(Path(out).glob(f"{CKPT_PREFIX}*.safetensors"))
 
 
+def check_batch(mcfg: ModelConfig, clips: int, world: int = 1) -> None:
+    """The discriminators' minibatch-standard-deviation layers split a batch into groups of
+    ``min(group size, batch)``, which must divide it: the image discriminator sees 2 frames per clip,
+    the video discriminator 1 pair per clip. Say so at start-up rather than fail in a reshape."""
+    groups = {"image": (mcfg.img_discriminator.epilogue_kwargs.get("mbstd_group_size", 4), 2),
+              "video": (mcfg.vid_discriminator.epilogue_kwargs.get("mbstd_group_size", 4), 1)}
+
+    def fits(b):
+        return all(g is None or (k * b) % min(g, k * b) == 0 for g, k in groups.values())
+
+    for what, (g, k) in groups.items():
+        n = k * clips
+        if g is not None and n % min(g, n):
+            good = ", ".join(str(b) for b in range(1, 4 * g + 1) if fits(b))
+            per = f" per process ({world} processes)" if world > 1 else ""
+            raise UsageError(f"batch: {clips} clips{per} give the {what} discriminator {n} samples, which its "
+                             f"minibatch-std groups of {min(g, n)} do not divide; clips{per.split(' (')[0]} "
+                             f"that work: {good}, ...")
+
+
 # ------------------------------------------------------------------------------------ trainer
 
 class Trainer:
@@ -173,9 +193,10 @@ class Trainer:
         if cfg.threads:
             torch.set_num_threads(cfg.threads)
         self.out = Path(cfg.out)
-        self.data = ClipDataset(cfg.data, preset(cfg.preset).generator.img_resolution)  # DatasetError early
-        mcfg = self._model_config()
+        mcfg = self._model_config()                 # the preset's, or the --init checkpoint's
         self.mcfg = mcfg
+        check_batch(mcfg, self.local_batch, d.world)
+        self.data = ClipDataset(cfg.data, mcfg.generator.img_resolution)   # DatasetError before any model
         torch.manual_seed(cfg.seed)   # identical initial weights on every process
         self.G = build_generator(mcfg).to(d.device)
         self.D_img, self.D_vid = (m.to(d.device) for m in build_discriminators(mcfg))
