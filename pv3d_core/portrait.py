@@ -250,11 +250,9 @@ def reconstruct_video(video, G, output_dir, config: InversionConfig | None = Non
     write_mp4(out / "reconstruction.mp4",
               render_sequence(res.generator, res.ws, res.z_motion, res.ts, res.cameras, progress, cancel),
               fps=src_fps, cancel=cancel)
-    n = len(res.ts)
-    sweep = [cameras.pack(cameras.orbit_cam2world(novel_yaw * math.sin(2 * math.pi * i / n), 0.0), _focal(G))
-             for i in range(n)]
+    sweep = cameras.camera_path("yaw", len(res.ts), yaw_range=novel_yaw, focal=_focal(G))
     write_mp4(out / "novel_view.mp4",
-              render_sequence(res.generator, res.ws, res.z_motion, res.ts, np.stack(sweep), progress, cancel,
+              render_sequence(res.generator, res.ws, res.z_motion, res.ts, sweep, progress, cancel,
                               stage="novel view"), fps=src_fps, cancel=cancel)
     summary = {"video": str(video), "frames": int(len(frames)), "frames_used": len(tr["kept"]),
                "frames_without_face": len(tr["dropped"]), "metrics": res.metrics,

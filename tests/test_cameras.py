@@ -66,6 +66,25 @@ def test_camera_paths():
         C.camera_path("spiral", 4)
 
 
+def test_one_camera_path_for_exports_generate_and_portraits():
+    """cameras.camera_path, the clip exporter (pv3d generate, the viewer, portrait animations) used to
+    disagree on the orbit's pitch: one went round the base view, the other started at it."""
+    from pv3d_core.export import ClipSpec, clip_settings
+    from pv3d_core.pipeline import RenderSettings
+
+    base = RenderSettings(yaw=0.3, pitch=-0.1)
+    for kind in ("fixed", "orbit", "yaw"):
+        spec = ClipSpec(frames=12, camera=kind, yaw_range=0.4, pitch_range=0.12)
+        from_clip = np.stack([s.camera() for s in clip_settings(base, spec)])
+        path = C.camera_path(kind, 12, yaw_range=0.4, pitch_range=0.12, yaw=0.3, pitch=-0.1)
+        np.testing.assert_allclose(from_clip, path, atol=1e-6)
+        # every path starts at the chosen view (a photo's camera, for portraits)
+        np.testing.assert_allclose(path[0], base.camera(), atol=1e-6)
+    angles = C.path_angles("orbit", 400, yaw_range=0.4, pitch_range=0.12, yaw=0.3, pitch=-0.1)
+    assert np.allclose([angles[:, 0].min(), angles[:, 0].max()], [-0.1, 0.7], atol=1e-4)
+    assert np.allclose([angles[:, 1].min(), angles[:, 1].max()], [-0.34, -0.1], atol=1e-4)
+
+
 def test_projection_through_rays_matches_hand_computed_pixel():
     import torch
 
