@@ -4,9 +4,9 @@ import math
 
 import pytest
 
-from viewer import drop as D
-from viewer import settings_store as SS
-from viewer import state as S
+from pv3d_viewer import drop as D
+from pv3d_viewer import settings_store as SS
+from pv3d_viewer import state as S
 
 
 def test_default_state_maps_to_default_render_settings():
@@ -157,7 +157,9 @@ def test_save_failure_leaves_the_old_file(tmp_path, monkeypatch):
     def disk_full(*a, **k):          # fails after the temporary file is written, before the rename
         raise OSError(28, "No space left on device")
     monkeypatch.setattr(F.os, "chmod", disk_full)
-    with pytest.raises(OSError, match="No space left"):
+    from pv3d_core.errors import ExportError
+
+    with pytest.raises(ExportError, match="No space left"):
         SS.save(SS.ViewerSettings(window_width=2000), p)
     monkeypatch.undo()
     assert SS.load(p)[0].window_width == 1000

@@ -56,7 +56,7 @@ from .decoder import OSGDecoder
 
 __all__ = [
     "KernelUnavailable", "set_kernels", "kernels_mode", "half_planes_enabled", "describe", "last_path",
-    "kernel_source_path", "query", "march", "importance_depths", "render_rays_fast", "pack_decoder",
+    "kernel_source_path", "KERNEL_FILE", "query", "march", "importance_depths", "render_rays_fast", "pack_decoder",
 ]
 
 ENV_MODE = "PV3D_KERNELS"
@@ -66,7 +66,7 @@ ENV_SOURCE = "PV3D_CUDA_DIR"
 MODES = ("auto", "on", "off")
 MAX_SAMPLES = 256          # PV3D_MAX_SAMPLES in the kernel source
 MAX_CHANNELS = 128         # 32 lanes x PV3D_MAX_CPL
-_KERNEL_FILE = "triplane_render.cu"
+KERNEL_FILE = "triplane_render.cu"
 
 
 # ---------------------------------------------------------------------------------------------- mode
@@ -110,10 +110,12 @@ def last_path() -> dict:
 
 
 def kernel_source_path() -> Path:
-    """``cuda/triplane_render.cu`` of the source tree (or of ``$PV3D_CUDA_DIR``)."""
+    """The kernel source: ``$PV3D_CUDA_DIR``'s copy, else the one inside the installed package
+    (``pv3d_core/kernels/``, read with importlib.resources), else the source tree's ``cuda/``."""
+    from ..paths import package_file
+
     d = os.environ.get(ENV_SOURCE)
-    base = Path(d) if d else Path(__file__).resolve().parents[2] / "cuda"
-    return base / _KERNEL_FILE
+    return Path(d) / KERNEL_FILE if d else package_file("kernels", KERNEL_FILE)
 
 
 # ---------------------------------------------------------------------------------------------- launchers
@@ -245,7 +247,7 @@ def load_nvrtc() -> ctypes.CDLL:
     return _find_nvrtc(stems, dirs)
 
 
-def nvrtc_compile(source: str, arch: str, options: Sequence[str] = (), name: str = _KERNEL_FILE,
+def nvrtc_compile(source: str, arch: str, options: Sequence[str] = (), name: str = KERNEL_FILE,
                   lib: ctypes.CDLL | None = None) -> tuple[bytes, str]:
     """Compile CUDA source with NVRTC. ``arch`` "sm_90" gives a CUBIN, "compute_90" PTX.
     Returns (image, log); raises RuntimeError with the log on failure."""
