@@ -18,7 +18,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from .landmarks import eye_mouth, smooth_sequence
+from .landmarks import eye_mouth
 
 EYE_FACTOR = 2.0
 MOUTH_FACTOR = 1.8
@@ -86,14 +86,6 @@ def crop_frame(lm: np.ndarray) -> CropFrame:
         raise ValueError("degenerate landmarks: eyes and mouth coincide")
     x = x / n * max(EYE_FACTOR * np.linalg.norm(e2e), MOUTH_FACTOR * np.linalg.norm(e2m))
     return CropFrame(center=eye_avg + CENTER_SHIFT * e2m, x_axis=x)
-
-
-def smooth_frames(frames: list[CropFrame], sigma: float) -> list[CropFrame]:
-    """Temporally smoothed crops (Gaussian over frames, sigma in frames)."""
-    if not frames:
-        return []
-    v = smooth_sequence(np.stack([f.vector() for f in frames]), sigma)
-    return [CropFrame.from_vector(r) for r in v]
 
 
 def warp(img: np.ndarray, frame: CropFrame, size: int) -> np.ndarray:
