@@ -127,7 +127,7 @@ def main(argv=None) -> int:
     """torchrun's entry point: the `pv3d train` options, errors handled as `pv3d` handles them."""
     import argparse
 
-    from . import run_command
+    from .runner import run_command
 
     p = argparse.ArgumentParser(prog="pv3d-train")
     add_train_arguments(p)
