@@ -24,7 +24,7 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-from .export import Cancelled
+from .errors import Cancelled
 from .render import cameras
 
 

@@ -38,12 +38,6 @@ def font_path() -> Path | None:
     return p if p.exists() else None
 
 
-def pick_device(name: str):
-    from pv3d_core.cli.common import pick_device as pick
-
-    return pick(name)
-
-
 class ViewerApp:
     def __init__(self, args):
         self.args = args
@@ -102,6 +96,8 @@ class ViewerApp:
         from .worker import RenderWorker, ResultGate
 
         try:
+            from pv3d_core.device import pick_device
+
             device = pick_device(self.args.device)
         except UserError as e:
             print(f"pv3d-viewer: error: {one_line(e)}", file=sys.stderr)

@@ -4,7 +4,7 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
-from ..errors import CheckpointError, UsageError
+from ..errors import CheckpointError
 
 
 def parse_seeds(text: str) -> list[int]:
@@ -23,21 +23,6 @@ def parse_seeds(text: str) -> list[int]:
     if not seeds:
         raise argparse.ArgumentTypeError("no seeds given")
     return seeds
-
-
-def pick_device(name: str | None):
-    """``auto`` (a CUDA GPU when there is one), ``cpu``, ``cuda``, ``cuda:N``."""
-    import torch
-
-    if name in (None, "auto"):
-        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    try:
-        dev = torch.device(name)
-    except RuntimeError:
-        raise UsageError(f"--device {name!r} is not a device (cpu, cuda, cuda:N or auto)") from None
-    if dev.type == "cuda" and not torch.cuda.is_available():
-        raise UsageError("--device cuda was asked for but no CUDA GPU is available")
-    return dev
 
 
 def resolve_checkpoint(path: str | None) -> Path:

@@ -4,8 +4,9 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
+from ..device import pick_device
 from ..errors import UsageError
-from .common import add_device, pick_device, resolve_checkpoint
+from .common import add_device, resolve_checkpoint
 
 
 def add_parser(sub) -> None:

@@ -5,8 +5,9 @@ import os
 import threading
 from pathlib import Path
 
+from ..device import pick_device
 from ..errors import UsageError
-from .common import add_device, parse_seeds, pick_device, resolve_checkpoint
+from .common import add_device, parse_seeds, resolve_checkpoint
 
 
 def add_parser(sub) -> None:

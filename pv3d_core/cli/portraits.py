@@ -6,8 +6,9 @@ import math
 import threading
 from pathlib import Path
 
+from ..device import pick_device
 from ..errors import CheckpointError, UsageError
-from .common import add_device, pick_device, resolve_checkpoint, stage_bars
+from .common import add_device, resolve_checkpoint, stage_bars
 
 
 def _inversion_args(p) -> None:

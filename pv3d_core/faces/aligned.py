@@ -70,7 +70,7 @@ def align_frames(frames, size: int = 256, sigma: float = 1.5, focal: float = cam
     n = len(frames)
     for i, f in enumerate(frames):
         if cancel is not None and cancel.is_set():
-            from ..export import Cancelled
+            from ..errors import Cancelled
 
             raise Cancelled("face tracking cancelled")
         try:

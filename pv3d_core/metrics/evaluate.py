@@ -47,7 +47,7 @@ def multiview_renders(G, n_videos: int, seed: int = 0, psi: float = 1.0, yaw: fl
     """Yield per video: images (4, H, W, 3) uint8, depth/alpha (4, r, r), points (4, r*r, 3), cameras."""
     import torch
 
-    from ..export import Cancelled
+    from ..errors import Cancelled
     from ..render.rays import pixel_rays, split_camera
     from .chamfer import depth_points
 
@@ -116,7 +116,7 @@ def _real_windows(root, n: int, rng: np.random.Generator):
 def compute_fvd(G, root, net, n_videos: int, seed: int = 0, progress=None, cancel=None) -> dict:
     import torch
 
-    from ..export import Cancelled
+    from ..errors import Cancelled
     from .fvd import FeatureStats, frechet_distance, i3d_features
 
     rng = np.random.default_rng(seed + 1)
