@@ -7,6 +7,7 @@ Library code logs with :mod:`logging`; the messages reach the terminal through t
 from __future__ import annotations
 
 import logging
+import os
 import sys
 import traceback
 
@@ -23,6 +24,12 @@ def run_command(args, prog: str = "pv3d") -> int:
     except KeyboardInterrupt:
         print(f"{prog}: interrupted; nothing partial was written", file=sys.stderr)
         return EXIT_INTERRUPTED
+    except BrokenPipeError:              # `pv3d info | head -1`: the reader left; not an error
+        try:                             # and Python's flush of stdout at exit must not complain either
+            os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+        except (OSError, ValueError, AttributeError):
+            pass
+        return EXIT_OK
     except Cancelled as e:
         print(f"{prog}: {e}", file=sys.stderr)
         return EXIT_INTERRUPTED
