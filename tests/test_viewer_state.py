@@ -140,12 +140,12 @@ def test_corrupt_or_wrongly_typed_settings_fall_back_to_defaults(tmp_path):
     s, warn = SS.load(p)
     assert "ignored" in warn and s == SS.ViewerSettings()
     p.write_text(json.dumps({"window_width": "wide", "window_height": 100000, "export_fps": -3,
-                             "last_checkpoint": 7, "unknown": 1, "export_frames": 30}))
+                             "last_checkpoint": 7, "unknown": 1, "export_frames": 30, "export_camera": "spiral"}))
     s, warn = SS.load(p)
     d = SS.ViewerSettings()
     assert warn is None
     assert s.window_width == d.window_width and s.window_height == 8192 and s.export_fps == d.export_fps
-    assert s.last_checkpoint is None and s.export_frames == 30
+    assert s.last_checkpoint is None and s.export_frames == 30 and s.export_camera == d.export_camera
 
 
 def test_save_failure_leaves_the_old_file(tmp_path, monkeypatch):

@@ -119,7 +119,7 @@ class Actions:
                 job = app.jobs.start("PLY", ply_job(G, base, path, appearance_ws=ws), self.job_done)
             else:
                 raise ExportError(f"unknown export kind {kind!r}")
-        except (UserError, ValueError) as e:     # settings the exporter refuses (a bad camera path name...)
+        except UserError as e:
             app.message = f"export failed: {e}"
             return None
         app.message = f"exporting {Path(path).name} ..."
