@@ -35,7 +35,7 @@ def time_stages(G, dev, t: float, yaw: float):
     out = {}
     z = seed_latent(0, G.z_dim).to(dev)
     zm = seed_latent(1, G.motion_dim).to(dev)
-    c0 = torch.from_numpy(cameras.frontal()).to(dev)[None]
+    c0 = torch.from_numpy(cameras.CONDITIONING_CAMERA).to(dev)[None]
     c = torch.from_numpy(cameras.OrbitCamera(yaw=yaw).c()).to(dev)[None]
     with torch.no_grad():
         sync(dev); t0 = time.perf_counter()

@@ -153,8 +153,7 @@ def main():
             ws = G.mapping(z, c)
             planes = G.planes(ws, zm, torch.full((batch,), 0.5, device=dev), noise_mode="const")
             origins, dirs = pixel_rays(*split_camera(c), res)
-            launcher = cuda_ops._launcher(dev, cuda_ops.Dims(G.plane_channels, G.decoder.net[0].out_features,
-                                                             G.decoder.net[2].out_features - 1))
+            launcher = cuda_ops._launcher(dev, cuda_ops.Dims(*G.decoder.kernel_layout()))
             fast = median_times(lambda m: cuda_ops.render_rays_kernels(
                 launcher, planes, G.decoder, origins, dirs, opts, True, args.half, mark=m), args.runs, args.warmup)
             ref = median_times(lambda m: reference_stages(planes, G.decoder, origins, dirs, opts, m), args.runs,

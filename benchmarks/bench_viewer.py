@@ -49,7 +49,7 @@ def render_bench(ckpt: Path, frames: int, device: str) -> list[tuple[str, float,
 
     from pv3d_core.io import load_generator
     from pv3d_core.pipeline import FrameRenderer
-    from viewer import state as S
+    from pv3d_viewer import state as S
 
     torch.set_num_threads(max(1, (os.cpu_count() or 2) - 1))
     G = load_generator(ckpt, device=device)
@@ -78,7 +78,7 @@ def render_bench(ckpt: Path, frames: int, device: str) -> list[tuple[str, float,
 
 
 def ui_bench(ckpt: Path, seconds: float, tmp: Path) -> dict:
-    from viewer.control import HarnessError, launch_viewer, start_xvfb
+    from pv3d_viewer.control import HarnessError, launch_viewer, start_xvfb
 
     env = dict(os.environ, PV3D_VIEWER_CONFIG=str(tmp / "cfg"), PYTHONPATH=str(ROOT))
     xvfb = app = None

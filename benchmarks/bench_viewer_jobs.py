@@ -26,7 +26,7 @@ sys.path.insert(0, str(ROOT))
 
 class Viewer:
     def __init__(self, display: str, root: Path, tmp: Path):
-        from viewer.control import HarnessError, launch_viewer
+        from pv3d_viewer.control import HarnessError, launch_viewer
 
         env = dict(os.environ, DISPLAY=display, PV3D_VIEWER_CONFIG=str(tmp / "cfg"), PYTHONPATH=str(root))
         t0 = time.perf_counter()
@@ -123,7 +123,7 @@ def main():
     b.add_argument("--photo")
     b.add_argument("--out", default="bench_viewer_portrait")
     args = ap.parse_args()
-    from viewer.control import start_xvfb
+    from pv3d_viewer.control import start_xvfb
 
     xv, display = start_xvfb()
     try:

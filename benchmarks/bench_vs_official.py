@@ -55,7 +55,7 @@ def main():
     zm = torch.randn(1, 512)
     t = torch.tensor([0.5])
     c = torch.from_numpy(cameras.OrbitCamera(yaw=0.2).c())[None]
-    c0 = torch.from_numpy(cameras.frontal())[None]
+    c0 = torch.from_numpy(cameras.CONDITIONING_CAMERA)[None]
 
     def run_official():
         ws = official.mapping(z, c0)

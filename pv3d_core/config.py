@@ -16,6 +16,8 @@ import copy
 import json
 from dataclasses import asdict, dataclass, field, fields
 
+from .errors import UsageError
+
 OFFICIAL_SR_PREFIX = "lib.models.videg3d.networks.superresolution."
 
 #: super-resolution module name -> (input resolution, output resolution, default widths)
@@ -224,4 +226,4 @@ def preset(name: str) -> ModelConfig:
     try:
         return PRESETS[name]()
     except KeyError:
-        raise ValueError(f"unknown preset {name!r}; choose from {', '.join(PRESETS)}") from None
+        raise UsageError(f"unknown preset {name!r}; choose from {', '.join(PRESETS)}") from None

@@ -12,15 +12,9 @@ from typing import Callable, Iterable, Iterator
 import numpy as np
 
 from . import files
+from .errors import Cancelled, ExportError
 from .pipeline import FrameRenderer, RenderSettings
-
-
-class ExportError(ValueError):
-    """An export that cannot be written, with a one-line reason."""
-
-
-class Cancelled(Exception):
-    """Raised when a long job is cancelled by the user; nothing partial is left behind."""
+from .render import cameras
 
 
 def check_output(path) -> Path:
@@ -98,21 +92,12 @@ class ClipSpec:
 
 
 def clip_settings(base: RenderSettings, spec: ClipSpec) -> list[RenderSettings]:
-    """Per-frame settings of a clip; camera paths are offsets around the base camera."""
+    """Per-frame settings of a clip: timestamps t0..t1, the camera along ``spec.camera``'s path
+    (:func:`pv3d_core.render.cameras.path_angles`) from the base camera."""
     ts = spec.timestamps()
-    out = []
-    for i, t in enumerate(ts):
-        s = i / len(ts)
-        yaw, pitch = base.yaw, base.pitch
-        if spec.camera == "orbit":
-            yaw += spec.yaw_range * np.sin(2 * np.pi * s)
-            pitch += spec.pitch_range * np.cos(2 * np.pi * s) - spec.pitch_range
-        elif spec.camera == "yaw":
-            yaw += spec.yaw_range * np.sin(2 * np.pi * s)
-        elif spec.camera != "fixed":
-            raise ValueError(f"unknown camera path {spec.camera!r}: choose fixed, orbit or yaw")
-        out.append(base.with_(t=float(t), yaw=float(yaw), pitch=float(pitch)))
-    return out
+    angles = cameras.path_angles(spec.camera, len(ts), yaw_range=spec.yaw_range, pitch_range=spec.pitch_range,
+                                 yaw=base.yaw, pitch=base.pitch)
+    return [base.with_(t=float(t), yaw=float(a[0]), pitch=float(a[1])) for t, a in zip(ts, angles)]
 
 
 def render_clip(renderer: FrameRenderer, settings: list[RenderSettings],

@@ -4,7 +4,7 @@ disk never leaves a partial file where the user expects a good one.
 
 Every writer of the project (exports, checkpoints, meshes, datasets, reports, viewer settings) goes
 through :func:`atomic_write`; each passes its own error class so the user sees the message of the
-job at hand (``ExportError``, ``CheckpointError``...). Files get the permissions a plain ``open``
+job at hand (``ExportError`` by default, ``CheckpointError``...). Files get the permissions a plain ``open``
 would give them (0666 minus the umask), not the 0600 of :func:`tempfile.mkstemp`.
 """
 from __future__ import annotations
@@ -14,6 +14,8 @@ import shutil
 import tempfile
 from pathlib import Path
 from typing import Callable
+
+from .errors import ExportError
 
 
 def _read_umask() -> int:
@@ -38,7 +40,7 @@ def _reason(e: OSError) -> str:
     return e.strerror or str(e)
 
 
-def check_writable(path, error: type[Exception] = OSError, folder_ok: bool = False) -> Path:
+def check_writable(path, error: type[Exception] = ExportError, folder_ok: bool = False) -> Path:
     """``path`` as a Path once its folder exists and accepts a new file; else ``error`` with a
     one-line reason. A file path that is an existing folder is refused unless ``folder_ok``."""
     path = Path(path)
@@ -58,7 +60,7 @@ def check_writable(path, error: type[Exception] = OSError, folder_ok: bool = Fal
     return path
 
 
-def atomic_write(path, write: Callable[[str], None], error: type[Exception] = OSError) -> Path:
+def atomic_write(path, write: Callable[[str], None], error: type[Exception] = ExportError) -> Path:
     """Call ``write(tmp)`` on a temporary file beside ``path`` (same suffix, so writers that pick
     the format from the name still work), then rename it over ``path``.
 
@@ -80,7 +82,7 @@ def atomic_write(path, write: Callable[[str], None], error: type[Exception] = OS
     return path
 
 
-def atomic_write_bytes(path, data: bytes, error: type[Exception] = OSError) -> Path:
+def atomic_write_bytes(path, data: bytes, error: type[Exception] = ExportError) -> Path:
     def write(tmp):
         with open(tmp, "wb") as f:
             f.write(data)
@@ -88,11 +90,11 @@ def atomic_write_bytes(path, data: bytes, error: type[Exception] = OSError) -> P
     return atomic_write(path, write, error)
 
 
-def atomic_write_text(path, text: str, error: type[Exception] = OSError) -> Path:
+def atomic_write_text(path, text: str, error: type[Exception] = ExportError) -> Path:
     return atomic_write_bytes(path, text.encode("utf-8"), error)
 
 
-def atomic_folder(folder, fill: Callable[[Path], None], error: type[Exception] = OSError) -> Path:
+def atomic_folder(folder, fill: Callable[[Path], None], error: type[Exception] = ExportError) -> Path:
     """Call ``fill(tmp_dir)`` on a temporary sibling folder, then rename it to ``folder`` (which must
     be absent or empty). On failure the temporary folder is removed and ``folder`` is untouched."""
     folder = Path(folder)

@@ -10,29 +10,12 @@ import torch
 from torch import nn
 
 from .config import GeneratorConfig
-from .nn.layers import FullyConnectedLayer, StyleGAN2Backbone, ToRGBLayer
-from .render.rays import pixel_rays, split_camera
+from .nn.layers import StyleGAN2Backbone, ToRGBLayer
 from .render import cuda_ops
+from .render.decoder import OSGDecoder
+from .render.rays import pixel_rays, split_camera
+from .render.triplane import sample_planes
 from .superresolution import HybridSuperresolution
-
-
-class OSGDecoder(nn.Module):
-    """Tri-plane features (averaged over the planes) -> density and colour/features."""
-
-    def __init__(self, n_features: int, decoder_lr_mul: float = 1.0, output_dim: int = 32, hidden_dim: int = 64):
-        super().__init__()
-        self.net = nn.Sequential(
-            FullyConnectedLayer(n_features, hidden_dim, lr_multiplier=decoder_lr_mul),
-            nn.Softplus(),
-            FullyConnectedLayer(hidden_dim, 1 + output_dim, lr_multiplier=decoder_lr_mul),
-        )
-
-    def forward(self, sampled_features, ray_directions=None):
-        x = sampled_features.mean(1)
-        n, m, c = x.shape
-        x = self.net(x.reshape(n * m, c)).reshape(n, m, -1)
-        rgb = torch.sigmoid(x[..., 1:]) * (1 + 2 * 0.001) - 0.001
-        return {"rgb": rgb, "sigma": x[..., 0:1]}
 
 
 class PV3DGenerator(nn.Module):
@@ -90,12 +73,12 @@ class PV3DGenerator(nn.Module):
         p = self.backbone.synthesis(ws, z_motion, _as_t(t, ws), noise_mode=noise_mode, **kw)
         return p.view(len(p), 3, self.plane_channels, p.shape[-2], p.shape[-1])
 
-    def render_planes(self, planes, ws, c, neural_rendering_resolution=None, deterministic: bool = True,
-                      fused_modconv=None):
-        """Volume render + super-resolve tri-planes from cameras ``c`` (N, 25).
+    def ray_march(self, planes, c, neural_rendering_resolution=None, deterministic: bool = True) -> dict:
+        """Volume render tri-planes from cameras ``c`` (N, 25) at the neural resolution r.
 
-        ``image_depth`` is the expected distance along each (unit) ray from the camera centre;
-        ``image_alpha`` the accumulated opacity.
+        ``feature_image`` (N, C, r, r) decoder features; ``image_depth`` (N, 1, r, r) the expected
+        distance along each (unit) ray from the camera centre; ``image_alpha`` the accumulated opacity;
+        ``ray_origins`` and ``ray_directions`` (N, r*r, 3) the rays, row by row.
         """
         res = neural_rendering_resolution or self.neural_rendering_resolution
         cam2world, intrinsics = split_camera(c)
@@ -104,15 +87,26 @@ class PV3DGenerator(nn.Module):
         # CUDA kernels when available (inference on a GPU), else the PyTorch reference path
         feats, depth, alpha = cuda_ops.render_rays_fast(planes, self.decoder, origins, dirs, self.rendering_kwargs,
                                                         deterministic)
-        feature_image = feats.permute(0, 2, 1).reshape(n, feats.shape[-1], res, res).contiguous()
-        depth_image = depth.permute(0, 2, 1).reshape(n, 1, res, res)
-        alpha_image = alpha.permute(0, 2, 1).reshape(n, 1, res, res)
-        rgb = self.to_img_raw(feature_image, ws[:, 0, :], fused_modconv=False).to(torch.float32)
-        image = self.superresolution(rgb, feature_image, ws,
-                                     noise_mode=self.rendering_kwargs["superresolution_noise_mode"],
-                                     fused_modconv=fused_modconv)
-        return {"image": image, "image_raw": rgb, "image_depth": depth_image, "image_alpha": alpha_image,
-                "feature_image": feature_image}
+        return {"feature_image": feats.permute(0, 2, 1).reshape(n, feats.shape[-1], res, res).contiguous(),
+                "image_depth": depth.permute(0, 2, 1).reshape(n, 1, res, res),
+                "image_alpha": alpha.permute(0, 2, 1).reshape(n, 1, res, res),
+                "ray_origins": origins, "ray_directions": dirs}
+
+    def render_planes(self, planes, ws, c, neural_rendering_resolution=None, deterministic: bool = True,
+                      fused_modconv=None, superresolution: bool = True) -> dict:
+        """Volume render + super-resolve tri-planes from cameras ``c`` (N, 25).
+
+        :meth:`ray_march`'s outputs plus ``image_raw`` (the feature image through ``to_img_raw``) and,
+        unless ``superresolution`` is False, the final ``image``.
+        """
+        out = self.ray_march(planes, c, neural_rendering_resolution, deterministic)
+        rgb = self.to_img_raw(out["feature_image"], ws[:, 0, :], fused_modconv=False).to(torch.float32)
+        out["image_raw"] = rgb
+        if superresolution:
+            out["image"] = self.superresolution(rgb, out["feature_image"], ws,
+                                                noise_mode=self.rendering_kwargs["superresolution_noise_mode"],
+                                                fused_modconv=fused_modconv)
+        return out
 
     def synthesis(self, ws, z_motion, t, c, neural_rendering_resolution=None, noise_mode: str = "const",
                   deterministic: bool = True, update_emas: bool = False, fused_modconv=None, planes=None, **_):
@@ -133,6 +127,22 @@ class PV3DGenerator(nn.Module):
         if planes is None:
             planes = self.planes(ws, z_motion, t, noise_mode=noise_mode, **kw)
         return cuda_ops.query(planes, self.decoder, coordinates, directions, self.rendering_kwargs["box_warp"])
+
+    def density(self, planes, coordinates) -> torch.Tensor:
+        """Raw density σ (N, M) at points (N, M, 3): on the CPU only the decoder's density output runs
+        (:meth:`OSGDecoder.sigma`); elsewhere the shared query op (the CUDA kernel when it can run)."""
+        box = self.rendering_kwargs["box_warp"]
+        if planes.device.type != "cpu":
+            return cuda_ops.query(planes, self.decoder, coordinates, torch.zeros_like(coordinates), box)["sigma"][..., 0]
+        return self.decoder.sigma(sample_planes(planes, coordinates, box))[..., 0]
+
+    def point_colours(self, planes, ws, coordinates) -> torch.Tensor:
+        """(N, M, 3) in about [-1, 1]: the raw neural render's colour of points (N, M, 3), i.e. the
+        decoder's features there through ``to_img_raw`` (no super-resolution, no view dependence)."""
+        feats = cuda_ops.query(planes, self.decoder, coordinates, torch.zeros_like(coordinates),
+                               self.rendering_kwargs["box_warp"])["rgb"]
+        img = feats.permute(0, 2, 1)[..., None]                      # (N, C, M, 1): a 1-pixel-wide image
+        return self.to_img_raw(img, ws[:, 0, :], fused_modconv=False)[..., 0].permute(0, 2, 1)
 
     def forward(self, z, z_motion, t, c, c0=None, truncation_psi: float = 1, truncation_cutoff=None,
                 neural_rendering_resolution=None, update_emas: bool = False, noise_mode: str = "random",

@@ -24,7 +24,7 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-from .export import Cancelled
+from .errors import Cancelled
 from .render import cameras
 
 
@@ -141,9 +141,8 @@ def _orbit(G) -> tuple[tuple, float]:
             float(G.rendering_kwargs.get("avg_camera_radius", cameras.DEFAULT_RADIUS)))
 
 
-def _frontal(G, dev):
-    pivot, radius = _orbit(G)
-    return torch.from_numpy(cameras.frontal(radius, pivot)).to(dev)[None]
+def _conditioning(G, dev):
+    return torch.from_numpy(cameras.conditioning_camera(G.rendering_kwargs)).to(dev)[None]
 
 
 def _latent_stats(G, cfg: InversionConfig, gen, c0):
@@ -165,7 +164,7 @@ def invert(G, target: torch.Tensor, camera, config: InversionConfig | None = Non
         raise ValueError(f"target must be (1, 3, {G.img_resolution}, {G.img_resolution}), got {tuple(target.shape)}")
     target = target.to(dev, torch.float32)
     c = torch.as_tensor(np.asarray(camera, dtype=np.float32), device=dev).reshape(1, 25)
-    c0 = _frontal(G, dev)
+    c0 = _conditioning(G, dev)
     gen = torch.Generator(device="cpu").manual_seed(cfg.seed)
     torch.manual_seed(cfg.seed)
     zm = torch.zeros(1, G.motion_dim, device=dev)     # t = 0: the motion code has no effect
@@ -368,7 +367,7 @@ def invert_video(G, frames: torch.Tensor, cams, config: InversionConfig | None =
             idx = torch.randint(T, (min(batch, T),), generator=gen).to(dev)
             return recon_loss(G_, idx, ts)
 
-        G_t = _pivotal_tune(G, ws, data_loss, cfg, gen, first.w_std, _frontal(G, dev), progress, cancel,
+        G_t = _pivotal_tune(G, ws, data_loss, cfg, gen, first.w_std, _conditioning(G, dev), progress, cancel,
                             history)
     with torch.no_grad():
         scores = []

@@ -21,13 +21,10 @@ import torch
 
 from . import files
 from .config import DiscriminatorConfig, GeneratorConfig, ModelConfig
+from .errors import CheckpointError
 
 FORMAT = "pv3d-studio/1"
 PREFIXES = ("generator_ema.", "generator.", "img_discriminator.", "vid_discriminator.")
-
-
-class CheckpointError(ValueError):
-    """A checkpoint that cannot be used, with a one-line reason for the user."""
 
 
 @dataclass

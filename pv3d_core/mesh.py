@@ -17,13 +17,13 @@
 """
 from __future__ import annotations
 
-import json
 import threading
 from pathlib import Path
 
 import numpy as np
 import torch
 
+from .errors import UsageError
 from .export import Cancelled, ExportError, write_atomic
 
 
@@ -33,23 +33,8 @@ def _check(cancel):
 
 
 def _sigma_at(G, planes, pts):
-    """Raw σ at points (1, M, 3). On the CPU only the density row of the decoder's last layer is
-    evaluated (the colour features are not needed here); elsewhere the shared query path (CUDA kernel
-    when available). Same maths as ``G.decoder`` (tested)."""
-    from .render import cuda_ops
-
-    box = G.rendering_kwargs["box_warp"]
-    net = getattr(G.decoder, "net", None)
-    if planes.device.type != "cpu" or net is None or len(net) != 3:
-        return cuda_ops.query(planes, G.decoder, pts, torch.zeros_like(pts), box)["sigma"].reshape(-1)
-    from .render.triplane import sample_planes
-
-    l1, act, l2 = net
-    x = sample_planes(planes, pts, box).mean(1).reshape(-1, planes.shape[2])
-    h = act(l1(x))
-    w = l2.weight[:1].to(h.dtype) * l2.weight_gain
-    b = l2.bias[:1].to(h.dtype) * l2.bias_gain
-    return torch.addmm(b, h, w.t()).reshape(-1)
+    """Raw σ at points (1, M, 3), flattened (the generator's density-only path)."""
+    return G.density(planes, pts).reshape(-1)
 
 
 def _grid_points(axis, ix, iy, iz):
@@ -71,7 +56,7 @@ def density_grid(G, planes, resolution: int = 256, chunk: int = 262_144, progres
     A head at 256³ evaluates about a fifth of the points.
     """
     if not 16 <= resolution <= 1024:
-        raise ValueError(f"grid resolution must be within 16..1024, got {resolution}")
+        raise UsageError(f"grid resolution must be within 16..1024, got {resolution}")
     half = float(G.rendering_kwargs["box_warp"]) / 2
     dev = planes.device
     axis = torch.linspace(-half, half, resolution, device=dev)
@@ -149,14 +134,10 @@ def density_grid(G, planes, resolution: int = 256, chunk: int = 262_144, progres
 @torch.no_grad()
 def vertex_colours(G, planes, ws, verts: np.ndarray, chunk: int = 65536) -> np.ndarray:
     """uint8 RGBA per vertex: the raw neural colour (decoder features through to_img_raw)."""
-    from .render import cuda_ops
-
     cols = []
     for s in range(0, len(verts), chunk):
         pts = torch.from_numpy(verts[s:s + chunk].astype(np.float32)).to(planes.device)[None]
-        feats = cuda_ops.query(planes, G.decoder, pts, torch.zeros_like(pts), G.rendering_kwargs["box_warp"])["rgb"]
-        img = feats.permute(0, 2, 1)[..., None]                      # (1, C, N, 1): a 1-pixel-wide image
-        rgb = G.to_img_raw(img, ws[:, 0, :], fused_modconv=False)[0, :, :, 0].permute(1, 0)
+        rgb = G.point_colours(planes, ws, pts)[0]
         cols.append(((rgb.clamp(-1, 1) + 1) * 127.5).round().byte().cpu().numpy())
     rgb = np.concatenate(cols) if cols else np.zeros((0, 3), np.uint8)
     return np.concatenate([rgb, np.full((len(rgb), 1), 255, np.uint8)], 1)
@@ -181,7 +162,7 @@ def extract_mesh(G, ws, z_motion, t, resolution: int = 256, level: float = 10.0,
                                   level=level if narrow_band else None)
     _check(cancel)
     if not (grid.min() < level < grid.max()):
-        raise ValueError(f"no surface at density level {level} (density ranges {grid.min():.2f}..{grid.max():.2f}); "
+        raise ExportError(f"no surface at density level {level} (density ranges {grid.min():.2f}..{grid.max():.2f}); "
                          f"the model may be untrained, or choose another --level")
     spacing = (hi - lo) / (resolution - 1)
     verts, faces, normals, _ = marching_cubes(grid, level=level, spacing=(spacing,) * 3)
@@ -208,71 +189,3 @@ def write_ply(path, mesh) -> Path:
         raise ExportError("the mesh is empty; nothing written")
     data = mesh.export(file_type="ply", encoding="binary")
     return write_atomic(path, lambda tmp: Path(tmp).write_bytes(data))
-
-
-# ------------------------------------------------------------------------------------ CLI
-
-def add_mesh_parser(sub):
-    p = sub.add_parser("mesh", help="export the 3D surface of a moment as a coloured PLY mesh",
-                       description="Marching cubes of the tri-plane density of one identity at time t. "
-                                   "The mesh is in world units, +Y up, the face towards +Z.")
-    p.add_argument("--ckpt", help="checkpoint (default: the embedded model)")
-    p.add_argument("--portrait", help="a saved portrait (pv3d animate / invert output) instead of a seed")
-    p.add_argument("--seed", type=int, default=0, help="appearance seed")
-    p.add_argument("--motion-seed", type=int, default=0)
-    p.add_argument("--t", type=float, default=0.0, help="timestamp in [0, 1]")
-    p.add_argument("--frames", type=int, default=1, help="export a clip: this many frames from --t to --t1, "
-                                                         "one PLY each (-o gets a _NNNN suffix)")
-    p.add_argument("--t1", type=float, default=1.0)
-    p.add_argument("--psi", type=float, default=0.7)
-    p.add_argument("--res", type=int, default=256, help="grid resolution (default 256)")
-    p.add_argument("--level", type=float, default=10.0, help="density iso-level (raw sigma, default 10)")
-    p.add_argument("--all-components", action="store_true", help="keep floaters (default: the largest part)")
-    p.add_argument("--full-grid", action="store_true",
-                   help="evaluate every grid point (default: a coarse pass, then exact values near the surface)")
-    p.add_argument("--device", default="auto")
-    p.add_argument("-o", "--output", required=True, help="output .ply")
-    p.set_defaults(func=run_mesh)
-
-
-def run_mesh(args) -> int:
-    from tqdm import tqdm
-
-    from .cli import _device, _resolve_ckpt
-    from .io import load_generator
-    from .pipeline import FrameRenderer
-
-    if not 0 <= args.t <= 1 or not 0 <= args.t1 <= 1:
-        raise ValueError("timestamps must be within [0, 1]")
-    dev = _device(args.device)
-    if args.portrait:
-        from .invert import load_portrait
-
-        G, ws, _ = load_portrait(args.portrait, device=dev)
-    else:
-        G = load_generator(_resolve_ckpt(args.ckpt), device=dev)
-        ws = None
-    r = FrameRenderer(G)
-    if ws is None:
-        ws = r.ws_for(args.seed, args.psi)
-    zm = r.motion_for(args.motion_seed)
-    ts = np.linspace(args.t, args.t1, args.frames) if args.frames > 1 else [args.t]
-    out = Path(args.output)
-    written = []
-    for k, t in enumerate(ts):
-        bar = tqdm(total=1000, desc=f"mesh t={t:.3f}", unit="‰")
-
-        def prog(i, n):
-            bar.n = i
-            bar.refresh()
-
-        try:
-            m = extract_mesh(G, ws, zm, float(t), resolution=args.res, level=args.level,
-                             largest_component=not args.all_components, progress=prog,
-                             narrow_band=not args.full_grid)
-        finally:
-            bar.close()
-        path = out if len(ts) == 1 else out.with_name(f"{out.stem}_{k:04d}{out.suffix or '.ply'}")
-        written.append(str(write_ply(path, m)))
-        print(json.dumps({"ply": written[-1], "vertices": len(m.vertices), "faces": len(m.faces), "t": float(t)}))
-    return 0

@@ -92,8 +92,8 @@ class FrameRenderer:
 
     # -------------------------------------------------------------- latents
     def conditioning_camera(self) -> torch.Tensor:
-        c = cameras.frontal(self.radius, self.pivot)
-        return torch.from_numpy(c).to(self.device).unsqueeze(0)
+        """(1, 25) :func:`pv3d_core.render.cameras.conditioning_camera` of the model."""
+        return torch.from_numpy(cameras.conditioning_camera(self.G.rendering_kwargs)).to(self.device).unsqueeze(0)
 
     def ws_for(self, seed: int, psi: float) -> torch.Tensor:
         if self.appearance_ws is not None:
@@ -171,20 +171,14 @@ class FrameRenderer:
 
     def render_raw(self, planes, ws, c, neural_resolution=None):
         """The raw neural render, a depth visualisation and normals from depth (no super-resolution)."""
-        from .render.cuda_ops import render_rays_fast
-        from .render.rays import pixel_rays, split_camera
-
         G = self.G
-        res = neural_resolution or G.neural_rendering_resolution
-        cam2world, intr = split_camera(c)
-        origins, dirs = pixel_rays(cam2world, intr, res)
-        feats, depth, _ = render_rays_fast(planes, G.decoder, origins, dirs, G.rendering_kwargs, deterministic=True)
-        fimg = feats.permute(0, 2, 1).reshape(1, -1, res, res)
-        raw = G.to_img_raw(fimg, ws[:, 0, :], fused_modconv=False)
-        d = depth.permute(0, 2, 1).reshape(1, 1, res, res)
+        out = G.render_planes(planes, ws, c, neural_resolution, deterministic=True, superresolution=False)
+        raw, d = out["image_raw"], out["image_depth"]
+        res = d.shape[-1]
         lo, hi = G.rendering_kwargs["ray_start"], G.rendering_kwargs["ray_end"]
         depth_vis = (1 - (d - lo) / (hi - lo)).clamp(0, 1).repeat(1, 3, 1, 1) * 2 - 1
-        pts = (origins + dirs * depth).reshape(1, res, res, 3)
+        depth = d.reshape(1, res * res, 1)
+        pts = (out["ray_origins"] + out["ray_directions"] * depth).reshape(1, res, res, 3)
         dx = pts[:, :, 1:] - pts[:, :, :-1]
         dy = pts[:, 1:] - pts[:, :-1]
         n = torch.cross(dx[:, :-1], dy[:, :, :-1], dim=-1)

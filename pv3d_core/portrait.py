@@ -9,7 +9,7 @@
 
 Every long step reports progress through ``progress(stage, step, total, loss)`` and stops with
 :class:`pv3d_core.export.Cancelled` when ``cancel`` (a threading.Event) is set. The CLI
-(:mod:`pv3d_core.portrait_cli`) and the viewer only call these.
+(:mod:`pv3d_core.cli.portraits`) and the viewer only call these.
 """
 from __future__ import annotations
 
@@ -250,11 +250,9 @@ def reconstruct_video(video, G, output_dir, config: InversionConfig | None = Non
     write_mp4(out / "reconstruction.mp4",
               render_sequence(res.generator, res.ws, res.z_motion, res.ts, res.cameras, progress, cancel),
               fps=src_fps, cancel=cancel)
-    n = len(res.ts)
-    sweep = [cameras.pack(cameras.orbit_cam2world(novel_yaw * math.sin(2 * math.pi * i / n), 0.0), _focal(G))
-             for i in range(n)]
+    sweep = cameras.camera_path("yaw", len(res.ts), yaw_range=novel_yaw, focal=_focal(G))
     write_mp4(out / "novel_view.mp4",
-              render_sequence(res.generator, res.ws, res.z_motion, res.ts, np.stack(sweep), progress, cancel,
+              render_sequence(res.generator, res.ws, res.z_motion, res.ts, sweep, progress, cancel,
                               stage="novel view"), fps=src_fps, cancel=cancel)
     summary = {"video": str(video), "frames": int(len(frames)), "frames_used": len(tr["kept"]),
                "frames_without_face": len(tr["dropped"]), "metrics": res.metrics,
@@ -289,7 +287,9 @@ def transfer_motion(rec: VideoReconstruction, source: VideoReconstruction, progr
     """(b) ``source``'s motion (its motion code and timestamps) on ``rec``'s identity and tuned
     generator; the camera path is ``rec``'s resampled to the source's length (or the source's)."""
     if source.z_motion.shape[-1] != rec.z_motion.shape[-1]:
-        raise ValueError("the two reconstructions come from models with different motion sizes")
+        from .errors import CheckpointError
+
+        raise CheckpointError("the two reconstructions come from models with different motion sizes")
     n = len(source.ts)
     if cameras_from == "source":
         cams = source.cameras

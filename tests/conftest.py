@@ -17,9 +17,15 @@ if str(ROOT) not in sys.path:
 torch.set_num_threads(int(os.environ.get("PV3D_TEST_THREADS", 0)) or max(1, min(2, os.cpu_count() or 1)))
 
 
-def need_fixture():
-    if not (FIXTURE / "official_format.ckpt").exists():
-        pytest.skip(f"the official parity fixture is not at {FIXTURE} (shared/ is beside developer clones and CI only)")
+def need_fixture(*paths, shared=None):
+    """Skip when ../shared is absent (a user's clone); when it is there, a missing fixture is a failure.
+    ``paths``: the files needed (default: the official checkpoint of the parity fixture)."""
+    shared = SHARED if shared is None else shared
+    if not shared.is_dir():
+        pytest.skip(f"no shared/ folder at {shared} (it is beside developer clones and in CI only)")
+    for p in paths or (FIXTURE / "official_format.ckpt",):
+        if not p.exists():
+            pytest.fail(f"{shared} is here but the parity fixture {p} is missing")
 
 
 @pytest.fixture(scope="session")

@@ -2,6 +2,7 @@ import math
 
 import numpy as np
 import pytest
+import torch
 
 from pv3d_core.render import cameras as C
 
@@ -65,6 +66,25 @@ def test_camera_paths():
         C.camera_path("spiral", 4)
 
 
+def test_one_camera_path_for_exports_generate_and_portraits():
+    """cameras.camera_path, the clip exporter (pv3d generate, the viewer, portrait animations) used to
+    disagree on the orbit's pitch: one went round the base view, the other started at it."""
+    from pv3d_core.export import ClipSpec, clip_settings
+    from pv3d_core.pipeline import RenderSettings
+
+    base = RenderSettings(yaw=0.3, pitch=-0.1)
+    for kind in ("fixed", "orbit", "yaw"):
+        spec = ClipSpec(frames=12, camera=kind, yaw_range=0.4, pitch_range=0.12)
+        from_clip = np.stack([s.camera() for s in clip_settings(base, spec)])
+        path = C.camera_path(kind, 12, yaw_range=0.4, pitch_range=0.12, yaw=0.3, pitch=-0.1)
+        np.testing.assert_allclose(from_clip, path, atol=1e-6)
+        # every path starts at the chosen view (a photo's camera, for portraits)
+        np.testing.assert_allclose(path[0], base.camera(), atol=1e-6)
+    angles = C.path_angles("orbit", 400, yaw_range=0.4, pitch_range=0.12, yaw=0.3, pitch=-0.1)
+    assert np.allclose([angles[:, 0].min(), angles[:, 0].max()], [-0.1, 0.7], atol=1e-4)
+    assert np.allclose([angles[:, 1].min(), angles[:, 1].max()], [-0.34, -0.1], atol=1e-4)
+
+
 def test_projection_through_rays_matches_hand_computed_pixel():
     import torch
 
@@ -79,3 +99,34 @@ def test_projection_through_rays_matches_hand_computed_pixel():
     world /= np.linalg.norm(world)
     np.testing.assert_allclose(d[0, 0].numpy(), world, atol=1e-6)
     np.testing.assert_allclose(o[0, 0].numpy(), [0, 0, 2.9], atol=1e-6)
+
+
+def test_one_conditioning_camera_everywhere(tiny_generator, monkeypatch):
+    """The mapping sees the same camera in the viewer/CLI renderer, in inversion and in evaluation, so
+    a seed is the same face everywhere: EG3D's canonical camera at (0, 0, 2.7), looking at the pivot
+    (the renderer and inversion used to use the orbit camera at radius 2.7 about the pivot: z = 2.9)."""
+    from pv3d_core.invert import InversionConfig, invert
+    from pv3d_core.metrics.evaluate import multiview_renders
+    from pv3d_core.pipeline import FrameRenderer
+
+    G = tiny_generator
+    seen = []
+    real = G.mapping
+
+    def spy(z, c, *a, **k):
+        seen.append(c.detach().cpu().numpy().reshape(-1, 25))
+        return real(z, c, *a, **k)
+
+    monkeypatch.setattr(G, "mapping", spy)
+    FrameRenderer(G).ws_for(3, 0.7)
+    invert(G, torch.zeros(1, 3, G.img_resolution, G.img_resolution), C.frontal(),
+           InversionConfig(w_steps=1, pti_steps=0, w_avg_samples=8))
+    next(multiview_renders(G, 1))
+    assert len(seen) >= 3
+    want = C.CONDITIONING_CAMERA
+    for c in seen:
+        np.testing.assert_allclose(c, np.broadcast_to(want, c.shape), atol=1e-6)
+    m, _ = C.unpack(want)
+    np.testing.assert_allclose(m[:3, 3], [0, 0, 2.7], atol=1e-6)
+    np.testing.assert_allclose(m[:3, 2], [0, 0, -1], atol=1e-6)
+    assert C.conditioning_camera(G.rendering_kwargs).tolist() == want.tolist()

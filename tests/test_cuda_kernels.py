@@ -20,7 +20,7 @@ import torch
 import torch.nn.functional as F
 
 from pv3d_core.config import preset
-from pv3d_core.generator import OSGDecoder
+from pv3d_core.render.decoder import OSGDecoder
 from pv3d_core.render import cameras, cuda_ops, volume
 from pv3d_core.render.rays import pixel_rays, split_camera
 from pv3d_core.render.triplane import project_onto_planes

@@ -57,11 +57,13 @@ def test_alignment_of_a_photo_and_its_mirror_agree(aligned):
 
 def test_frontal_photo_gives_a_near_frontal_camera(aligned):
     a, b = aligned
-    assert abs(math.degrees(a.pose["yaw"])) < 8 and abs(math.degrees(a.pose["pitch"])) < 12, a.pose
+    # No ground truth here. The mean face fitted to the procedural heads (pose.py) puts this camera
+    # 15° below her face; the hand-made face it replaced said 6°: the two faces' resting tilt differs.
+    assert abs(math.degrees(a.pose["yaw"])) < 8 and abs(math.degrees(a.pose["pitch"])) < 20, a.pose
     # the mirror's yaw is the negated yaw, its pitch the same
     assert abs(math.degrees(a.pose["yaw"] + b.pose["yaw"])) < 3
     assert abs(math.degrees(a.pose["pitch"] - b.pose["pitch"])) < 3
-    assert angle_between(a.camera, cameras.frontal()) < 12
+    assert angle_between(a.camera, cameras.frontal()) < 20
     m, _ = cameras.unpack(a.camera)
     assert abs(np.linalg.norm(m[:3, 3] - np.array(cameras.DEFAULT_PIVOT)) - cameras.DEFAULT_RADIUS) < 1e-5
 
@@ -203,16 +205,47 @@ def test_huge_non_jpeg_is_refused_with_a_message(tmp_path, monkeypatch):
         align_face(path)
 
 
+def test_pnp_starts_from_the_given_camera(monkeypatch):
+    """The frontal camera's rotation is a half turn about x (and every camera at pitch 0 is a half turn).
+    The hand-written rotation-vector conversion turned a half turn into no rotation at all, so those
+    fits started upside down; scipy's Rotation does not."""
+    import scipy.optimize
+    from scipy.spatial.transform import Rotation
+
+    from pv3d_core.faces.pose import solve_pnp
+
+    starts = []
+    real = scipy.optimize.least_squares
+
+    def spy(fun, x0, **kw):
+        starts.append(np.array(x0))
+        return real(fun, x0, **kw)
+
+    monkeypatch.setattr(scipy.optimize, "least_squares", spy)
+    for yaw, pitch in ((0.0, 0.0), (0.3, 0.0), (0.3, 0.1)):
+        c2w = cameras.orbit_cam2world(yaw, pitch)
+        c2w_fit, rms = solve_pnp(project(template(), c2w), template(), cameras.DEFAULT_FOCAL, c2w)
+        start = Rotation.from_rotvec(starts[-1][:3]).as_matrix()
+        assert np.allclose(start, np.linalg.inv(c2w)[:3, :3], atol=1e-9)
+        assert rms < 1e-9 and np.allclose(c2w_fit, c2w, atol=1e-6)
+
+
 def test_pnp_on_synthetic_heads_with_known_cameras():
-    """Heads rendered by `pv3d data synth` with known cameras: dlib finds them and the estimated
-    yaw follows the true one (pitch is less certain: the heads' proportions differ from the mean face)."""
+    """Procedural heads (`pv3d data synth`'s renderer, identities the template was not fitted on) seen
+    by known cameras, yaw within ±25° and pitch within ±10°: the estimated viewing direction is within
+    a few degrees, with no pitch bias (the hand-made mean face put these cameras ~10° too high:
+    median error 10.8°, max 25°; `python benchmarks/bench_portrait.py pnp --heads 40` measures it)."""
     synth = pytest.importorskip("pv3d_core.data.synth")
-    errs = []
-    for i, yaw in enumerate((-0.3, 0.0, 0.3)):
+    rng = np.random.default_rng(7)
+    errs, pitch_errs = [], []
+    for i in range(12):
         ident = synth.Identity.sample(synth.clip_rng(7, i))
-        c = cameras.pack(cameras.orbit_cam2world(yaw, 0.0))
-        img = synth.render_head(ident, synth.Expression(), c, 160, ssaa=1)["image"]
+        yaw, pitch = math.radians(rng.uniform(-25, 25)), math.radians(rng.uniform(-10, 10))
+        c = cameras.pack(cameras.orbit_cam2world(yaw, pitch))
+        img = synth.render_head(ident, synth.Expression(), c, 192, ssaa=1)["image"]
         a = align_face(img, 64, min_face=20)
-        errs.append(abs(math.degrees(a.pose["yaw"] - yaw)))
-        assert angle_between(a.camera, c) < 25
-    assert max(errs) < 8, errs
+        errs.append(angle_between(a.camera, c))
+        pitch_errs.append(math.degrees(a.pose["pitch"] - pitch))
+    # measured: median 3.5°, max 7.7°, mean pitch error 0.1°
+    assert np.median(errs) < 4.5 and max(errs) < 9.5, errs
+    assert abs(np.mean(pitch_errs)) < 2, pitch_errs

@@ -80,16 +80,33 @@ def test_bad_target_shape(tiny_generator):
 
 
 def test_video_reconstruction_fits_timestamps(tmp_path, tiny_generator):
+    """The timestamps are fitted parameters: they leave their even initialisation while the motion
+    phase's loss falls, the reported quality is that of the frames rendered at them, and they are what
+    is saved. (Eight steps on a random model do not recover the true times, so that is not asserted.)"""
     G = tiny_generator
     r = FrameRenderer(G)
-    true_ts = [0.0, 0.3, 0.6, 0.9]
+    true_ts = [0.0, 0.9, 0.3, 0.6]
     frames = torch.stack([r.render(RenderSettings(seed=5, motion_seed=2, t=t, psi=0.7)).image.permute(2, 0, 1)
                           .float() / 127.5 - 1 for t in true_ts])
     cams = np.stack([RenderSettings().camera()] * 4)
-    res = invert_video(G, frames, cams, InversionConfig(w_steps=12, pti_steps=3, w_avg_samples=100),
+    res = invert_video(G, frames, cams, InversionConfig(w_steps=12, pti_steps=0, w_avg_samples=100),
                        motion_steps=8, batch=2)
-    assert res.ts[0] == 0 and res.ts.shape == (4,)
-    assert res.metrics["psnr_mean"] > 12
+    assert res.ts[0] == 0 and res.ts.shape == (4,) and bool(((res.ts >= 0) & (res.ts <= 1)).all())
+
+    def scores(ts):
+        with torch.no_grad():
+            out = [res.generator.synthesis(res.ws, res.z_motion, ts[i:i + 1], torch.from_numpy(cams[i:i + 1]),
+                                           noise_mode="const", deterministic=True)["image"] for i in range(4)]
+        return [psnr(o, frames[i:i + 1]) for i, o in enumerate(out)]
+
+    initial = torch.cat([torch.zeros(1), torch.linspace(0, 1, 4)[1:].clamp(0.02, 0.98)])
+    assert (res.ts[1:] - initial[1:]).abs().max() > 1e-3
+    motion = [h[2] for h in res.history if h[0] == "motion"]
+    assert len(motion) == 8 and np.mean(motion[-3:]) < np.mean(motion[:3])
+    fitted = scores(res.ts)
+    assert np.mean(fitted) == pytest.approx(res.metrics["psnr_mean"], abs=1e-4)
+    assert min(fitted) == pytest.approx(res.metrics["psnr_min"], abs=1e-4)
+    assert np.mean(scores(initial)) != pytest.approx(np.mean(fitted), abs=1e-6)   # the times matter
     path = save_video_reconstruction(tmp_path / "v.safetensors", res)
     G2, extras, meta = load_reconstruction(path)
     assert meta["kind"] == "video" and torch.equal(extras["ts"], res.ts)

@@ -12,7 +12,7 @@ TOL = 1e-4
 
 @pytest.fixture(scope="module")
 def ref():
-    need_fixture()
+    need_fixture(FIXTURE / "official_format.ckpt", FIXTURE / "reference.npz", FIXTURE / "reference.json")
     return {k: torch.from_numpy(v) for k, v in np.load(FIXTURE / "reference.npz").items()}
 
 
@@ -68,8 +68,7 @@ def test_official_checkpoint_loads_strictly_every_part():
 
 def test_released_config_matches_manifest_exactly():
     manifest_path = SHARED / "fixtures" / "official_released_config_manifest.json"
-    if not manifest_path.exists():
-        pytest.skip(f"manifest not at {manifest_path}")
+    need_fixture(manifest_path)
     from pv3d_core.config import preset
     from pv3d_core.io import build_discriminators, build_generator
 
@@ -105,3 +104,12 @@ def test_converted_checkpoint_renders_identically(ref, tmp_path):
         b = G2.synthesis(ws2, ref["z_motion"], ref["Ts"], ref["c"])["image"]
     assert G2.neural_rendering_resolution == 32  # taken from the official training config
     assert torch.equal(a, b)
+
+
+def test_a_missing_fixture_skips_only_without_shared(tmp_path):
+    """No ../shared (a user's clone): skip. ../shared present but a fixture missing: fail, not skip."""
+    with pytest.raises(pytest.skip.Exception, match="no shared/ folder"):
+        need_fixture(tmp_path / "shared" / "x.ckpt", shared=tmp_path / "shared")
+    (tmp_path / "shared").mkdir()
+    with pytest.raises(pytest.fail.Exception, match="is missing"):
+        need_fixture(tmp_path / "shared" / "x.ckpt", shared=tmp_path / "shared")

@@ -191,9 +191,18 @@ def test_video_reconstruction_and_motion_editing(tmp_path, tiny_generator, tiny_
     base = list(P.render_sequence(rec.generator, rec.ws, rec.z_motion, rec.ts, rec.cameras))
     a = list(P.remotion(rec, 7))
     assert np.array_equal(a[0], base[0]) and len(a) == 2
-    # (b) transfer: the other reconstruction's timestamps drive this identity
-    b = list(P.transfer_motion(rec, rec))
-    assert all(np.array_equal(x, y) for x, y in zip(b, base))
+    # (b) transfer: another clip's motion code and timestamps drive this identity (a clip made here
+    # with its own motion and three frames; transferring a clip onto itself could not tell)
+    cam = rec.cameras[:1]
+    other = P.VideoReconstruction(rec.generator, rec.ws + 0.3, torch.randn(rec.z_motion.shape, generator=torch.Generator().manual_seed(5)),
+                                  torch.tensor([0.0, 0.5, 1.0]), np.concatenate([cam, cam, cam]), {})
+    b = list(P.transfer_motion(rec, other, cameras_from="source"))
+    want = list(P.render_sequence(rec.generator, rec.ws, other.z_motion, other.ts, other.cameras))
+    assert len(b) == 3 and all(np.array_equal(x, y) for x, y in zip(b, want))
+    own = list(P.render_sequence(rec.generator, rec.ws, rec.z_motion, other.ts, other.cameras))
+    assert np.array_equal(b[0], own[0])                                  # t = 0: no motion, this identity
+    assert np.abs(b[2].astype(int) - own[2].astype(int)).mean() > 0.5    # t = 1: the other clip's motion
+    assert len(list(P.transfer_motion(rec, other))) == 3                 # this clip's cameras, resampled
     # (c) retime: half speed doubles the frames, endpoints kept
     ts, cams = P.retime(rec, speed=0.5)
     assert len(ts) == 4 and ts[0] == rec.ts[0] and ts[-1] == pytest.approx(float(rec.ts[-1]))

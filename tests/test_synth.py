@@ -6,6 +6,7 @@ import pytest
 import torch
 
 from pv3d_core.data import layout, synth
+from pv3d_core.errors import ExportError
 from pv3d_core.render import cameras
 from pv3d_core.render.rays import pixel_rays, split_camera
 
@@ -86,5 +87,5 @@ def test_camera_tracks_are_near_frontal():
 def test_unwritable_output_is_a_clear_error(tmp_path):
     f = tmp_path / "file"
     f.write_text("x")
-    with pytest.raises(ValueError, match="cannot (write|create folder)"):
+    with pytest.raises(ExportError, match="cannot (write|create folder)"):
         synth.synthesize_dataset(f / "sub", 1, 2, 32, workers=1, progress=False)

@@ -154,7 +154,7 @@ def test_two_process_gloo_run_stays_in_sync(dataset, tmp_path):
     out = tmp_path / "ddp"
     env = dict(os.environ, OMP_NUM_THREADS="1", PYTHONPATH=ROOT)
     cmd = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node", "2",
-           "-m", "pv3d_core.train.cli", "--data", str(dataset), "-o", str(out), "--preset", "micro",
+           "-m", "pv3d_core.cli.train", "--data", str(dataset), "-o", str(out), "--preset", "micro",
            "--steps", "2", "--batch", "2", "--checkpoint-every", "2", "--sample-every", "0", "--threads", "1",
            "--set", "tensorboard=false", "--no-progress"]
     r = subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=600)
@@ -209,3 +209,44 @@ def test_fine_tune_starts_from_the_checkpoint(dataset, tmp_path):
     for k, v in tr.G.state_dict().items():
         assert torch.equal(v, src[k]), k
     assert tr.step == 0 and tr.mcfg.name == "micro"
+
+
+def test_set_values_take_the_options_declared_types():
+    """--set used to guess a type from the current value: a None default kept the text ('64' stayed a
+    string) and init=None became the path 'None'."""
+    from pv3d_core.errors import UsageError
+
+    cfg = TrainConfig().override({"neural_res_initial": "64", "neural_res_final": "128", "init": "None",
+                                  "lr_g": "1e-3", "tensorboard": "false", "betas_g": "0,0.99", "ema_rampup": "null",
+                                  "steps": "10"})
+    assert cfg.neural_res_initial == 64 and type(cfg.neural_res_initial) is int and cfg.neural_res_final == 128
+    assert cfg.init is None and cfg.ema_rampup is None
+    assert cfg.lr_g == 1e-3 and cfg.tensorboard is False and cfg.betas_g == (0.0, 0.99) and cfg.steps == 10
+    assert TrainConfig().override({"init": "runs/a.safetensors", "betas_g": [0, 0.9]}).betas_g == (0.0, 0.9)
+    for bad, msg in (({"steps": "ten"}, "steps must be an integer"), ({"batch": "None"}, "batch must be an integer"),
+                     ({"tensorboard": "maybe"}, "true or false"), ({"lr_d": "fast"}, "lr_d must be a number")):
+        with pytest.raises(UsageError, match=msg):
+            TrainConfig().override(bad)
+
+
+def test_dataset_is_read_at_the_init_checkpoints_resolution(dataset, tmp_path):
+    """--init swaps in the checkpoint's model config; the data must follow it, not the preset's size."""
+    from pv3d_core.config import preset
+    from pv3d_core.io import build_generator, save_checkpoint
+
+    mcfg = preset("micro")
+    ck = save_checkpoint(tmp_path / "micro.safetensors", mcfg, {"generator": build_generator(mcfg)})
+    tr = Trainer(_cfg(dataset, tmp_path / "o", preset="pv3d-vox512", init=str(ck)))
+    assert tr.mcfg.generator.img_resolution == 128 and tr.data.resolution == 128
+
+
+def test_a_batch_the_minibatch_std_groups_do_not_divide_is_refused_at_start(dataset, tmp_path, capsys):
+    from pv3d_core.cli import main
+    from pv3d_core.errors import UsageError
+
+    with pytest.raises(UsageError, match="minibatch-std groups of 4 do not divide.*1, 2, 4, 8"):
+        Trainer(_cfg(dataset, tmp_path / "o", batch=3))
+    assert main(["train", "--data", str(dataset), "-o", str(tmp_path / "o2"), "--preset", "micro", "--batch", "6",
+                 "--steps", "1", "--no-progress", "--set", "tensorboard=false"]) == 2
+    assert "video discriminator 6 samples" in capsys.readouterr().err
+    assert not list((tmp_path / "o2").glob("checkpoint-*"))

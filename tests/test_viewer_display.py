@@ -8,7 +8,7 @@ import torch
 
 pytest.importorskip("OpenGL.GL")
 
-from viewer.display import CudaGLInterop, to_rgba  # noqa: E402
+from pv3d_viewer.display import CudaGLInterop, to_rgba  # noqa: E402
 
 
 def fake_runtime(fail_at=None):
@@ -91,3 +91,66 @@ def test_to_rgba():
     assert torch.equal(out[..., :3], img) and bool((out[..., 3] == 255).all())
     with pytest.raises(ValueError, match="uint8"):
         to_rgba(img.float())
+
+
+class _FakeCudaFrame:
+    """Stands in for an RGBA uint8 CUDA tensor: records host copies."""
+
+    def __init__(self, h=3, w=5):
+        self.shape, self.dtype, self.ndim, self.is_cuda, self.device = (h, w, 4), torch.uint8, 3, True, "cuda:0"
+        self.host_copies = 0
+
+    def is_contiguous(self):
+        return True
+
+    def contiguous(self):
+        return self
+
+    def data_ptr(self):
+        return 1234
+
+    def cpu(self):
+        self.host_copies += 1
+        return torch.zeros(self.shape, dtype=torch.uint8)
+
+
+def test_interop_upload_waits_for_the_render_on_the_device_and_keeps_no_host_copy(monkeypatch):
+    """Display.upload on the interop path used to copy every frame to the host (a sync per frame) and
+    convert it to RGBA on the UI thread's stream; the frame now comes as RGBA made on the render's
+    stream with an event, the copy's stream waits for that event, and a host copy is made only when
+    asked for."""
+    from pv3d_viewer import display as D
+
+    events = []
+
+    class FakeGL(types.SimpleNamespace):
+        def __getattr__(self, name):
+            return (lambda *a, **k: events.append(name)) if name.startswith("gl") else 0
+
+    gl = FakeGL(glGenTextures=lambda n: 5)
+    monkeypatch.setattr(D, "gl", gl)
+
+    class FakeInterop:
+        def __init__(self, texture):
+            events.append(("register", texture))
+
+        def copy(self, rgba, stream):
+            events.append(("copy", stream))
+
+    class FakeStream:
+        cuda_stream = 77
+
+        def wait_event(self, ev):
+            events.append(("wait", ev))
+
+    monkeypatch.setattr(D, "CudaGLInterop", FakeInterop)
+    monkeypatch.setattr(torch.cuda, "current_stream", lambda device=None: FakeStream())
+    monkeypatch.delenv("PV3D_DISPLAY", raising=False)
+    disp = D.Display()
+    frame = _FakeCudaFrame()
+    disp.upload(frame, "render-done")
+    assert disp.path == "interop" and frame.host_copies == 0
+    steps = [e for e in events if isinstance(e, tuple)]
+    assert steps == [("register", 5), ("wait", "render-done"), ("copy", 77)]
+    assert "glTexSubImage2D" not in events
+    assert disp.last_frame().shape == (3, 5, 3) and frame.host_copies == 1    # on request only

@@ -7,7 +7,7 @@ import pytest
 
 from pv3d_core.export import ClipSpec, clip_settings
 from pv3d_core.pipeline import FrameRenderer, RenderSettings
-from viewer import jobs as J
+from pv3d_viewer import jobs as J
 
 
 def run(job, timeout=120):
@@ -63,20 +63,6 @@ def test_png_job(tmp_path):
     assert job.error is None and np.array_equal(np.asarray(Image.open(tmp_path / "f.png")), img)
 
 
-def test_missing_mesh_and_portrait_modules_give_clear_messages(tmp_path, tiny_generator, monkeypatch):
-    import pv3d_core
-
-    monkeypatch.setitem(sys.modules, "pv3d_core.mesh", None)       # import fails
-    monkeypatch.setitem(sys.modules, "pv3d_core.portrait", None)
-    # `from pv3d_core import mesh` returns the package attribute when an earlier test imported it
-    monkeypatch.delattr(pv3d_core, "mesh", raising=False)
-    monkeypatch.delattr(pv3d_core, "portrait", raising=False)
-    job = run(J.Job("PLY", J.ply_job(tiny_generator, RenderSettings(), tmp_path / "m.ply")).start())
-    assert job.error == "mesh export not available in this build (pv3d_core.mesh is missing)"
-    job = run(J.Job("portrait", J.portrait_job(tmp_path / "face.png", tiny_generator)).start())
-    assert "portrait animation not yet supported" in job.error
-
-
 def test_portrait_job_hands_back_the_latent(tmp_path, tiny_generator, monkeypatch):
     import types
 
@@ -114,15 +100,143 @@ def test_fitted_portrait_is_shown_from_the_photos_camera_at_t0():
     import math
     import types
 
-    from viewer import state as S
-    from viewer.viewer_app import ViewerApp
+    from pv3d_viewer import state as S
+    from pv3d_viewer.actions import Actions
 
-    app = types.SimpleNamespace(st=S.ViewerState(), _portrait_view=(math.radians(-35.8), math.radians(6.3)))
+    app = types.SimpleNamespace(st=S.ViewerState())
+    actions = Actions(app)
+    actions.portrait_view = (math.radians(-35.8), math.radians(6.3))
     app.st.t, app.st.playing, app.st.yaw = 0.7, True, 12.0
-    ViewerApp.apply_portrait_view(app)
+    actions.apply_portrait_view()
     assert app.st.yaw == pytest.approx(-35.8) and app.st.pitch == pytest.approx(6.3)
     assert app.st.t == 0.0 and not app.st.playing
-    assert app._portrait_view is None          # applied once; the user orbits freely afterwards
+    assert actions.portrait_view is None          # applied once; the user orbits freely afterwards
     app.st.yaw = 5.0
-    ViewerApp.apply_portrait_view(app)
+    actions.apply_portrait_view()
     assert app.st.yaw == 5.0
+
+
+# ------------------------------------------------------------------------------------ completions (UI thread)
+
+class _FakeWorker:
+    """What Actions needs of the render worker: the model shown and the commands it is given."""
+
+    def __init__(self, G, name="model.safetensors"):
+        self.generator, self.model_name, self.model_serial = G, name, 1
+        self.renderer = None
+        self.queued_load = False
+        self.calls = []
+
+    def loading(self):
+        return self.queued_load
+
+    def set_generator(self, G, name="in-memory model"):
+        self.calls.append(("set_generator", name))
+        self.generator, self.model_name, self.model_serial = G, name, self.model_serial + 1
+
+    def set_appearance(self, ws):
+        self.calls.append(("set_appearance", None if ws is None else "ws"))
+
+    def load(self, path):
+        self.calls.append(("load", str(path)))
+        self.generator, self.model_name, self.model_serial = object(), str(path), self.model_serial + 1
+
+
+def _viewer(monkeypatch, G):
+    import types
+
+    from pv3d_viewer import state as S
+    from pv3d_viewer.actions import Actions
+
+    app = types.SimpleNamespace(st=S.ViewerState(), worker=_FakeWorker(G), jobs=J.JobManager(), message="",
+                                viewport_error=None, notice=None, portrait_active=False, settings=None)
+    app.actions = Actions(app)
+    fake = types.ModuleType("pv3d_core.portrait")
+    fake.prepare_and_invert = lambda path, G, progress=None, cancel=None: types.SimpleNamespace(
+        ws="latent", generator=("tuned", G), yaw_pitch=(0.1, 0.0))
+    import pv3d_core
+
+    monkeypatch.setitem(sys.modules, "pv3d_core.portrait", fake)
+    monkeypatch.setattr(pv3d_core, "portrait", fake, raising=False)
+    return app
+
+
+def _finish(app, job):
+    job.join(30)
+    assert job.done
+    app.jobs.collect()
+
+
+def test_a_portrait_fitted_while_another_model_loaded_is_not_shown_over_it(monkeypatch):
+    """The fit used to be applied over whatever model was loaded when it finished, and "back to seeds"
+    then restored that model instead of the one the portrait came from."""
+    base = object()
+    app = _viewer(monkeypatch, base)
+    job = app.actions.fit_portrait("face.png")
+    app.actions.load_checkpoint("other.safetensors")        # the user loads another model meanwhile
+    _finish(app, job)
+    assert not app.portrait_active and ("set_generator", "portrait (pivotal-tuned)") not in app.worker.calls
+    assert "another model was loaded" in app.message
+    # undisturbed, the fit is shown, and "back to seeds" restores the model it was fitted on
+    app = _viewer(monkeypatch, base)
+    _finish(app, app.actions.fit_portrait("face.png"))
+    assert app.portrait_active and app.worker.generator == ("tuned", base)
+    app.actions.do("clear_portrait")
+    assert app.worker.generator is base and not app.portrait_active
+    assert app.worker.calls[-2:] == [("set_generator", "model.safetensors"), ("set_appearance", None)]
+
+
+def test_a_second_photo_is_fitted_on_the_model_not_on_the_first_portrait(monkeypatch):
+    base = object()
+    app = _viewer(monkeypatch, base)
+    _finish(app, app.actions.fit_portrait("a.png"))
+    _finish(app, app.actions.fit_portrait("b.png"))
+    assert app.worker.generator == ("tuned", base)           # not ("tuned", ("tuned", base))
+    app.actions.clear_portrait()
+    assert app.worker.generator is base
+
+
+def test_completion_callbacks_run_on_the_ui_thread_and_their_errors_are_not_swallowed(caplog):
+    import threading
+
+    seen = []
+
+    def done(job):
+        seen.append(threading.current_thread())
+        raise KeyError("a bug in the completion")
+
+    jm = J.JobManager()
+    job = jm.start("PNG", lambda job: "out.png", done)
+    job.join(30)
+    with caplog.at_level("ERROR"):
+        handled = jm.collect()
+    assert handled == [job] and seen == [threading.current_thread()]
+    assert "completing it failed" in job.error and "a bug in the completion" in job.error
+    assert "Traceback" in caplog.text and "KeyError" in caplog.text
+    assert jm.collect() == []                                # handled once
+
+
+def test_finished_jobs_are_forgotten_and_let_go_of_their_generators():
+    import gc
+    import weakref
+
+    class Big:
+        pass
+
+    jm = J.JobManager()
+    refs = []
+    for i in range(J.JobManager.KEEP_FINISHED + 5):
+        big = Big()
+        refs.append(weakref.ref(big))
+
+        def body(job, big=big):
+            job.tuned_generator = big
+            return big
+        jm.start("portrait", body).join(30)
+        del big, body
+    jm.collect()
+    gc.collect()
+    assert len(jm.jobs) == J.JobManager.KEEP_FINISHED
+    assert all(r() is None for r in refs)                    # nothing keeps a tuned generator alive
+    jm.prune(now=time.time() + J.JobManager.KEEP_S + 1)
+    assert jm.jobs == []

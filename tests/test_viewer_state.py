@@ -4,9 +4,9 @@ import math
 
 import pytest
 
-from viewer import drop as D
-from viewer import settings_store as SS
-from viewer import state as S
+from pv3d_viewer import drop as D
+from pv3d_viewer import settings_store as SS
+from pv3d_viewer import state as S
 
 
 def test_default_state_maps_to_default_render_settings():
@@ -140,12 +140,12 @@ def test_corrupt_or_wrongly_typed_settings_fall_back_to_defaults(tmp_path):
     s, warn = SS.load(p)
     assert "ignored" in warn and s == SS.ViewerSettings()
     p.write_text(json.dumps({"window_width": "wide", "window_height": 100000, "export_fps": -3,
-                             "last_checkpoint": 7, "unknown": 1, "export_frames": 30}))
+                             "last_checkpoint": 7, "unknown": 1, "export_frames": 30, "export_camera": "spiral"}))
     s, warn = SS.load(p)
     d = SS.ViewerSettings()
     assert warn is None
     assert s.window_width == d.window_width and s.window_height == 8192 and s.export_fps == d.export_fps
-    assert s.last_checkpoint is None and s.export_frames == 30
+    assert s.last_checkpoint is None and s.export_frames == 30 and s.export_camera == d.export_camera
 
 
 def test_save_failure_leaves_the_old_file(tmp_path, monkeypatch):
@@ -157,7 +157,9 @@ def test_save_failure_leaves_the_old_file(tmp_path, monkeypatch):
     def disk_full(*a, **k):          # fails after the temporary file is written, before the rename
         raise OSError(28, "No space left on device")
     monkeypatch.setattr(F.os, "chmod", disk_full)
-    with pytest.raises(OSError, match="No space left"):
+    from pv3d_core.errors import ExportError
+
+    with pytest.raises(ExportError, match="No space left"):
         SS.save(SS.ViewerSettings(window_width=2000), p)
     monkeypatch.undo()
     assert SS.load(p)[0].window_width == 1000

@@ -6,7 +6,7 @@ import pytest
 import torch
 
 from pv3d_core.pipeline import RenderSettings
-from viewer.worker import RenderWorker, Result, ResultGate
+from pv3d_viewer.worker import RenderWorker, Result, ResultGate
 
 
 class FakeRenderer:
@@ -76,7 +76,7 @@ def test_latest_request_wins(worker):
     assert [r.settings.seed for r in results] == [1, 5]     # 2, 3, 4 were superseded before they started
     assert worker.renderer.rendered == [1, 5]
     assert results[1].gen == gens[-1]
-    assert torch.all(results[1].image == 5)
+    assert torch.all(results[1].image[..., :3] == 5) and torch.all(results[1].image[..., 3] == 255)
 
 
 def test_gate_drops_stale_results_and_other_epochs():
@@ -114,7 +114,7 @@ def test_errors_come_back_as_results_and_the_worker_keeps_going(worker):
     assert r.error and "RuntimeError" in r.error and "boom from the generator" in r.error and r.image is None
     worker.request(RenderSettings(seed=8))
     (r,) = collect(worker, 1)
-    assert r.error is None and torch.all(r.image == 8)
+    assert r.error is None and torch.all(r.image[..., :3] == 8)
     assert worker.alive
 
 
@@ -126,7 +126,7 @@ def test_no_model_and_bad_checkpoint_are_reported(worker, tmp_path):
     bad.write_text("not a checkpoint")
     worker.load(bad)
     (r,) = collect(worker, 1)
-    assert r.kind == "model" and r.error and "CheckpointError" in r.error
+    assert r.kind == "model" and r.error and "is not a readable safetensors file" in r.error   # a user error: its message
     worker.load(tmp_path / "missing.ckpt")
     (r,) = collect(worker, 1)
     assert "not found" in r.error and not worker.has_model
@@ -155,9 +155,25 @@ def test_real_generator_renders_and_caches(tiny_generator):
         w.request(s)
         results = collect(w, 2, timeout=60)
         frame = [r for r in results if r.kind == "frame"][0]
-        assert frame.error is None and frame.image.shape == (32, 32, 3) and frame.image.dtype == torch.uint8
+        # RGBA, made on the render thread (the display uploads it as it is); no CUDA event on the CPU
+        assert frame.error is None and frame.image.shape == (32, 32, 4) and frame.image.dtype == torch.uint8
+        assert frame.ready is None and bool((frame.image[..., 3] == 255).all())
         assert set(frame.timings) >= {"backbone", "render"}
-        assert torch.equal(w.cached(s), frame.image)
+        image, ready = w.cached(s)
+        assert torch.equal(image, frame.image) and ready is None
     finally:
         w.stop()
     assert not w.alive
+
+
+def test_a_job_taken_off_the_queue_is_busy_at_once():
+    """busy was set after the lock that took the job was released: idle() could answer True while a
+    render was starting. The worker thread's first step, run here by hand, shows it."""
+    w = RenderWorker("cpu", renderer_factory=FakeRenderer)       # not started: this thread plays its part
+    w.request(RenderSettings(seed=1))
+    assert not w.idle()
+    job = w._next()
+    assert job[0] == "render" and w._pending is None
+    assert not w.idle()                   # the queue is empty, but the render has started
+    w.command(lambda worker: "done", "command")
+    assert w._next()[0] == "command" and not w.idle()

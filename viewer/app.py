@@ -1,22 +1,18 @@
 """`pv3d-viewer`: the desktop viewer and editor (glfw window, imgui-bundle UI, render worker thread).
 
-The main thread owns the window, the UI and the GL texture; :class:`viewer.worker.RenderWorker` owns
-the model. Widgets write a :class:`viewer.state.ViewerState`; each UI frame maps it to render
-settings and asks the worker only when they change (or the timeline plays).
+The main thread owns the window, the UI and the GL texture (:mod:`.window`); :class:`.worker.RenderWorker`
+owns the model. Widgets write a :class:`.state.ViewerState`; each UI frame maps it to render settings
+and asks the worker only when they change (or the timeline plays).
 """
 from __future__ import annotations
 
 import argparse
+import logging
 import os
 import sys
+import traceback
 
-EXIT_USAGE = 2
-NO_DISPLAY = ("pv3d-viewer: error: no display to open a window on ({why}). "
-              "Render without a window with the command line instead, e.g. "
-              "`pv3d generate --seeds 0 -o out.mp4` (see `pv3d generate --help`).")
-PREVIEW_HOLD_S = 0.25          # input pause after which the full frame replaces the preview
-RENDER_AHEAD = 12              # playback frames rendered ahead of the playhead
-JOB_REDRAW_S = 0.1             # while only a background job runs, redraw its progress this often
+from .messages import EXIT_USAGE, NO_DISPLAY
 
 
 def parse_args(argv=None) -> argparse.Namespace:
@@ -26,7 +22,9 @@ def parse_args(argv=None) -> argparse.Namespace:
     p.add_argument("--device", default="auto", help="cpu, cuda or auto (default)")
     p.add_argument("--seed", type=int, default=0, help="appearance seed to start with")
     p.add_argument("--resolution", type=int, default=None, help="output resolution to start with")
+    # automation (tests, scripts): a JSON command socket, and the commands that inject faults
     p.add_argument("--control-socket", default=os.environ.get("PV3D_VIEWER_CONTROL"), help=argparse.SUPPRESS)
+    p.add_argument("--control-test-faults", action="store_true", help=argparse.SUPPRESS)
     return p.parse_args(argv)
 
 
@@ -50,13 +48,20 @@ def main(argv=None) -> int:
         print(f"pv3d-viewer: error: the viewer needs glfw, PyOpenGL and imgui-bundle ({e}); "
               "install them with `pip install 'pv3d-studio[viewer]'`", file=sys.stderr)
         return EXIT_USAGE
-    from .viewer_app import ViewerApp
+    logging.basicConfig(level=logging.INFO, format="pv3d-viewer: %(message)s")
+    from pv3d_core.errors import REPORT_BUG
+
+    from .window import ViewerApp
 
     app = ViewerApp(args)
     try:
         return app.run()
     except KeyboardInterrupt:     # Ctrl-C in the terminal: run() has already stopped the threads
         return 130
+    except Exception:  # noqa: BLE001 - a bug: show everything, say how to report it
+        traceback.print_exc()
+        print(f"pv3d-viewer: {REPORT_BUG}", file=sys.stderr)
+        return 1
 
 
 if __name__ == "__main__":

@@ -144,13 +144,13 @@ def start_xvfb(screen: str = "1280x800x24", timeout: float = 15.0):
 
 
 def launch_viewer(sock: str, args=(), env=None, cwd=None, log=None, timeout: float = 90.0):
-    """Start ``python -m viewer.app --control-socket sock *args`` and wait for its socket:
+    """Start ``python -m pv3d_viewer.app --control-socket sock *args`` and wait for its socket:
     (process, :class:`ControlClient`). ``log``: an open binary file for its output (default: discarded)."""
     import subprocess
     import sys
     import time
 
-    proc = subprocess.Popen([sys.executable, "-m", "viewer.app", "--control-socket", sock, *args], env=env,
+    proc = subprocess.Popen([sys.executable, "-m", "pv3d_viewer.app", "--control-socket", sock, *args], env=env,
                             cwd=cwd, stdout=log if log is not None else subprocess.DEVNULL,
                             stderr=subprocess.STDOUT)
     end = time.time() + timeout

@@ -2,9 +2,11 @@
 
 * ``interop`` (CUDA frames only): the texture is registered once with CUDA (write-discard); per
   frame the resource is mapped, its array fetched, the RGBA tensor copied device-to-device with
-  ``cudaMemcpy2DToArrayAsync`` on torch's current stream, and unmapped. No host round trip. Chosen
-  only when every step succeeds on the first frame; any failure falls back to the host path (the
-  reason is kept in :attr:`Display.reason`).
+  ``cudaMemcpy2DToArrayAsync`` on torch's current stream, and unmapped. No host round trip: the
+  frame arrives as RGBA made on the render's stream with an event marking it ready, the copy's
+  stream waits for that event on the device, and no host copy is kept (:meth:`Display.last_frame`
+  makes one only when asked). Chosen only when every step succeeds on the first frame; any failure
+  falls back to the host path (the reason is kept in :attr:`Display.reason`).
 * ``host``: ``glTexSubImage2D`` of RGBA8 (RGB uploads are several times slower) into a texture
   allocated once per size.
 
@@ -18,15 +20,7 @@ import numpy as np
 import OpenGL.GL as gl
 import torch
 
-
-def to_rgba(image: torch.Tensor) -> torch.Tensor:
-    """(H, W, 3) uint8 -> contiguous (H, W, 4) uint8 with opaque alpha, on the same device."""
-    if image.dtype != torch.uint8 or image.ndim != 3 or image.shape[2] not in (3, 4):
-        raise ValueError(f"expected an (H, W, 3) uint8 image, got {tuple(image.shape)} {image.dtype}")
-    if image.shape[2] == 4:
-        return image.contiguous()
-    alpha = torch.full(image.shape[:2] + (1,), 255, dtype=torch.uint8, device=image.device)
-    return torch.cat([image, alpha], dim=2).contiguous()
+from .worker import to_rgba
 
 
 class CudaGLInterop:
@@ -85,7 +79,8 @@ class Display:
         self._interop_failed = self.force_host
         self.uploads = 0
         self.last_upload_ms = 0.0
-        self.last_image: np.ndarray | None = None   # host copy of the last frame, for PNG export/tests
+        self._last: torch.Tensor | None = None        # the last frame shown (RGBA, where it was rendered)
+        self._last_host: np.ndarray | None = None     # its host copy, when the host path made one
 
     @property
     def ready(self) -> bool:
@@ -103,20 +98,26 @@ class Display:
         gl.glTexImage2D(gl.GL_TEXTURE_2D, 0, gl.GL_RGBA8, w, h, 0, gl.GL_RGBA, gl.GL_UNSIGNED_BYTE, None)
         self.size = (w, h)
 
-    def upload(self, image: torch.Tensor, keep_host_copy: bool = True) -> None:
+    def upload(self, image: torch.Tensor, ready=None) -> None:
+        """Show a frame: (H, W, 4) RGBA (or (H, W, 3), converted here) uint8. ``ready``: a CUDA event
+        recorded on the render's stream after the frame was written (the worker's), waited for on the
+        device before the copy."""
         import time
 
         t0 = time.perf_counter()
         h, w = int(image.shape[0]), int(image.shape[1])
         if self.size != (w, h):
             self._allocate(w, h)
-        rgba = to_rgba(image)
+        rgba = image if image.shape[2] == 4 and image.is_contiguous() else to_rgba(image)
         done = False
         if rgba.is_cuda and not self._interop_failed:
             try:
                 if self._interop is None:
                     self._interop = CudaGLInterop(self.texture)
-                self._interop.copy(rgba)
+                stream = torch.cuda.current_stream(rgba.device)
+                if ready is not None:
+                    stream.wait_event(ready)
+                self._interop.copy(rgba, stream.cuda_stream)
                 self.path, self.reason, done = "interop", "CUDA-GL interop", True
             except Exception as e:  # noqa: BLE001 - any failed step means the host path
                 self._interop_failed = True
@@ -129,10 +130,17 @@ class Display:
             gl.glPixelStorei(gl.GL_UNPACK_ALIGNMENT, 4)
             gl.glTexSubImage2D(gl.GL_TEXTURE_2D, 0, 0, 0, w, h, gl.GL_RGBA, gl.GL_UNSIGNED_BYTE, host)
             self.path = "host"
-        if keep_host_copy:
-            self.last_image = (host if host is not None else rgba.cpu().numpy())[:, :, :3]
+        self._last, self._last_host = rgba, host
         self.uploads += 1
         self.last_upload_ms = (time.perf_counter() - t0) * 1e3
+
+    def last_frame(self) -> np.ndarray | None:
+        """(H, W, 3) uint8 host copy of the frame shown last (made now on the interop path), or None."""
+        if self._last is None:
+            return None
+        if self._last_host is None:
+            self._last_host = self._last.cpu().numpy()
+        return self._last_host[:, :, :3]
 
     def _release_interop(self) -> None:
         """Unregister the CUDA-GL resource; a failure there must not stop the host path or shutdown."""

@@ -1,7 +1,6 @@
 """What a file dropped on the window is: a checkpoint, an image, or something we reject."""
 from __future__ import annotations
 
-import importlib.util
 from pathlib import Path
 
 CHECKPOINT_SUFFIXES = (".safetensors", ".ckpt", ".pt", ".pth")
@@ -22,14 +21,3 @@ def classify(path) -> tuple[str, str]:
         return "image", ""
     return "reject", (f"{p.name} is neither a checkpoint (.safetensors, .ckpt) nor a portrait image "
                       f"({', '.join(s.lstrip('.') for s in IMAGE_SUFFIXES[:4])})")
-
-
-def portrait_available() -> bool:
-    try:
-        return importlib.util.find_spec("pv3d_core.portrait") is not None
-    except (ImportError, ValueError):
-        return False
-
-
-PORTRAIT_MISSING = ("portrait animation not yet supported in this build (pv3d_core.portrait is missing); "
-                    "drop a checkpoint (.safetensors or .ckpt) to load a model")

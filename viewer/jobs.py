@@ -8,17 +8,29 @@ render worker keeps serving the UI meanwhile. Files are written atomically by pv
 from __future__ import annotations
 
 import gc
+import itertools
+import logging
 import threading
 import time
+import traceback
 from pathlib import Path
 from typing import Any, Callable
 
+from pv3d_core.errors import REPORT_BUG, UserError
 from pv3d_core.export import Cancelled, ClipSpec, ExportError, clip_settings, render_clip, write_mp4, write_png
 from pv3d_core.pipeline import FrameRenderer, RenderSettings
 
+log = logging.getLogger(__name__)
+
 
 class Job:
+    """A function run in its own thread, with progress, cancel and an outcome. ``on_done`` is not
+    called from that thread: :meth:`JobManager.collect` calls it on the UI thread."""
+
+    _ids = itertools.count(1)
+
     def __init__(self, name: str, fn: Callable[["Job"], Any], on_done: Callable[["Job"], None] | None = None):
+        self.id = next(Job._ids)
         self.name = name
         self.fn = fn
         self.on_done = on_done
@@ -29,6 +41,7 @@ class Job:
         self.error: str | None = None
         self.cancelled = False
         self.done = False
+        self.collected = False          # its completion was handled on the UI thread
         self.output: str | None = None
         self.started = time.time()
         self.finished: float | None = None
@@ -49,9 +62,14 @@ class Job:
     def join(self, timeout: float | None = None) -> None:
         self._thread.join(timeout)
 
-    @property
-    def running(self) -> bool:
-        return not self.done
+    def release(self) -> None:
+        """Drop what the job produced but the app has taken over (a tuned generator is ~180 MB at 512²);
+        a path stays, for the panel to show."""
+        if not isinstance(self.result, str):
+            self.result = None
+        for heavy in ("tuned_generator", "base"):
+            if hasattr(self, heavy):
+                setattr(self, heavy, None)
 
     def _run(self) -> None:
         try:
@@ -61,20 +79,26 @@ class Job:
         except Cancelled:
             self.cancelled = True
             self.status = "cancelled"
-        except Exception as e:  # noqa: BLE001 - shown to the user
-            self.error = f"{type(e).__name__}: {e}" if not isinstance(e, (ExportError, ValueError)) else str(e)
+        except UserError as e:
+            self.error = str(e)
+            self.status = "failed"
+        except Exception as e:  # noqa: BLE001 - a bug: shown to the user, logged with its traceback
+            log.error("%s job failed:\n%s\n%s", self.name, traceback.format_exc().rstrip(), REPORT_BUG)
+            self.error = f"{type(e).__name__}: {e}"
             self.status = "failed"
         finally:
+            self.fn = None                  # its closure may hold a model
             self.finished = time.time()
             self.done = True
-            if self.on_done is not None:
-                try:
-                    self.on_done(self)
-                except Exception:  # noqa: BLE001
-                    pass
 
 
 class JobManager:
+    """The app's jobs. Call :meth:`collect` from the UI loop: it runs the completion callbacks there
+    and forgets finished jobs once they are old (:data:`KEEP_S`) or too many (:data:`KEEP_FINISHED`)."""
+
+    KEEP_S = 30.0
+    KEEP_FINISHED = 16
+
     def __init__(self):
         self.jobs: list[Job] = []
 
@@ -82,6 +106,36 @@ class JobManager:
         job = Job(name, fn, on_done).start()
         self.jobs.append(job)
         return job
+
+    def get(self, job_id: int) -> Job | None:
+        return next((j for j in self.jobs if j.id == job_id), None)
+
+    def collect(self) -> list[Job]:
+        """Handle finished jobs: each one's ``on_done`` (UI thread), then :meth:`Job.release`. A failing
+        callback is logged with its traceback and its message put on the job, never swallowed.
+        Returns the jobs handled now."""
+        handled = []
+        for job in [j for j in self.jobs if j.done and not j.collected]:
+            job.collected = True
+            try:
+                if job.on_done is not None:
+                    job.on_done(job)
+            except Exception as e:  # noqa: BLE001 - reported on the job and in the log, the app goes on
+                log.error("completing the %s job failed:\n%s\n%s", job.name, traceback.format_exc().rstrip(),
+                          REPORT_BUG)
+                job.error = f"completing it failed: {type(e).__name__}: {e}"
+            finally:
+                job.release()
+            handled.append(job)
+        self.prune()
+        return handled
+
+    def prune(self, now: float | None = None) -> None:
+        now = time.time() if now is None else now
+        finished = [j for j in self.jobs if j.done and j.collected]
+        old = {id(j) for j in finished if now - (j.finished or now) > self.KEEP_S}
+        old |= {id(j) for j in finished[:max(0, len(finished) - self.KEEP_FINISHED)]}
+        self.jobs = [j for j in self.jobs if id(j) not in old]
 
     def active(self) -> list[Job]:
         return [j for j in self.jobs if not j.done]
@@ -176,35 +230,28 @@ def png_job(image, path):
 
 def ply_job(G, s: RenderSettings, path, resolution: int = 128, appearance_ws=None):
     def body(job: Job):
-        try:
-            from pv3d_core import mesh as mesh_mod
-            extract, write = mesh_mod.extract_mesh, mesh_mod.write_ply
-        except (ImportError, AttributeError):
-            raise ExportError("mesh export not available in this build (pv3d_core.mesh is missing)") from None
+        from pv3d_core.mesh import extract_mesh, write_ply
+
         r = job_renderer(G, appearance_ws)
         ws = r.ws_for(s.seed, s.psi)
         z = r.motion_for(s.motion_seed)
         job.output = str(path)
         job.status = "extracting mesh"
-        m = extract(G, ws, z, s.t, resolution=resolution, progress=lambda i, n: job.report(i, n),
-                    cancel=job.cancel_event)
+        m = extract_mesh(G, ws, z, s.t, resolution=resolution, progress=lambda i, n: job.report(i, n),
+                         cancel=job.cancel_event)
         if job.cancel_event.is_set():
             raise Cancelled("cancelled")
-        return str(write(path, m))
+        return str(write_ply(path, m))
     return body
 
 
 def portrait_job(image_path, G):
     """Job body: prepare and invert a portrait; the result is the appearance latent ``ws``."""
     def body(job: Job):
-        try:
-            from pv3d_core import portrait
-            fn = portrait.prepare_and_invert
-        except (ImportError, AttributeError):
-            raise ExportError("portrait animation not yet supported in this build "
-                              "(pv3d_core.portrait is missing); drop a checkpoint instead") from None
+        from pv3d_core import portrait
+
         job.status = "fitting portrait"
-        out = fn(image_path, G, progress=lambda stage, i, n, loss=0.0: job.report(i, n, f"{stage} {i}/{n}"), cancel=job.cancel_event)
+        out = portrait.prepare_and_invert(image_path, G, progress=lambda stage, i, n, loss=0.0: job.report(i, n, f"{stage} {i}/{n}"), cancel=job.cancel_event)
         if job.cancel_event.is_set():
             raise Cancelled("cancelled")
         # pivotal tuning adapts the generator to the photo: the viewer shows the portrait with it

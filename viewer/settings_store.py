@@ -13,6 +13,8 @@ import sys
 from dataclasses import asdict, dataclass, field, fields
 from pathlib import Path
 
+from pv3d_core.render.cameras import PATHS
+
 
 @dataclass
 class ViewerSettings:
@@ -68,6 +70,8 @@ def load(path: Path | None = None) -> tuple[ViewerSettings, str | None]:
     for f in fields(s):
         if f.name in data:
             setattr(s, f.name, _coerce(getattr(s, f.name), data[f.name]))
+    if s.export_camera not in PATHS:
+        s.export_camera = ViewerSettings.export_camera
     s.window_width = min(max(s.window_width, 400), 8192)
     s.window_height = min(max(s.window_height, 300), 8192)
     return s, None

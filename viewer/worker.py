@@ -10,11 +10,16 @@
   worker thread before any render, so the model is touched by one thread only.
 * Idle time renders ahead: :meth:`prefetch` gives the next timeline frames, which go into a frame
   cache keyed by (epoch, every render setting).
-* Errors never escape the thread: they come back as results with ``error`` set.
+* Errors never escape the thread: they come back as results with ``error`` set. A user error (a bad
+  checkpoint...) gives its message; anything else is a bug and is logged with its traceback.
+* Frames come back as RGBA (what the display uploads), converted on the render thread right after the
+  render; on a GPU a CUDA event marks when they are ready, so the display's copy waits on the device
+  for exactly that work, never on the host.
 """
 from __future__ import annotations
 
 import collections
+import logging
 import threading
 import time
 import traceback
@@ -23,7 +28,10 @@ from typing import Any, Callable
 
 import torch
 
+from pv3d_core.errors import REPORT_BUG, UserError
 from pv3d_core.pipeline import FrameRenderer, RenderSettings
+
+log = logging.getLogger(__name__)
 
 
 @dataclass
@@ -32,7 +40,8 @@ class Result:
     epoch: int
     kind: str                          # "frame" | "model" | "command"
     settings: RenderSettings | None = None
-    image: Any = None                  # (H, W, 3) uint8 torch tensor (on the model's device)
+    image: Any = None                  # (H, W, 4) uint8 RGBA torch tensor (on the model's device)
+    ready: Any = None                  # torch.cuda.Event recorded after ``image`` was written (CUDA only)
     timings: dict = field(default_factory=dict)
     error: str | None = None
     message: str | None = None
@@ -81,8 +90,30 @@ class FrameCache:
             return len(self._d)
 
 
-def _nbytes(t) -> int:
+def _nbytes(entry) -> int:
+    t = entry[0] if isinstance(entry, tuple) else entry
     return t.numel() * t.element_size()
+
+
+def to_rgba(image: torch.Tensor) -> torch.Tensor:
+    """(H, W, 3) uint8 -> contiguous (H, W, 4) uint8 with opaque alpha, on the same device."""
+    if image.dtype != torch.uint8 or image.ndim != 3 or image.shape[2] not in (3, 4):
+        raise ValueError(f"expected an (H, W, 3) uint8 image, got {tuple(image.shape)} {image.dtype}")
+    if image.shape[2] == 4:
+        return image.contiguous()
+    alpha = torch.full(image.shape[:2] + (1,), 255, dtype=torch.uint8, device=image.device)
+    return torch.cat([image, alpha], dim=2).contiguous()
+
+
+def rgba_on_render_stream(image: torch.Tensor):
+    """(RGBA image, ready event): converted on the current (render) stream; on a GPU the event marks
+    the end of that work, for the display's copy to wait on."""
+    rgba = to_rgba(image)
+    ready = None
+    if rgba.is_cuda:
+        ready = torch.cuda.Event()
+        ready.record(torch.cuda.current_stream(rgba.device))
+    return rgba, ready
 
 
 class ResultGate:
@@ -118,11 +149,12 @@ class RenderWorker:
         self.renderer: FrameRenderer | None = None
         self.model_path: str | None = None
         self.model_name: str = "no model"
-        self.cache = FrameCache(cache_bytes)
-        self.busy = False
+        self.model_serial = 0                      # bumped when another generator is installed
+        self.cache = FrameCache(cache_bytes)       # (epoch, settings) -> (RGBA image, ready event)
+        self.busy = False                          # a job taken off the queues is running (under the lock)
+        self._running: str | None = None           # the label of the command running, if one is
         self.rendered = 0                          # frames rendered (requests + prefetch)
         self.prefetched = 0
-        self.last_timings: dict = {}
         self._thread = threading.Thread(target=self._run, name="pv3d-render", daemon=True)
 
     # ------------------------------------------------------------------ UI thread side
@@ -198,7 +230,22 @@ class RenderWorker:
         self.command(do, "appearance")
 
     def cached(self, settings: RenderSettings):
+        """(RGBA image, ready event) of the current model, or None."""
         return self.cache.get((self.epoch, settings))
+
+    @property
+    def generation(self) -> int:
+        """The stamp of the latest request (results older than the one shown are stale)."""
+        with self._cond:
+            return self._gen
+
+    def results_waiting(self) -> bool:
+        return bool(self._results)
+
+    def loading(self) -> bool:
+        """A model is queued to be installed (a load or a generator swap not yet done)."""
+        with self._cond:
+            return any(c[0] == "model" for c in self._commands) or self._running == "model"
 
     def poll(self) -> list[Result]:
         out = []
@@ -217,6 +264,7 @@ class RenderWorker:
         self.renderer = self._factory(G)
         self.model_path = path
         self.model_name = name or (path.rsplit("/", 1)[-1] if path else "model")
+        self.model_serial += 1
         self._bump_epoch()
 
     def _bump_epoch(self) -> None:
@@ -226,29 +274,37 @@ class RenderWorker:
         self.cache.clear()
 
     def _next(self):
+        """The next job, marked busy under the same lock that took it off its queue (so that
+        :meth:`idle` never sees an empty queue and an idle worker while a job is starting)."""
         with self._cond:
+            self.busy = False
+            self._running = None
             while True:
                 if self._stop:
                     return None
+                job = None
                 if self._commands:
-                    return ("command",) + self._commands.popleft()
-                if self._pending is not None:
+                    job = ("command",) + self._commands.popleft()
+                    self._running = job[1]
+                elif self._pending is not None:
                     item, self._pending = self._pending, None
-                    return ("render",) + item
-                while self._prefetch and self.renderer is not None:
-                    s = self._prefetch.pop(0)
-                    if (self.epoch, s) not in self.cache:
-                        return ("prefetch", s)
-                self.busy = False
+                    job = ("render",) + item
+                else:
+                    while self._prefetch and self.renderer is not None:
+                        s = self._prefetch.pop(0)
+                        if (self.epoch, s) not in self.cache:
+                            job = ("prefetch", s)
+                            break
+                if job is not None:
+                    self.busy = True
+                    return job
                 self._cond.wait()
 
     def _run(self) -> None:
         while True:
             job = self._next()
             if job is None:
-                self.busy = False
                 return
-            self.busy = True
             kind = job[0]
             t0 = time.perf_counter()
             if kind == "command":
@@ -274,15 +330,15 @@ class RenderWorker:
                 continue
             try:
                 frame = self.renderer.render(s)
+                image, ready = rgba_on_render_stream(frame.image)
                 self.rendered += 1
                 if kind == "prefetch":
                     self.prefetched += 1
                 if epoch == self.epoch:
-                    self.cache.put((epoch, s), frame.image)
-                self.last_timings = dict(frame.timings)
+                    self.cache.put((epoch, s), (image, ready))
                 if kind == "render":
-                    self._results.append(Result(gen=gen, epoch=epoch, kind="frame", settings=s, image=frame.image,
-                                                timings=frame.timings,
+                    self._results.append(Result(gen=gen, epoch=epoch, kind="frame", settings=s, image=image,
+                                                ready=ready, timings=frame.timings,
                                                 elapsed_ms=(time.perf_counter() - t0) * 1e3))
             except Exception as e:  # noqa: BLE001 - errors are shown in the viewport
                 if kind == "render":
@@ -293,6 +349,11 @@ class RenderWorker:
 
 
 def _describe(e: BaseException) -> str:
+    """One line for the viewport: a user error's message; for anything else (a bug) the exception and
+    where it came from, the traceback going to the log with a line on how to report it."""
+    if isinstance(e, UserError):
+        return str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
+    log.error("%s\n%s", "".join(traceback.format_exception(type(e), e, e.__traceback__)).rstrip(), REPORT_BUG)
     msg = str(e).strip().splitlines()[0] if str(e).strip() else ""
     where = ""
     tb = traceback.extract_tb(e.__traceback__)

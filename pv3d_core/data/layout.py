@@ -16,14 +16,11 @@ from pathlib import Path
 import numpy as np
 
 from .. import files
+from ..errors import DatasetError
 
 VIDEO_DIR = "recrop_faces"
 CAMERA_DIR = "smoothed_camera2world"
 LIST_FILE = "voxceleb.list"
-
-
-class DatasetError(ValueError):
-    """A dataset folder that cannot be read, with a message for the user."""
 
 
 def write_video(path: str | os.PathLike, frames, fps: float = 25.0, quality: int = 9) -> None:

@@ -9,16 +9,17 @@ for readability before any work is done, so a broken file fails fast with a clea
 """
 from __future__ import annotations
 
+import logging
 import math
 import re
 import time
 from pathlib import Path
 
-
 from ..files import atomic_write_bytes
 from .layout import LIST_FILE, DatasetError, read_video, write_clip, write_list
 
 MIN_CLIP_FRAMES = 2
+log = logging.getLogger(__name__)
 
 
 def _probe(path: Path) -> float:
@@ -57,10 +58,11 @@ def _segments(kept: list[int]) -> list[tuple[int, int]]:
     return out
 
 
-def prepare_videos(videos, output, resolution: int = 256, progress: bool = True, smooth_sigma: float = 1.5,
+def prepare_videos(videos, output, resolution: int = 256, progress=None, smooth_sigma: float = 1.5,
                    min_face: int = 40, max_frames: int | None = None) -> dict:
     """Prepare ``videos`` into the dataset folder ``output``; returns a summary dict (also written to
-    ``output/summary.json``). DatasetError when a video cannot be read or no face is found at all."""
+    ``output/summary.json``). DatasetError when a video cannot be read or no face is found at all.
+    ``progress(video_name, frame, frames)`` follows the face tracking of each video."""
     from ..faces import align_frames
 
     if not 32 <= int(resolution) <= 1024:
@@ -82,17 +84,8 @@ def prepare_videos(videos, output, resolution: int = 256, progress: bool = True,
         frames = read_video(p)
         if max_frames:
             frames = frames[:max_frames]
-        bar = None
-        if progress:
-            from tqdm import tqdm
-
-            bar = tqdm(total=len(frames), desc=p.name, unit="frame", disable=None, leave=False)
-        cb = (lambda i, n: bar.update(1)) if bar is not None else None
-        try:
-            tr = align_frames(frames, size=int(resolution), sigma=smooth_sigma, min_face=min_face, progress=cb)
-        finally:
-            if bar is not None:
-                bar.close()
+        cb = (lambda i, n, name=p.name: progress(name, i, n)) if progress else None
+        tr = align_frames(frames, size=int(resolution), sigma=smooth_sigma, min_face=min_face, progress=cb)
         base = _clip_base(p, used)
         clips = []
         segs = _segments(tr["kept"])
@@ -119,8 +112,7 @@ def prepare_videos(videos, output, resolution: int = 256, progress: bool = True,
         totals["kept"] += len(tr["kept"]) - short
         totals["dropped"] += len(tr["dropped"])
         totals["short_segments_dropped"] += short
-        if progress:
-            print(f"{p.name}: {len(tr['kept'])} of {len(frames)} frames with a face, {len(clips)} clip(s)")
+        log.info("%s: %d of %d frames with a face, %d clip(s)", p.name, len(tr["kept"]), len(frames), len(clips))
     if not names and not existing:
         raise DatasetError(f"no face was found in any frame of {len(paths)} video(s); nothing was written")
     write_list(root, existing + [n for n in names if n not in existing])

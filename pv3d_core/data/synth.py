@@ -250,22 +250,21 @@ def _work(job):
 
 
 def synthesize_dataset(output, n_clips: int, n_frames: int = 32, res: int = 128, seed: int = 0,
-                       workers: int | None = None, progress: bool = True, meshes: bool = True,
+                       workers: int | None = None, progress=None, meshes: bool = True,
                        cancel=None) -> dict:
     """Write ``n_clips`` synthetic talking-head clips into ``output`` (official layout + ground truth).
 
     Clips already complete in ``output`` (same seed) are kept, so an interrupted run resumes.
-    Deterministic: clip i depends only on (seed, i, n_frames, res).
+    Deterministic: clip i depends only on (seed, i, n_frames, res). ``progress(done, total)`` is
+    called with the clips done so far (those kept from an earlier run count as done).
     """
     import time
     from concurrent.futures import ProcessPoolExecutor
 
-    from tqdm import tqdm
-
     if n_clips < 1 or n_frames < 2:
         raise ValueError("need at least one clip of two frames")
     root = Path(output)
-    files.check_writable(root / "summary.json", ValueError)
+    files.check_writable(root / "summary.json")
     summary_path = root / "summary.json"
     old = json.loads(summary_path.read_text()) if summary_path.is_file() else {}
     same = old.get("seed") == seed and old.get("frames") == n_frames and old.get("res") == res
@@ -278,20 +277,23 @@ def synthesize_dataset(output, n_clips: int, n_frames: int = 32, res: int = 128,
                                                         "frames": n_frames, "res": res}).encode())
     t0 = time.perf_counter()
     jobs = [(str(root), i, n_frames, res, seed, meshes) for i in todo]
-    bar = tqdm(total=n_clips, initial=n_clips - len(todo), desc="synth heads", unit="clip", disable=not progress)
-    try:
-        if workers == 1:
-            for j in jobs:
-                if cancel is not None and cancel.is_set():
-                    raise KeyboardInterrupt
-                _work(j)
-                bar.update()
-        else:
-            with ProcessPoolExecutor(workers) as ex:
-                for _ in ex.map(_work, jobs):
-                    bar.update()
-    finally:
-        bar.close()
+    done = n_clips - len(todo)
+    if progress:
+        progress(done, n_clips)
+    if workers == 1:
+        for j in jobs:
+            if cancel is not None and cancel.is_set():
+                raise KeyboardInterrupt
+            _work(j)
+            done += 1
+            if progress:
+                progress(done, n_clips)
+    else:
+        with ProcessPoolExecutor(workers) as ex:
+            for _ in ex.map(_work, jobs):
+                done += 1
+                if progress:
+                    progress(done, n_clips)
     names = [clip_name(i) for i in range(n_clips)]
     layout.write_list(root, names)
     files.atomic_write_bytes(root / "groundtruth" / "depth.json",

@@ -8,10 +8,9 @@ centre (mean of the mouth corners):
 - its half side is max(2.0 x eye distance, 1.8 x eye-to-mouth distance);
 - its centre lies 10 % of the eye-to-mouth vector below the midpoint of the eyes.
 
-The same rule, applied to the frontal projection of the mean 3D face in :mod:`.pose`, fixes where
-that face sits in the world, so that the camera estimated from an aligned crop is consistent with
-the crop (a frontal face gives the frontal camera). The rule is mirror-symmetric: the crop of a
-flipped photo is the flipped crop.  Pixels outside the photo are filled by reflection.
+The camera of an aligned crop is estimated from its landmarks by :mod:`.pose`, whose mean 3D face was
+fitted to landmarks in crops made by this rule. The rule is mirror-symmetric: the crop of a flipped
+photo is the flipped crop.  Pixels outside the photo are filled by reflection.
 """
 from __future__ import annotations
 
@@ -19,7 +18,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from .landmarks import eye_mouth, smooth_sequence
+from .landmarks import eye_mouth
 
 EYE_FACTOR = 2.0
 MOUTH_FACTOR = 1.8
@@ -87,14 +86,6 @@ def crop_frame(lm: np.ndarray) -> CropFrame:
         raise ValueError("degenerate landmarks: eyes and mouth coincide")
     x = x / n * max(EYE_FACTOR * np.linalg.norm(e2e), MOUTH_FACTOR * np.linalg.norm(e2m))
     return CropFrame(center=eye_avg + CENTER_SHIFT * e2m, x_axis=x)
-
-
-def smooth_frames(frames: list[CropFrame], sigma: float) -> list[CropFrame]:
-    """Temporally smoothed crops (Gaussian over frames, sigma in frames)."""
-    if not frames:
-        return []
-    v = smooth_sequence(np.stack([f.vector() for f in frames]), sigma)
-    return [CropFrame.from_vector(r) for r in v]
 
 
 def warp(img: np.ndarray, frame: CropFrame, size: int) -> np.ndarray:

@@ -7,6 +7,7 @@ from typing import Callable
 
 import numpy as np
 
+from ..errors import UsageError
 from ..render import cameras
 from .align import CropFrame, crop_frame, warp
 from .detect import Face, FaceError, find_face, load_image
@@ -44,7 +45,7 @@ def align_face(image, size: int = 512, focal: float = cameras.DEFAULT_FOCAL, min
     """Detect the largest face of a photo (path or uint8 array), crop it in the training framing
     and estimate its camera. :class:`FaceError` with a clear message when that cannot be done."""
     if not 16 <= int(size) <= 4096:
-        raise ValueError(f"crop size must be between 16 and 4096, got {size}")
+        raise UsageError(f"crop size must be between 16 and 4096, got {size}")
     img, scale = load_image(image)
     face = find_face(img, min_face=min_face)
     frame = crop_frame(face.landmarks)
@@ -69,7 +70,7 @@ def align_frames(frames, size: int = 256, sigma: float = 1.5, focal: float = cam
     n = len(frames)
     for i, f in enumerate(frames):
         if cancel is not None and cancel.is_set():
-            from ..export import Cancelled
+            from ..errors import Cancelled
 
             raise Cancelled("face tracking cancelled")
         try:

@@ -18,6 +18,7 @@ from pathlib import Path
 
 import numpy as np
 
+from ..errors import FaceError
 from . import models
 
 #: the longer side of the image the pipeline works on (the crop is taken from it)
@@ -30,10 +31,6 @@ MAX_PIXELS = 400_000_000
 MIN_FACE = 40
 #: the longer side the CNN detector runs on (smaller images are upsampled once)
 CNN_SIDE = 512
-
-
-class FaceError(ValueError):
-    """A photo the face pipeline cannot use, with a one-line reason for the user."""
 
 
 @dataclass

@@ -9,6 +9,8 @@ import importlib.util
 from functools import lru_cache
 from pathlib import Path
 
+from ..errors import MissingDependency
+
 FILES = {
     "landmarks68": "shape_predictor_68_face_landmarks.dat",
     "landmarks5": "shape_predictor_5_face_landmarks.dat",
@@ -20,19 +22,19 @@ FILES = {
 def model_path(key: str) -> Path:
     spec = importlib.util.find_spec("face_recognition_models")
     if spec is None or not spec.submodule_search_locations:
-        raise RuntimeError("the face models are not installed: pip install face-recognition-models")
+        raise MissingDependency("the face models are not installed: pip install face-recognition-models")
     for loc in spec.submodule_search_locations:
         p = Path(loc) / "models" / FILES[key]
         if p.is_file():
             return p
-    raise RuntimeError(f"dlib model {FILES[key]} is missing from face-recognition-models")
+    raise MissingDependency(f"dlib model {FILES[key]} is missing from face-recognition-models")
 
 
 def _dlib():
     try:
         import dlib
     except ImportError:
-        raise RuntimeError("dlib is not installed: pip install dlib-bin") from None
+        raise MissingDependency("dlib is not installed: pip install dlib-bin") from None
     return dlib
 
 

@@ -11,6 +11,6 @@ Heavy imports (torch models, dlib, scipy) happen inside the functions that need 
 this package (every ``pv3d`` command does, to register ``pv3d eval``) stays cheap.
 """
 
+from ..errors import MetricError
 
-class MetricError(ValueError):
-    """A metric that cannot be computed, with a one-line reason the user can act on."""
+__all__ = ["MetricError"]

@@ -7,8 +7,8 @@ normal), two timestamps t_a, t_b drawn from the 16 evenly spaced times in [0, 1]
     0: frontal at t_a    1: side at t_b    2: side at t_a    3: frontal at t_b
 
 with the mapping conditioned on the canonical camera, no truncation (psi 1), constant noise,
-deterministic ray sampling. Frontal = the canonical camera (at (0, 0, 2.7) looking down −z, focal
-4.2647); side = EG3D's look-at sampler at (π/2 + yaw, π/2 − 0.05 + pitch) around (0, 0, 0.2),
+deterministic ray sampling. Frontal = the canonical camera, the one the mapping is conditioned on
+(:func:`pv3d_core.render.cameras.conditioning_camera`: at (0, 0, 2.7) looking down −z, focal 4.2647); side = EG3D's look-at sampler at (π/2 + yaw, π/2 − 0.05 + pitch) around (0, 0, 0.2),
 radius 2.7, yaw 30°, pitch 0.
 
 FVD (``--data`` real clips and ``--i3d`` weights): real = one random 16-frame window per clip (at most
@@ -21,25 +21,20 @@ Geometry error (``--data`` made by ``pv3d data synth``): :mod:`.geometry`.
 """
 from __future__ import annotations
 
-import json
 import math
-import platform
 import threading
 import time
 from pathlib import Path
 
 import numpy as np
 
+from ..render import cameras
 from . import MetricError
 
-CANONICAL_CAMERA = [1.0, 0.0, 0.0, 0.0, 0.0, -1.0, 0.0, 0.0, 0.0, 0.0, -1.0, 2.7, 0.0, 0.0, 0.0, 1.0,
-                    4.2647, 0.0, 0.5, 0.0, 4.2647, 0.5, 0.0, 0.0, 1.0]
 NUM_TIMES = 16
 
 
 def side_camera(yaw_deg: float = 30.0, pitch_deg: float = 0.0) -> np.ndarray:
-    from ..render import cameras
-
     m = cameras.lookat_sampler(math.pi / 2 + math.radians(yaw_deg), math.pi / 2 - 0.05 + math.radians(pitch_deg),
                                (0.0, 0.0, 0.2), 2.7)
     return cameras.pack(m, 4.2647)
@@ -52,13 +47,13 @@ def multiview_renders(G, n_videos: int, seed: int = 0, psi: float = 1.0, yaw: fl
     """Yield per video: images (4, H, W, 3) uint8, depth/alpha (4, r, r), points (4, r*r, 3), cameras."""
     import torch
 
-    from ..export import Cancelled
+    from ..errors import Cancelled
     from ..render.rays import pixel_rays, split_camera
     from .chamfer import depth_points
 
     dev = next(G.parameters()).device
     gen = torch.Generator().manual_seed(int(seed))
-    front = np.asarray(CANONICAL_CAMERA, np.float32)
+    front = np.asarray(cameras.conditioning_camera(G.rendering_kwargs), np.float32)
     side = side_camera(yaw, pitch)
     cams = [front, side, side, front]
     c0 = torch.from_numpy(front).to(dev)[None]
@@ -121,7 +116,7 @@ def _real_windows(root, n: int, rng: np.random.Generator):
 def compute_fvd(G, root, net, n_videos: int, seed: int = 0, progress=None, cancel=None) -> dict:
     import torch
 
-    from ..export import Cancelled
+    from ..errors import Cancelled
     from .fvd import FeatureStats, frechet_distance, i3d_features
 
     rng = np.random.default_rng(seed + 1)
@@ -231,7 +226,7 @@ def evaluate(G, *, videos: int = 1000, seed: int = 0, psi: float = 1.0, yaw: flo
         "videos": videos, "seed": seed, "truncation_psi": psi, "noise_mode": "const", "sampling": "deterministic",
         "renders": ["frontal t_a", "side t_b", "side t_a", "frontal t_b"],
         "timestamps": f"two of linspace(0, 1, {NUM_TIMES}) drawn per video",
-        "frontal_camera": CANONICAL_CAMERA, "side_camera": {"yaw_deg": yaw, "pitch_deg": pitch, "radius": 2.7,
+        "frontal_camera": [float(v) for v in cameras.conditioning_camera(G.rendering_kwargs)], "side_camera": {"yaw_deg": yaw, "pitch_deg": pitch, "radius": 2.7,
                                                             "lookat": [0, 0, 0.2], "focal": 4.2647,
                                                             "c": [float(v) for v in side_camera(yaw, pitch)]},
         "neural_resolution": G.neural_rendering_resolution, "image_resolution": G.img_resolution,
@@ -301,70 +296,3 @@ def evaluate(G, *, videos: int = 1000, seed: int = 0, psi: float = 1.0, yaw: flo
         report["geometry"] = {"skipped": "no synthetic ground truth (--data DIR made by `pv3d data synth`)"}
     report["timings_s"]["total"] = round(time.perf_counter() - t_start, 1)
     return report
-
-
-# ------------------------------------------------------------------------------------ CLI
-
-def add_eval_parser(sub):
-    p = sub.add_parser("eval", help="the paper's metrics (FVD, identity, Chamfer, warping, geometry) as JSON",
-                       description="Evaluate a model with the official protocol's renders and settings; writes "
-                                   "every metric with its settings and counts, and a small PNG plot.")
-    p.add_argument("--ckpt", help="checkpoint (default: the embedded model)")
-    p.add_argument("--data", help="dataset folder: real clips for FVD; synthetic ground truth for geometry")
-    p.add_argument("--i3d", help="standard Kinetics-400 I3D weights (i3d_pretrained_400.pt) for FVD")
-    p.add_argument("--arcface", help="ArcFace IR-SE50 weights (model_ir_se50.pth); default: dlib's embedding")
-    p.add_argument("--videos", type=int, default=1000, help="multi-view videos (official 1000)")
-    p.add_argument("--fvd-videos", type=int, default=5000, help="generated and real clips for FVD (official 5000)")
-    p.add_argument("--geo-clips", type=int, default=4, help="ground-truth clips reconstructed for geometry error")
-    p.add_argument("--geo-steps", type=int, default=150, help="latent optimisation steps per reconstruction")
-    p.add_argument("--seed", type=int, default=0)
-    p.add_argument("--psi", type=float, default=1.0, help="truncation (official: 1, none)")
-    p.add_argument("--yaw", type=float, default=30.0, help="side camera yaw in degrees (official 30)")
-    p.add_argument("--pitch", type=float, default=0.0, help="side camera pitch in degrees (official 0)")
-    p.add_argument("--size", type=int, default=256, help="warping error image size (official 256)")
-    p.add_argument("--device", default="auto")
-    p.add_argument("--plot", help="PNG summary (default: next to the report, .png)")
-    p.add_argument("-o", "--output", required=True, help="report .json")
-    p.set_defaults(func=run_eval)
-
-
-def run_eval(args) -> int:
-    import torch
-    from tqdm import tqdm
-
-    from ..cli import _device, _resolve_ckpt
-    from .. import files
-    from ..export import ExportError, check_output, write_png
-    from ..io import load_generator
-
-    out = Path(args.output)
-    if out.suffix.lower() != ".json":
-        raise MetricError(f"report {out} must end in .json")
-    check_output(out)
-    plot = Path(args.plot) if args.plot else out.with_suffix(".png")
-    dev = _device(args.device)
-    ckpt = _resolve_ckpt(args.ckpt)
-    G = load_generator(ckpt, device=dev)
-    bar = tqdm(total=args.videos, desc="multi-view renders", unit="video")
-    try:
-        report = evaluate(G, videos=args.videos, seed=args.seed, psi=args.psi, yaw=args.yaw, pitch=args.pitch,
-                          size=args.size, data=args.data, i3d=args.i3d, arcface=args.arcface,
-                          fvd_videos=args.fvd_videos, geo_clips=args.geo_clips, geo_steps=args.geo_steps,
-                          bar=bar, device=dev)
-    finally:
-        bar.close()
-    from .fvd import file_digest
-
-    report["model"] = {"path": str(ckpt), "sha256": file_digest(ckpt),
-                       "image_resolution": G.img_resolution, "neural_resolution": G.neural_rendering_resolution}
-    report["software"] = {"torch": torch.__version__, "python": platform.python_version(), "device": str(dev)}
-    report["plot"] = str(plot)
-    files.atomic_write_text(out, json.dumps(report, indent=1), ExportError)
-    write_png(plot, plot_report(report))
-    brief = {"identity": report["identity"]["mean_cosine"], "identity_backbone": report["identity"]["backbone"],
-             "chamfer_sum": report["chamfer"]["sum"], "chamfer_mean": report["chamfer"]["mean_per_pair"],
-             "warping_mean": report["warping"]["mean_abs_error"],
-             "fvd": report["fvd"].get("fvd"), "geometry_mean_abs": report["geometry"].get("input_view", {}).get("mean_abs")}
-    print(json.dumps(brief))
-    print(f"wrote {out} and {plot}")
-    return 0

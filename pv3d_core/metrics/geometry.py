@@ -95,14 +95,9 @@ def load_clip(root, name: str) -> dict:
 @torch.no_grad()
 def render_depth(G, planes, camera, res: int):
     """(depth (res, res), opacity (res, res)) of tri-planes from one camera (deterministic sampling)."""
-    from ..render import cuda_ops
-    from ..render.rays import pixel_rays, split_camera
-
-    dev = planes.device
-    c = torch.as_tensor(np.asarray(camera, np.float32), device=dev).reshape(1, 25)
-    o, d = pixel_rays(*split_camera(c), res)
-    _, depth, alpha = cuda_ops.render_rays_fast(planes, G.decoder, o, d, G.rendering_kwargs, True)
-    return depth.reshape(res, res).cpu().numpy(), alpha.reshape(res, res).cpu().numpy()
+    c = torch.as_tensor(np.asarray(camera, np.float32), device=planes.device).reshape(1, 25)
+    out = G.ray_march(planes, c, res, deterministic=True)
+    return out["image_depth"].reshape(res, res).cpu().numpy(), out["image_alpha"].reshape(res, res).cpu().numpy()
 
 
 def _yaw(c) -> float:

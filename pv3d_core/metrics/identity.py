@@ -205,12 +205,3 @@ class DlibEmbedder:
 def embedder(arcface_path=None, device="cpu"):
     """ArcFace when its weights are given (the official choice), else dlib (offline)."""
     return ArcFaceEmbedder(arcface_path, device) if arcface_path else DlibEmbedder()
-
-
-def identity_consistency(videos, embed) -> dict:
-    """videos: iterable of uint8 (4, H, W, 3) render sets in the protocol's order -> summary dict."""
-    per_video = [pair_scores(embed(np.asarray(v))) for v in videos]
-    out = summarise(per_video)
-    out["backbone"] = embed.name
-    out["faces_detected"] = f"{embed.detected}/{embed.images}" if embed.name.startswith("dlib") else "n/a (no detection)"
-    return out

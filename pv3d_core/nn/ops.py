@@ -128,13 +128,6 @@ def upsample2d(x, f, up: int = 2, padding=0, gain: float = 1.0):
     return upfirdn2d(x, f, up=up, padding=p, gain=gain * up * up)
 
 
-def downsample2d(x, f, down: int = 2, padding=0, gain: float = 1.0):
-    fw = f.shape[-1]
-    px0, px1, py0, py1 = _pad4(padding)
-    p = [px0 + (fw - down + 1) // 2, px1 + (fw - down) // 2, py0 + (fw - down + 1) // 2, py1 + (fw - down) // 2]
-    return upfirdn2d(x, f, down=down, padding=p, gain=gain)
-
-
 def _conv(x, w, stride=1, padding=0, groups=1, transpose=False, flip_weight=True):
     if not flip_weight and (w.shape[2] > 1 or w.shape[3] > 1):
         w = w.flip([2, 3])

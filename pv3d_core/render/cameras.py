@@ -167,33 +167,64 @@ class OrbitCamera:
 
 
 def frontal(radius: float = DEFAULT_RADIUS, pivot=DEFAULT_PIVOT, focal: float = DEFAULT_FOCAL) -> np.ndarray:
-    """The 25-vector of the frontal camera, the one the mapping network is conditioned on."""
+    """The 25-vector of the frontal orbit camera (yaw 0, pitch 0: at ``radius`` from the pivot).
+
+    A render camera; the mapping network is conditioned on :func:`conditioning_camera` instead."""
     return pack(orbit_cam2world(0.0, 0.0, radius, pivot), focal)
+
+
+def conditioning_camera(rendering_kwargs: dict | None = None) -> np.ndarray:
+    """The 25-vector the mapping network is conditioned on when a face is generated from a seed.
+
+    EG3D's and PV3D's tools use ``LookAtPoseSampler.sample(pi/2, pi/2, pivot, radius)`` with the
+    model's ``avg_camera_pivot`` and ``avg_camera_radius``: a camera on the sphere of that radius
+    about the world origin (not about the pivot), looking at the pivot. For the released models it
+    sits at (0, 0, 2.7) and looks down -z (:data:`CONDITIONING_CAMERA`). The viewer, the CLI,
+    inversion, training's warm start and evaluation all use this one camera, so a seed gives the
+    same face everywhere."""
+    rk = rendering_kwargs or {}
+    pivot = tuple(rk.get("avg_camera_pivot", DEFAULT_PIVOT))
+    radius = float(rk.get("avg_camera_radius", DEFAULT_RADIUS))
+    return pack(lookat_sampler(math.pi / 2, math.pi / 2, pivot, radius), DEFAULT_FOCAL)
+
+
+#: :func:`conditioning_camera` of the released models (avg_camera_pivot (0, 0, 0.2), radius 2.7)
+CONDITIONING_CAMERA = conditioning_camera()
+
+
+PATHS = ("fixed", "orbit", "yaw")
+
+
+def path_angles(kind: str, n: int, *, yaw_range: float = 0.35, pitch_range: float = 0.15, yaw: float = 0.0,
+                pitch: float = 0.0) -> np.ndarray:
+    """(n, 2) (yaw, pitch) in radians of frame i = 0 .. n-1 along a named camera path, s = i / n:
+
+    - ``fixed``: every frame at (yaw, pitch);
+    - ``orbit``: one loop of an ellipse of half-axes (yaw_range, pitch_range) that starts and ends at
+      (yaw, pitch): yaw + yaw_range sin 2πs, pitch + pitch_range (cos 2πs - 1), so the first frame is
+      the chosen view (a photo's, for portraits) and the camera rises up to 2 pitch_range above it;
+    - ``yaw``: a sweep yaw + yaw_range sin 2πs at fixed pitch.
+
+    The one definition behind :func:`camera_path`, the clip exporter (`pv3d generate`, the viewer) and
+    the portrait animations.
+    """
+    if n < 1:
+        raise ValueError("a camera path needs at least one frame")
+    if kind not in PATHS:
+        raise ValueError(f"unknown camera path {kind!r}: choose fixed, orbit or yaw")
+    s = np.arange(n) / n
+    yaws = np.full(n, float(yaw))
+    pitches = np.full(n, float(pitch))
+    if kind in ("orbit", "yaw"):
+        yaws = yaws + yaw_range * np.sin(2 * np.pi * s)
+    if kind == "orbit":
+        pitches = pitches + (pitch_range * np.cos(2 * np.pi * s) - pitch_range)
+    return np.stack([yaws, pitches], 1)
 
 
 def camera_path(kind: str, n: int, *, yaw_range: float = 0.35, pitch_range: float = 0.15,
                 yaw: float = 0.0, pitch: float = 0.0, radius: float = DEFAULT_RADIUS,
                 pivot=DEFAULT_PIVOT, focal: float = DEFAULT_FOCAL) -> np.ndarray:
-    """n cameras (n x 25) along a named path.
-
-    - ``fixed``: every frame at (yaw, pitch);
-    - ``orbit``: one loop of an ellipse of half-axes (yaw_range, pitch_range) around (yaw, pitch);
-    - ``yaw``: a sweep from yaw - yaw_range to yaw + yaw_range and back at fixed pitch.
-    """
-    if n < 1:
-        raise ValueError("a camera path needs at least one frame")
-    out = []
-    for i in range(n):
-        s = i / n
-        if kind == "fixed":
-            yy, pp = yaw, pitch
-        elif kind == "orbit":
-            yy = yaw + yaw_range * math.sin(2 * math.pi * s)
-            pp = pitch + pitch_range * math.cos(2 * math.pi * s)
-        elif kind == "yaw":
-            yy = yaw + yaw_range * math.sin(2 * math.pi * s)
-            pp = pitch
-        else:
-            raise ValueError(f"unknown camera path {kind!r}: choose fixed, orbit or yaw")
-        out.append(pack(orbit_cam2world(yy, pp, radius, pivot), focal))
-    return np.stack(out)
+    """n cameras (n x 25) along a named path (see :func:`path_angles`)."""
+    angles = path_angles(kind, n, yaw_range=yaw_range, pitch_range=pitch_range, yaw=yaw, pitch=pitch)
+    return np.stack([pack(orbit_cam2world(float(a), float(b), radius, pivot), focal) for a, b in angles])

@@ -50,11 +50,13 @@ from typing import Callable, Sequence
 
 import torch
 
+from ..errors import KernelUnavailable
 from . import volume
+from .decoder import OSGDecoder
 
 __all__ = [
     "KernelUnavailable", "set_kernels", "kernels_mode", "half_planes_enabled", "describe", "last_path",
-    "kernel_source_path", "query", "march", "importance_depths", "render_rays_fast", "pack_decoder",
+    "kernel_source_path", "KERNEL_FILE", "query", "march", "importance_depths", "render_rays_fast", "pack_decoder",
 ]
 
 ENV_MODE = "PV3D_KERNELS"
@@ -64,11 +66,7 @@ ENV_SOURCE = "PV3D_CUDA_DIR"
 MODES = ("auto", "on", "off")
 MAX_SAMPLES = 256          # PV3D_MAX_SAMPLES in the kernel source
 MAX_CHANNELS = 128         # 32 lanes x PV3D_MAX_CPL
-_KERNEL_FILE = "triplane_render.cu"
-
-
-class KernelUnavailable(RuntimeError):
-    """Raised in mode ``on`` when a CUDA input cannot run on the kernels."""
+KERNEL_FILE = "triplane_render.cu"
 
 
 # ---------------------------------------------------------------------------------------------- mode
@@ -112,10 +110,12 @@ def last_path() -> dict:
 
 
 def kernel_source_path() -> Path:
-    """``cuda/triplane_render.cu`` of the source tree (or of ``$PV3D_CUDA_DIR``)."""
+    """The kernel source: ``$PV3D_CUDA_DIR``'s copy, else the one inside the installed package
+    (``pv3d_core/kernels/``, read with importlib.resources), else the source tree's ``cuda/``."""
+    from ..paths import package_file
+
     d = os.environ.get(ENV_SOURCE)
-    base = Path(d) if d else Path(__file__).resolve().parents[2] / "cuda"
-    return base / _KERNEL_FILE
+    return Path(d) / KERNEL_FILE if d else package_file("kernels", KERNEL_FILE)
 
 
 # ---------------------------------------------------------------------------------------------- launchers
@@ -247,7 +247,7 @@ def load_nvrtc() -> ctypes.CDLL:
     return _find_nvrtc(stems, dirs)
 
 
-def nvrtc_compile(source: str, arch: str, options: Sequence[str] = (), name: str = _KERNEL_FILE,
+def nvrtc_compile(source: str, arch: str, options: Sequence[str] = (), name: str = KERNEL_FILE,
                   lib: ctypes.CDLL | None = None) -> tuple[bytes, str]:
     """Compile CUDA source with NVRTC. ``arch`` "sm_90" gives a CUBIN, "compute_90" PTX.
     Returns (image, log); raises RuntimeError with the log on failure."""
@@ -463,54 +463,21 @@ def describe(device: torch.device | str | None = None) -> str:
 
 # ---------------------------------------------------------------------------------------------- inputs
 def _decoder_dims(decoder, plane_channels: int) -> tuple[Dims | None, str | None]:
-    from ..generator import OSGDecoder
-    from ..nn.layers import FullyConnectedLayer
-
-    if not isinstance(decoder, OSGDecoder) or type(decoder).forward is not OSGDecoder.forward:
+    if not isinstance(decoder, OSGDecoder):
         return None, f"decoder {type(decoder).__name__} is not an OSGDecoder"
-    net = decoder.net
-    ok = (len(net) == 3 and isinstance(net[0], FullyConnectedLayer) and isinstance(net[2], FullyConnectedLayer)
-          and isinstance(net[1], torch.nn.Softplus) and net[1].beta == 1 and net[1].threshold == 20
-          and all(net[i].activation == "linear" and net[i].bias is not None for i in (0, 2))
-          and net[0].in_features == plane_channels and net[2].in_features == net[0].out_features)
-    if not ok:
-        return None, "decoder layout differs from FC -> Softplus -> FC"
-    dims = Dims(plane_channels, net[0].out_features, net[2].out_features - 1)
+    layout = decoder.kernel_layout()
+    if layout is None:
+        return None, f"decoder {type(decoder).__name__} is not an OSGDecoder's FC -> softplus -> FC"
+    if layout[0] != plane_channels:
+        return None, f"decoder takes {layout[0]} channels, the tri-planes have {plane_channels}"
+    dims = Dims(*layout)
     return dims, dims.unsupported()
 
 
-_packed: dict = {}
-
-
 def pack_decoder(decoder, dims: Dims, device: torch.device) -> torch.Tensor:
-    """The decoder's effective (gain-applied) weights in the kernel's layout:
-    W1 (hidden x cin) | b1 | W2^T (hidden x out_pad, zero padded) | b2 (out_pad, zero padded).
-    Cached while the parameters are unchanged."""
-    fc1, fc2 = decoder.net[0], decoder.net[2]
-    params = (fc1.weight, fc1.bias, fc2.weight, fc2.bias)
-    key = (tuple(p._version for p in params), tuple(p.data_ptr() for p in params), dims, device)
-    hit = _packed.get(id(decoder))
-    if hit is not None and hit[0]() is decoder and hit[1] == key:
-        return hit[2]
-    with torch.no_grad():
-        f32 = torch.float32
-
-        def eff(fc):   # exactly FullyConnectedLayer.forward's w and b for float32 inputs
-            w = fc.weight.to(f32) * fc.weight_gain
-            b = fc.bias.to(f32)
-            if fc.bias_gain != 1:
-                b = b * fc.bias_gain
-            return w, b
-
-        w1, b1 = eff(fc1)
-        w2, b2 = eff(fc2)
-        w2t = torch.zeros(dims.hidden, dims.out_pad, dtype=f32, device=w2.device)
-        w2t[:, : dims.cout + 1] = w2.t()
-        b2p = torch.zeros(dims.out_pad, dtype=f32, device=b2.device)
-        b2p[: dims.cout + 1] = b2
-        packed = torch.cat([w1.reshape(-1), b1, w2t.reshape(-1), b2p]).to(device).contiguous()
+    """The decoder's gain-applied weights in the kernel's layout (:meth:`OSGDecoder.packed_parameters`)."""
+    packed = decoder.packed_parameters(dims.out_pad, device)
     assert packed.numel() == dims.n_params
-    _packed[id(decoder)] = (weakref.ref(decoder), key, packed)
     return packed
 
 
@@ -613,7 +580,7 @@ def render_rays_kernels(launcher, planes, decoder, origins, dirs, options: dict,
     b, r, _ = origins.shape
     dev = origins.device
     n_rays = b * r
-    dims = Dims(planes.shape[2], decoder.net[0].out_features, decoder.net[2].out_features - 1)
+    dims = Dims(*decoder.kernel_layout())
     params = pack_decoder(decoder, dims, dev)
     planes_cl = prepare_planes(planes, half_planes)
     o = _f32(origins).reshape(n_rays, 3)
@@ -688,7 +655,7 @@ def render_rays_fast(planes, decoder, origins, dirs, options: dict, deterministi
 # ---------------------------------------------------------------------------------------------- single ops
 def query_kernels(launcher, planes, decoder, coords, box_warp: float, half_planes: bool = False) -> dict:
     n, m, _ = coords.shape
-    dims = Dims(planes.shape[2], decoder.net[0].out_features, decoder.net[2].out_features - 1)
+    dims = Dims(*decoder.kernel_layout())
     params = pack_decoder(decoder, dims, coords.device)
     pts = _f32(coords).reshape(n * m, 3)
     sigma, feat = _decode(launcher, prepare_planes(planes, half_planes), dims, params, pts, pts, pts, 0, 1, m,

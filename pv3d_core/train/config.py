@@ -1,9 +1,19 @@
-"""Training options: the official PV3D objective and schedule, one dataclass, JSON file + overrides."""
+"""Training options: the official PV3D objective and schedule, one dataclass, JSON file + overrides.
+
+Every value, from a JSON file or from ``--set KEY=VALUE``, is converted to the type the field declares
+(``int``, ``float``, ``bool``, ``str``, ``tuple`` of floats, each optionally ``None``), never guessed from
+the current value; text that does not fit the declared type is a :class:`~pv3d_core.errors.UsageError`.
+"""
 from __future__ import annotations
 
 import json
+import math
+import types
+import typing
 from dataclasses import asdict, dataclass, fields
 from pathlib import Path
+
+from ..errors import UsageError
 
 
 @dataclass
@@ -53,32 +63,90 @@ class TrainConfig:
         try:
             d = json.loads(p.read_text())
         except FileNotFoundError:
-            raise ValueError(f"config file not found: {p}") from None
+            raise UsageError(f"config file not found: {p}") from None
         except json.JSONDecodeError as e:
-            raise ValueError(f"config file {p} is not valid JSON: {e}") from None
+            raise UsageError(f"config file {p} is not valid JSON: {e}") from None
         return cls().override(d)
 
     def override(self, d: dict) -> "TrainConfig":
-        known = {f.name: f for f in fields(self)}
+        """Set options from a dict of values or of text (``--set``), each converted to its declared type."""
+        known = {f.name for f in fields(self)}
+        hints = typing.get_type_hints(type(self))
         for k, v in d.items():
             k = k.replace("-", "_")
             if k not in known:
-                raise ValueError(f"unknown training option {k!r}; known: {', '.join(sorted(known))}")
-            cur = getattr(self, k)
-            if isinstance(v, str) and not isinstance(cur, str) and cur is not None:
-                v = json.loads(v) if v not in ("None", "null") else None
-            if isinstance(cur, tuple) and v is not None:
-                v = tuple(v)
-            setattr(self, k, v)
+                raise UsageError(f"unknown training option {k!r}; known: {', '.join(sorted(known))}")
+            setattr(self, k, convert_option(k, v, hints[k]))
         self.validate()
         return self
 
     def validate(self) -> "TrainConfig":
         if self.batch < 1 or self.steps < 0:
-            raise ValueError("batch must be >= 1 and steps >= 0")
+            raise UsageError("batch must be >= 1 and steps >= 0")
         if self.g_reg_interval < 1 or self.d_reg_interval < 1:
-            raise ValueError("regularisation intervals must be >= 1")
+            raise UsageError("regularisation intervals must be >= 1")
         return self
 
     def to_dict(self) -> dict:
         return asdict(self)
+
+
+_NONE = ("none", "null")
+_TRUE, _FALSE = ("true", "yes", "on", "1"), ("false", "no", "off", "0")
+_WHAT = {str: "text", bool: "true or false", int: "an integer", float: "a number", tuple: "a list of numbers"}
+
+
+def convert_option(name: str, value, annotation):
+    """``value`` (text from ``--set``, or a value from a JSON file) as the declared ``annotation``."""
+    args = typing.get_args(annotation)
+    optional = typing.get_origin(annotation) in (typing.Union, types.UnionType) and type(None) in args
+    kind = next(a for a in args if a is not type(None)) if optional else annotation
+    if kind not in _WHAT:
+        raise TypeError(f"training option {name}: no converter for {annotation!r}")   # a new field's type
+    if value is None or (isinstance(value, str) and value.strip().lower() in _NONE):
+        if optional:
+            return None
+        raise UsageError(f"{name} must be {_WHAT[kind]}, not None")
+    wrong = UsageError(f"{name} must be {_WHAT[kind]}{' or None' if optional else ''}, got {value!r}")
+    text = value.strip() if isinstance(value, str) else None
+    if kind is str:
+        if text is None:
+            raise wrong
+        return value
+    if kind is bool:
+        if isinstance(value, bool):
+            return value
+        if text is not None and text.lower() in _TRUE + _FALSE:
+            return text.lower() in _TRUE
+        raise wrong
+    if kind is int:
+        if isinstance(value, int) and not isinstance(value, bool):
+            return value
+        if isinstance(value, float) and value.is_integer():
+            return int(value)
+        if text is not None and text.lstrip("+-").isdigit():
+            return int(text)
+        raise wrong
+    if kind is float:
+        if isinstance(value, (int, float)) and not isinstance(value, bool):
+            out = float(value)
+        else:
+            try:
+                out = float(text) if text is not None else math.nan
+            except ValueError:
+                raise wrong from None
+        if not math.isfinite(out):
+            raise wrong
+        return out
+    # tuple of numbers: a JSON list, or "a,b" / "(a, b)" on the command line
+    if text is not None:
+        try:
+            value = json.loads(text) if text.startswith("[") else [v for v in text.strip("()").split(",") if v.strip()]
+        except json.JSONDecodeError:
+            raise wrong from None
+    if not isinstance(value, (list, tuple)):
+        raise wrong
+    try:
+        return tuple(convert_option(name, v, float) for v in value)
+    except UsageError:
+        raise wrong from None

@@ -27,6 +27,7 @@ from __future__ import annotations
 
 import copy
 import json
+import logging
 import os
 import signal
 import threading
@@ -40,12 +41,14 @@ import torch.nn.functional as F
 from ..config import ModelConfig, preset
 from ..data.dataset import ClipDataset, sample_pair_indices  # noqa: F401  (re-exported for tests)
 from ..discriminator import filtered_resize
+from ..errors import UsageError
 from ..io import CheckpointError, build_discriminators, build_generator, load_state_strict, read_checkpoint, \
     save_checkpoint
 from .config import TrainConfig
 from .optim_state import load_optimizer_tensors, optimizer_tensors
 
 CKPT_PREFIX = "checkpoint-"
+log = logging.getLogger(__name__)
 
 
 # ------------------------------------------------------------------------------------ distributed
@@ -139,6 +142,26 @@ def list_checkpoints(out) -> list[Path]:
     return sorted(Path(out).glob(f"{CKPT_PREFIX}*.safetensors"))
 
 
+def check_batch(mcfg: ModelConfig, clips: int, world: int = 1) -> None:
+    """The discriminators' minibatch-standard-deviation layers split a batch into groups of
+    ``min(group size, batch)``, which must divide it: the image discriminator sees 2 frames per clip,
+    the video discriminator 1 pair per clip. Say so at start-up rather than fail in a reshape."""
+    groups = {"image": (mcfg.img_discriminator.epilogue_kwargs.get("mbstd_group_size", 4), 2),
+              "video": (mcfg.vid_discriminator.epilogue_kwargs.get("mbstd_group_size", 4), 1)}
+
+    def fits(b):
+        return all(g is None or (k * b) % min(g, k * b) == 0 for g, k in groups.values())
+
+    for what, (g, k) in groups.items():
+        n = k * clips
+        if g is not None and n % min(g, n):
+            good = ", ".join(str(b) for b in range(1, 4 * g + 1) if fits(b))
+            per = f" per process ({world} processes)" if world > 1 else ""
+            raise UsageError(f"batch: {clips} clips{per} give the {what} discriminator {n} samples, which its "
+                             f"minibatch-std groups of {min(g, n)} do not divide; clips{per.split(' (')[0]} "
+                             f"that work: {good}, ...")
+
+
 # ------------------------------------------------------------------------------------ trainer
 
 class Trainer:
@@ -147,14 +170,15 @@ class Trainer:
         self.dist = dist or Dist()
         d = self.dist
         if cfg.batch % d.world:
-            raise ValueError(f"batch {cfg.batch} must be divisible by the number of processes {d.world}")
+            raise UsageError(f"batch {cfg.batch} must be divisible by the number of processes {d.world}")
         self.local_batch = cfg.batch // d.world
         if cfg.threads:
             torch.set_num_threads(cfg.threads)
         self.out = Path(cfg.out)
-        self.data = ClipDataset(cfg.data, preset(cfg.preset).generator.img_resolution)  # DatasetError early
-        mcfg = self._model_config()
+        mcfg = self._model_config()                 # the preset's, or the --init checkpoint's
         self.mcfg = mcfg
+        check_batch(mcfg, self.local_batch, d.world)
+        self.data = ClipDataset(cfg.data, mcfg.generator.img_resolution)   # DatasetError before any model
         torch.manual_seed(cfg.seed)   # identical initial weights on every process
         self.G = build_generator(mcfg).to(d.device)
         self.D_img, self.D_vid = (m.to(d.device) for m in build_discriminators(mcfg))
@@ -394,11 +418,12 @@ class Trainer:
         return render_grid(FrameRenderer(self.G_ema, plane_cache=1))
 
 
-def train(cfg: TrainConfig, resume: bool = False, progress: bool = True,
+def train(cfg: TrainConfig, resume: bool = False, progress=None,
           cancel: threading.Event | None = None, dist: Dist | None = None) -> dict:
-    """Run (or resume) a training; returns a summary. Ctrl-C saves a checkpoint and stops cleanly."""
-    from tqdm import tqdm
+    """Run (or resume) a training; returns a summary. Ctrl-C saves a checkpoint and stops cleanly.
 
+    ``progress(step, steps, info)`` is called on the main process after every step (``info``: the
+    step's losses and the images per second)."""
     dist = dist or Dist()
     tr = Trainer(cfg, dist, resume=resume)
     out = tr.out
@@ -412,14 +437,13 @@ def train(cfg: TrainConfig, resume: bool = False, progress: bool = True,
 
             writer = SummaryWriter(str(out / "tensorboard"))
         except Exception as e:  # tensorboard missing or broken: train anyway, say so
-            print(f"pv3d train: TensorBoard logging off ({e})")
+            log.warning("TensorBoard logging off (%s)", e)
     stop = threading.Event()
     old = None
     if threading.current_thread() is threading.main_thread():
         old = signal.getsignal(signal.SIGINT)
         signal.signal(signal.SIGINT, lambda *a: stop.set())
     step0, t0 = tr.step, time.time()
-    bar = tqdm(total=cfg.steps, initial=tr.step, desc="train", unit="step", disable=not (progress and dist.main))
     last_ckpt = None
     interrupted = False
     try:
@@ -431,8 +455,8 @@ def train(cfg: TrainConfig, resume: bool = False, progress: bool = True,
             ips = (tr.step - step0) * 2 * cfg.batch / max(time.time() - t0, 1e-9)
             tr.history.append(logs)
             if dist.main:
-                bar.set_postfix(G=f"{logs['G']:.3f}", D=f"{logs['D']:.3f}", img_s=f"{ips:.2f}")
-                bar.update(1)
+                if progress:
+                    progress(tr.step, cfg.steps, {**logs, "images_per_s": ips})
                 if writer and tr.step % cfg.log_every == 0:
                     for k, v in logs.items():
                         writer.add_scalar(f"loss/{k}" if k[0] in "GD" else f"schedule/{k}", v, tr.step)
@@ -446,7 +470,6 @@ def train(cfg: TrainConfig, resume: bool = False, progress: bool = True,
             if cfg.checkpoint_every and tr.step % cfg.checkpoint_every == 0:
                 last_ckpt = tr.save()
     finally:
-        bar.close()
         if old is not None:
             signal.signal(signal.SIGINT, old)
     if dist.enabled:   # the processes must hold the same weights (gradients were averaged)

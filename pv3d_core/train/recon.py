@@ -125,10 +125,10 @@ def _depth_to_distance(depth, c, kind: str):
     return depth / cos.clamp_min(1e-3)
 
 
-def train_recon(cfg: ReconConfig, progress: bool = True, cancel: threading.Event | None = None,
+def train_recon(cfg: ReconConfig, progress=None, cancel: threading.Event | None = None,
                 init: str | None = None) -> dict:
-    from tqdm import tqdm
-
+    """Fit (or resume fitting) a generator to ``cfg.data``; returns a summary. ``progress(step, steps,
+    info)`` is called after every step (``info``: the L1 losses and the images per second)."""
     if cfg.threads:
         torch.set_num_threads(cfg.threads)
     torch.manual_seed(cfg.seed)
@@ -148,7 +148,7 @@ def train_recon(cfg: ReconConfig, progress: bool = True, cancel: threading.Event
     G.train()
     opt = torch.optim.Adam(G.parameters(), lr=cfg.lr, betas=(0.0, 0.99))
     opt_lat = torch.optim.Adam([z_app, z_mot], lr=cfg.latent_lr)
-    c0 = torch.from_numpy(cameras.frontal())[None]
+    c0 = torch.from_numpy(cameras.conditioning_camera(G.rendering_kwargs))[None]
     step0 = 0
     state_path = out / "recon_state.safetensors"
     if state_path.exists():
@@ -168,7 +168,6 @@ def train_recon(cfg: ReconConfig, progress: bool = True, cancel: threading.Event
                                 depth=cfg.depth_weight)
     losses_hist = []
     t_start = time.time()
-    bar = tqdm(total=cfg.steps, initial=step0, desc="recon", unit="step", disable=not progress)
 
     def save(step):
         # truncation pulls towards w_avg; the auto-decoder never maps random z, so set it here to the
@@ -221,15 +220,14 @@ def train_recon(cfg: ReconConfig, progress: bool = True, cancel: threading.Event
                 for be, bb in zip(G_ema.buffers(), G.buffers()):
                     be.copy_(bb)
             losses_hist.append(loss_img)
-            bar.set_postfix(img=f"{loss_img:.3f}", raw=f"{loss_raw:.3f}",
-                            ips=f"{(step - step0 + 1) * cfg.batch / (time.time() - t_start):.1f}")
-            bar.update(1)
+            if progress:
+                progress(step + 1, cfg.steps, {"img": loss_img, "raw": loss_raw,
+                                               "images_per_s": (step - step0 + 1) * cfg.batch / (time.time() - t_start)})
             if (step + 1) % cfg.checkpoint_every == 0:
                 save(step + 1)
         else:
             step = cfg.steps
     finally:
-        bar.close()
         if threading.current_thread() is threading.main_thread():
             signal.signal(signal.SIGINT, old)
     done = step if stop.is_set() or (cancel is not None and cancel.is_set()) else cfg.steps
@@ -247,27 +245,3 @@ def train_recon(cfg: ReconConfig, progress: bool = True, cancel: threading.Event
 
 
 __all__ = ["ReconConfig", "train_recon"]
-
-
-def add_recon_parser(sub):
-    p = sub.add_parser("warmstart", help="fit a generator to data with known cameras/geometry (reconstruction)",
-                       description=__doc__.split("\n\n")[1] if __doc__ else None)
-    p.add_argument("--data", required=True, help="dataset folder (official layout; `pv3d data synth` output)")
-    p.add_argument("-o", "--out", default="runs/warmstart", help="run folder (resumes if it holds a state)")
-    p.add_argument("--preset", default="tiny")
-    p.add_argument("--steps", type=int, default=2000)
-    p.add_argument("--batch", type=int, default=8)
-    p.add_argument("--lr", type=float, default=2e-3)
-    p.add_argument("--checkpoint-every", type=int, default=200)
-    p.add_argument("--seed", type=int, default=0)
-    p.add_argument("--threads", type=int, default=0, help="torch threads (0 = default)")
-    p.add_argument("--init", default=None, help="start from this checkpoint's generator")
-    p.set_defaults(func=run_recon_cli)
-
-
-def run_recon_cli(args) -> int:
-    cfg = ReconConfig(data=args.data, out=args.out, preset=args.preset, steps=args.steps, batch=args.batch,
-                      lr=args.lr, checkpoint_every=args.checkpoint_every, seed=args.seed, threads=args.threads)
-    summary = train_recon(cfg, progress=True, init=args.init)
-    print(json.dumps(summary, indent=1))
-    return 0

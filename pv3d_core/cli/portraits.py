@@ -3,13 +3,16 @@ from __future__ import annotations
 
 import json
 import math
-import sys
 import threading
 from pathlib import Path
 
+from ..device import pick_device
+from ..errors import CheckpointError, UsageError
+from .common import add_device, resolve_checkpoint, stage_bars
 
-def _inversion_args(p):
-    from .invert import InversionConfig
+
+def _inversion_args(p) -> None:
+    from ..invert import InversionConfig
 
     d = InversionConfig()
     p.add_argument("--ckpt", help="model checkpoint (default: the embedded model)")
@@ -22,10 +25,10 @@ def _inversion_args(p):
                    help=f"pivotal tuning learning rate (default {d.pti_lr:g}, tuned on the embedded model; "
                         "3e-4 is the usual choice for full-size models)")
     p.add_argument("--seed", type=int, default=0, help="inversion seed (results are deterministic under it)")
-    p.add_argument("--device", default="auto", help="cpu, cuda or auto (default)")
+    add_device(p)
 
 
-def add_portrait_parsers(sub):
+def add_parser(sub) -> None:
     a = sub.add_parser("align", help="find the face of a photo, crop it in the training framing, estimate its camera")
     a.add_argument("image")
     a.add_argument("-o", "--output", help="crop PNG to write")
@@ -69,35 +72,11 @@ def add_portrait_parsers(sub):
     e.set_defaults(func=run_edit)
 
 
-def _bar(desc):
-    from tqdm import tqdm
-
-    state = {"bar": None, "stage": None}
-
-    def cb(stage, step, total, loss):
-        if state["stage"] != stage:
-            if state["bar"] is not None:
-                state["bar"].close()
-            state["bar"] = tqdm(total=total, desc=f"{desc}: {stage}", unit="step", disable=None, leave=False)
-            state["stage"] = stage
-        b = state["bar"]
-        b.n = step
-        if loss:
-            b.set_postfix(loss=f"{loss:.4f}", refresh=False)
-        b.refresh()
-
-    def close():
-        if state["bar"] is not None:
-            state["bar"].close()
-    return cb, close
-
-
 def _load_model(args):
-    from .cli import _device, _resolve_ckpt
-    from .io import CheckpointError, load_discriminators, load_generator
+    from ..io import load_discriminators, load_generator
 
-    dev = _device(args.device)
-    path = _resolve_ckpt(args.ckpt)
+    dev = pick_device(args.device)
+    path = resolve_checkpoint(args.ckpt)
     G = load_generator(path, device=dev)
     try:
         d_img, _ = load_discriminators(path, device=dev)
@@ -107,22 +86,24 @@ def _load_model(args):
 
 
 def _inv_config(args):
-    from .invert import InversionConfig
+    from ..invert import InversionConfig
 
     for name in ("w_steps", "wplus_steps", "pti_steps"):
         if getattr(args, name) < 0:
-            raise ValueError(f"--{name.replace('_', '-')} must be >= 0")
+            raise UsageError(f"--{name.replace('_', '-')} must be >= 0")
     if not args.pti_lr > 0:
-        raise ValueError("--pti-lr must be > 0")
+        raise UsageError("--pti-lr must be > 0")
     return InversionConfig(w_steps=args.w_steps, wplus_steps=args.wplus_steps, pti_steps=args.pti_steps,
                            pti_lr=args.pti_lr, seed=args.seed)
 
 
 def run_align(args) -> int:
-    from .files import atomic_write_bytes
-    from .export import write_png
-    from .faces import align_face
+    from ..export import write_png
+    from ..faces import align_face
+    from ..files import atomic_write_bytes
 
+    if not 16 <= args.size <= 4096:
+        raise UsageError(f"--size must be between 16 and 4096, got {args.size}")
     a = align_face(args.image, size=args.size)
     yaw, pitch = math.degrees(a.pose["yaw"]), math.degrees(a.pose["pitch"])
     for n in a.notes:
@@ -140,27 +121,27 @@ def run_align(args) -> int:
 
 
 def run_animate(args) -> int:
-    from . import portrait as P
-    from .invert import is_portrait
+    from .. import portrait as P
+    from ..export import check_output
+    from ..invert import is_portrait
+    from ..io import check_writable
 
     if args.frames < 1:
-        raise ValueError("--frames must be at least 1")
+        raise UsageError("--frames must be at least 1")
     if not args.output.lower().endswith(".mp4"):
-        raise ValueError("output must end in .mp4")
-    from .export import check_output
-    from .io import check_writable
-
+        raise UsageError("output must end in .mp4")
+    inv_config = _inv_config(args)
     check_output(args.output)                # before minutes of inversion, not after
     if args.save_portrait:
         check_writable(args.save_portrait)
     cancel = threading.Event()
-    cb, close = _bar("animate")
+    cb, close = stage_bars("animate")
     try:
         if str(args.input).endswith(".safetensors") and is_portrait(args.input):
-            por = P.load(args.input, device=_load_device(args))
+            por = P.load(args.input, device=pick_device(args.device))
         else:
             G, d_img = _load_model(args)
-            por = P.prepare_and_invert(args.input, G, progress=cb, cancel=cancel, config=_inv_config(args), d_img=d_img)
+            por = P.prepare_and_invert(args.input, G, progress=cb, cancel=cancel, config=inv_config, d_img=d_img)
             for n in por.notes:
                 print(f"note: {n}")
             print(f"inverted in {por.timings['invert_s']:.1f} s: PSNR {por.metrics['psnr']:.2f} dB, "
@@ -176,19 +157,14 @@ def run_animate(args) -> int:
     return 0
 
 
-def _load_device(args):
-    from .cli import _device
-
-    return _device(args.device)
-
-
 def run_reconstruct(args) -> int:
-    from . import portrait as P
+    from .. import portrait as P
 
+    inv_config = _inv_config(args)
     G, d_img = _load_model(args)
-    cb, close = _bar("reconstruct")
+    cb, close = stage_bars("reconstruct")
     try:
-        s = P.reconstruct_video(args.video, G, args.output, _inv_config(args), motion_steps=args.motion_steps,
+        s = P.reconstruct_video(args.video, G, args.output, inv_config, motion_steps=args.motion_steps,
                                 max_frames=args.max_frames, d_img=d_img, progress=cb, cancel=threading.Event())
     finally:
         close()
@@ -198,8 +174,11 @@ def run_reconstruct(args) -> int:
 
 
 def run_edit(args) -> int:
-    from . import portrait as P
-    from .export import write_mp4
+    from .. import portrait as P
+    from ..export import write_mp4
+
+    if args.speed is not None and not args.speed > 0:
+        raise UsageError(f"--speed must be positive, got {args.speed}")
 
     def load(p):
         p = Path(p)
@@ -207,7 +186,7 @@ def run_edit(args) -> int:
 
     rec = load(args.reconstruction)
     fps = args.fps or float(rec.meta.get("fps", 25.0))
-    cb, close = _bar("edit")
+    cb, close = stage_bars("edit")
     try:
         if args.motion_seed is not None:
             frames = P.remotion(rec, args.motion_seed, progress=cb)
@@ -220,9 +199,3 @@ def run_edit(args) -> int:
         close()
     print(f"wrote {out}")
     return 0
-
-
-if __name__ == "__main__":  # pragma: no cover
-    from .cli import main
-
-    sys.exit(main())

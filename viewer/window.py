@@ -1,23 +1,33 @@
-"""The window, the frame loop and the glue between widgets, worker, display and jobs."""
+"""The window and its frame loop: glfw + imgui, the viewport, the status line, and the glue that asks the
+render worker for frames and shows its results.
+
+What the user asks for is carried out by :class:`viewer.actions.Actions`; the widgets live in
+:mod:`viewer.panels`; the optional test/automation socket in :mod:`viewer.control_commands`.
+"""
 from __future__ import annotations
 
-import math
+import logging
 import os
 import sys
 import time
-from dataclasses import asdict, fields
+import traceback
 from pathlib import Path
 
-import numpy as np
+from pv3d_core.errors import REPORT_BUG, UserError, one_line
 
-from . import drop as D
 from . import settings_store
 from . import state as S
-from .app import EXIT_USAGE, JOB_REDRAW_S, NO_DISPLAY, PREVIEW_HOLD_S, RENDER_AHEAD
-from .jobs import JobManager, mp4_job, output_name, ply_job, png_job, portrait_job
+from .actions import Actions
+from .jobs import JobManager
+from .messages import EXIT_USAGE, NO_DISPLAY, missing_model_notice
 
 PANEL_WIDTH = 380
 STATUS_HEIGHT = 26
+PREVIEW_HOLD_S = 0.25          # input pause after which the full frame replaces the preview
+RENDER_AHEAD = 12              # playback frames rendered ahead of the playhead
+JOB_REDRAW_S = 0.1             # while only a background job runs, redraw its progress this often
+
+log = logging.getLogger(__name__)
 
 
 def font_path() -> Path | None:
@@ -26,17 +36,6 @@ def font_path() -> Path | None:
 
     p = Path(imgui_bundle.__file__).parent / "assets" / "fonts" / "Roboto" / "Roboto-Regular.ttf"
     return p if p.exists() else None
-
-
-def pick_device(name: str):
-    import torch
-
-    if name in (None, "auto"):
-        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    dev = torch.device(name)
-    if dev.type == "cuda" and not torch.cuda.is_available():
-        raise ValueError("--device cuda was asked for but no CUDA GPU is available")
-    return dev
 
 
 class ViewerApp:
@@ -48,8 +47,8 @@ class ViewerApp:
         if args.resolution:
             self.st.resolution = args.resolution
         self.jobs = JobManager()
+        self.actions = Actions(self)
         self.portrait_active = False
-        self._portrait_view = None              # (yaw, pitch) radians of a fitted photo, applied on the UI thread
         self.viewport_error: str | None = None   # last render / load error, shown in the viewport
         self.notice: str | None = None           # e.g. "no model loaded: ..."
         self.shown_settings = None
@@ -66,10 +65,9 @@ class ViewerApp:
         self.timings: dict = {}
         self.buffering = False
         self.viewport_rect = (0, 0, 0, 0)
-        self._screenshots: list = []
-        self._drops: list = []
         self._quit = False
-        self.control = None
+        self.control = None              # the control socket's server and commands (tests, scripts)
+        self.control_commands = None
 
     # ------------------------------------------------------------------ startup
     def initial_checkpoint(self) -> tuple[Path | None, str | None]:
@@ -98,9 +96,11 @@ class ViewerApp:
         from .worker import RenderWorker, ResultGate
 
         try:
+            from pv3d_core.device import pick_device
+
             device = pick_device(self.args.device)
-        except ValueError as e:
-            print(f"pv3d-viewer: error: {e}", file=sys.stderr)
+        except UserError as e:
+            print(f"pv3d-viewer: error: {one_line(e)}", file=sys.stderr)
             return EXIT_USAGE
         if not glfw.init():
             print(NO_DISPLAY.format(why="glfw could not initialise"), file=sys.stderr)
@@ -142,7 +142,7 @@ class ViewerApp:
                 self.message = f"C++ GL renderer unavailable ({e}); using the Python one"
         # hand the GIL back and forth quickly between the UI and the render thread (default 5 ms)
         sys.setswitchinterval(0.001)
-        glfw.set_drop_callback(self.window, self.on_drop)
+        glfw.set_drop_callback(self.window, self.actions.on_drop)
         self.imgui = imgui
         self.glfw = glfw
         self.gl = gl
@@ -154,20 +154,22 @@ class ViewerApp:
         if ckpt is not None:
             self.notice = f"loading {ckpt.name} ..."
             self.worker.load(ckpt)
-            self._loading = str(ckpt)
         else:
             self.notice = notice
-            self._loading = None
         if self.args.control_socket:
             from .control import ControlServer
+            from .control_commands import ControlCommands
+
             self.control = ControlServer(self.args.control_socket)
+            self.control_commands = ControlCommands(self, self.control, test_faults=self.args.control_test_faults)
 
         from .panels import Panels
         self.panels = Panels()
         last = time.perf_counter()
         try:
             while not glfw.window_should_close(self.window) and not self._quit:
-                animating = bool(self.st.playing or self._screenshots
+                animating = bool(self.st.playing
+                                 or (self.control_commands is not None and self.control_commands.wants_screenshot)
                                  or time.perf_counter() - self.last_input < PREVIEW_HOLD_S + 0.1)
                 if animating:
                     glfw.poll_events()
@@ -202,8 +204,8 @@ class ViewerApp:
             if w > 0 and h > 0:
                 self.settings.window_width, self.settings.window_height = int(w), int(h)
             settings_store.save(self.settings)
-        except Exception as e:  # noqa: BLE001
-            print(f"pv3d-viewer: warning: could not save settings: {e}", file=sys.stderr)
+        except Exception as e:  # noqa: BLE001 - leaving must not fail
+            print(f"pv3d-viewer: warning: could not save settings: {one_line(e)}", file=sys.stderr)
         self.jobs.cancel_all()
         self.worker.stop()
         self.jobs.join_all(30)
@@ -220,20 +222,18 @@ class ViewerApp:
         imgui, gl, glfw = self.imgui, self.gl, self.glfw
         t0 = time.perf_counter()
         self.impl.process_inputs()
-        self.handle_control()
-        self.handle_drops()
+        if self.control_commands is not None:
+            self.control_commands.handle()
+        self.actions.handle_drops()
+        self.guarded("a finished job", self.jobs.collect)   # completions run here, on the UI thread
         self.collect_results()             # includes the texture upload of a new frame
-        self.apply_portrait_view()
+        self.actions.apply_portrait_view()
         t1 = time.perf_counter()
         if self.cpp_renderer:
             imgui.backends.opengl3_new_frame()
         imgui.new_frame()
         self.draw_ui()
-        try:
-            self.shortcuts()
-            self.schedule(dt)
-        except Exception as e:  # noqa: BLE001 - e.g. settings the renderer refuses
-            self.viewport_error = f"{type(e).__name__}: {e}"
+        if not self.guarded("rendering", self.shortcuts_and_schedule, dt):   # e.g. settings the renderer refuses
             self.st.playing = False
         imgui.render()
         t2 = time.perf_counter()
@@ -245,17 +245,18 @@ class ViewerApp:
             imgui.backends.opengl3_render_draw_data(imgui.get_draw_data())
         else:
             self.impl.render(imgui.get_draw_data())
-        if self._screenshots:
+        if self.control_commands is not None and self.control_commands.wants_screenshot:
             from .display import read_framebuffer
-            img = read_framebuffer(fbw, fbh)
-            for path, pending in self._screenshots:
-                self._finish_screenshot(img, path, pending)
-            self._screenshots = []
+            self.control_commands.take_screenshots(lambda: read_framebuffer(fbw, fbh))
         t3 = time.perf_counter()
         glfw.swap_buffers(self.window)
         t4 = time.perf_counter()
         for k, v in (("inputs+results", t1 - t0), ("ui", t2 - t1), ("gl", t3 - t2), ("swap", t4 - t3)):
             self.frame_parts[k] = 0.9 * self.frame_parts.get(k, v * 1e3) + 0.1 * v * 1e3
+
+    def shortcuts_and_schedule(self, dt: float) -> None:
+        self.shortcuts()
+        self.schedule(dt)
 
     def collect_results(self) -> None:
         for r in self.worker.poll():
@@ -268,13 +269,13 @@ class ViewerApp:
                     self.notice = None
                     self.viewport_error = None
                     self.message = r.message or ""
-                    self.portrait_active = False
-                    if self.worker.model_path:
+                    if self.worker.model_path:       # a checkpoint, not a portrait's generator
+                        self.actions.model_loaded()
                         self.settings.last_checkpoint = str(Path(self.worker.model_path).resolve())
                         try:
                             settings_store.save(self.settings)
-                        except OSError:
-                            pass
+                        except UserError as e:
+                            self.message = f"could not remember the model: {one_line(e)}"
                     self.last_requested = None
                 continue
             if r.kind == "command":
@@ -291,11 +292,13 @@ class ViewerApp:
                 self.viewport_error = f"render failed: {r.error}"
                 continue
             self.viewport_error = None
-            self.show(r.image, r.settings, r.timings)
+            self.show((r.image, r.ready), r.settings, r.timings)
             self.render_times = (self.render_times + [time.perf_counter()])[-30:]
 
-    def show(self, image, settings, timings=None) -> None:
-        self.display.upload(image)
+    def show(self, frame, settings, timings=None) -> None:
+        """``frame``: (RGBA image, ready event or None), as results and the frame cache hold them."""
+        image, ready = frame
+        self.display.upload(image, ready)
         self.shown_settings = settings
         self.shown_preview = settings.neural_resolution is not None
         if timings:
@@ -321,7 +324,7 @@ class ViewerApp:
                 st.t, st.phase, st.direction = trial.t, trial.phase, trial.direction
                 self.buffering = False
                 if self.shown_settings != want:
-                    self.gate.shown_gen = w._gen
+                    self.gate.shown_gen = w.generation
                     self.last_result_settings = want
                     self.show(img, want)
                     self.render_times = (self.render_times + [time.perf_counter()])[-30:]
@@ -343,7 +346,7 @@ class ViewerApp:
             return
         img = w.cached(full)
         if img is not None:           # the full frame is already there: show it, drop older results
-            self.gate.shown_gen = w._gen
+            self.gate.shown_gen = w.generation
             self.last_result_settings = full
             self.last_requested = want
             if self.shown_settings != full:
@@ -352,7 +355,7 @@ class ViewerApp:
         if interacting:
             img = w.cached(want)
             if img is not None:
-                self.gate.shown_gen = w._gen
+                self.gate.shown_gen = w.generation
                 self.last_requested = want
                 self.show(img, want)
                 return
@@ -365,7 +368,7 @@ class ViewerApp:
             return self.worker.idle()
         full = S.render_settings(self.st)
         return (not self.st.playing and self.worker.idle() and self.last_result_settings == full
-                and time.perf_counter() - self.last_input >= PREVIEW_HOLD_S and not self.worker._results)
+                and time.perf_counter() - self.last_input >= PREVIEW_HOLD_S and not self.worker.results_waiting())
 
     # ------------------------------------------------------------------ UI
     def draw_ui(self) -> None:
@@ -392,10 +395,7 @@ class ViewerApp:
         imgui.end()
         imgui.pop_style_var()
         for a in actions:
-            try:
-                self.do(a)
-            except Exception as e:  # noqa: BLE001 - a failed action is reported, never fatal
-                self.viewport_error = f"{a} failed: {type(e).__name__}: {e}"
+            self.guarded(a, self.actions.do, a)
 
     def draw_viewport(self) -> None:
         imgui = self.imgui
@@ -468,285 +468,29 @@ class ViewerApp:
         if io.want_text_input:
             return
         if imgui.is_key_pressed(imgui.Key.space, False):
-            self.do("toggle_play")
+            self.actions.do("toggle_play")
         if imgui.is_key_pressed(imgui.Key.r, False):
-            self.do("reset_view")
+            self.actions.do("reset_view")
         if imgui.is_key_pressed(imgui.Key.e, False):
-            self.do("export_mp4")
+            self.actions.do("export_mp4")
 
-    # ------------------------------------------------------------------ actions
-    def do(self, action: str):
-        st = self.st
-        if action == "toggle_play":
-            st.playing = not st.playing
-            if not st.playing:
-                self.worker.prefetch([])
-        elif action == "reset_view":
-            S.reset_view(st)
-        elif action == "load_default":
-            from pv3d_core.paths import default_checkpoint
-            p = default_checkpoint()
-            if p.exists():
-                self.load_checkpoint(p)
-            else:
-                self.viewport_error = missing_model_notice(p)
-        elif action == "clear_portrait":
-            base = getattr(self, "_portrait_base", None)
-            if base is not None and base[0] is not None:   # back to the model the portrait was fitted on
-                self.worker.set_generator(base[0], name=base[1] or "model")
-                self._portrait_base = None
-            self.worker.set_appearance(None)
-            self.portrait_active = False
-        elif action == "export_mp4":
-            return self.export("mp4")
-        elif action == "export_png":
-            return self.export("png")
-        elif action == "export_ply":
-            return self.export("ply")
-        return None
-
-    def load_checkpoint(self, path) -> None:
-        self.notice = f"loading {Path(path).name} ..."
-        self.viewport_error = None
-        self.worker.load(path)
-
-    def export(self, kind: str, path=None):
-        from pv3d_core.export import ClipSpec, ExportError, clip_settings
-
-        G = self.worker.generator
-        if G is None:
-            self.message = "nothing to export: no model loaded"
-            return None
-        cfg = self.settings
-        ws = self.worker.renderer.appearance_ws if self.worker.renderer is not None else None
-        base = S.render_settings(self.st).with_(resolution=int(cfg.export_resolution))
-        folder = Path(cfg.export_folder).expanduser()
+    # ------------------------------------------------------------------ errors and the rest
+    def guarded(self, what: str, fn, *args) -> bool:
+        """``fn(*args)`` so that no failure ends the app: a user error shows its message in the viewport;
+        anything else is a bug, shown with its type and logged with its traceback and a line on how to
+        report it. Returns False when it failed."""
         try:
-            if kind == "mp4":
-                n = max(2, int(cfg.export_frames))
-                spec = ClipSpec(frames=n, camera=cfg.export_camera)
-                cams = clip_settings(base, spec)
-                length = S.timeline_length(self.st)
-                todo = [S.render_settings(self.st, pos=length * i / (n - 1)).with_(
-                    resolution=int(cfg.export_resolution), yaw=c.yaw, pitch=c.pitch) for i, c in enumerate(cams)]
-                path = path or output_name(folder, base, "mp4", f"_{cfg.export_camera}")
-                job = self.jobs.start("MP4", mp4_job(G, base, spec, cfg.export_fps, path, ws, settings_list=todo),
-                                      self._job_done)
-            elif kind == "png":
-                path = path or output_name(folder, base, "png")
-                from .jobs import job_renderer
+            fn(*args)
+            return True
+        except UserError as e:
+            self.viewport_error = f"{what}: {one_line(e)}"
+        except Exception as e:  # noqa: BLE001 - never fatal; the bug goes to the log
+            log.error("%s failed:\n%s\n%s", what, traceback.format_exc().rstrip(), REPORT_BUG)
+            self.viewport_error = f"{what} failed: {type(e).__name__}: {one_line(e)} (details in the terminal)"
+        return False
 
-                def body(job, G=G, base=base, path=path, ws=ws):
-                    img = job_renderer(G, ws).render(base).numpy()
-                    return png_job(img, path)(job)
-                job = self.jobs.start("PNG", body, self._job_done)
-            elif kind == "ply":
-                path = path or output_name(folder, base, "ply")
-                job = self.jobs.start("PLY", ply_job(G, base, path, appearance_ws=ws), self._job_done)
-            else:
-                raise ExportError(f"unknown export kind {kind!r}")
-        except (ExportError, ValueError) as e:
-            self.message = f"export failed: {e}"
-            return None
-        self.message = f"exporting {Path(path).name} ..."
-        return job
+    def window_size(self) -> tuple[int, int]:
+        return tuple(self.glfw.get_window_size(self.window))
 
-    def _job_done(self, job) -> None:  # runs in the job's thread: only set plain attributes
-        if job.error:
-            self.message = f"{job.name} failed: {job.error}"
-        elif job.cancelled:
-            self.message = f"{job.name} cancelled"
-        elif job.name == "portrait":
-            tuned = getattr(job, "tuned_generator", None)
-            if tuned is not None:
-                self._portrait_base = (self.worker.generator, self.worker.model_name)
-                self.worker.set_generator(tuned, name="portrait (pivotal-tuned)")
-            self.worker.set_appearance(job.result)
-            self._portrait_view = getattr(job, "portrait_view", None)
-            self.portrait_active = True
-            self.message = "portrait fitted: animating it"
-        else:
-            self.message = f"saved {job.result}"
-            try:
-                self.settings.export_folder = str(Path(job.result).parent)
-            except TypeError:
-                pass
-
-    def apply_portrait_view(self) -> None:
-        """After a photo is fitted, show it as it was taken: its camera, at t = 0 (then orbit/play freely)."""
-        view, self._portrait_view = self._portrait_view, None
-        if view is not None:
-            yaw, pitch = (math.degrees(float(v)) for v in view)
-            self.st.yaw = S.clamp(yaw, -S.YAW_LIMIT, S.YAW_LIMIT)
-            self.st.pitch = S.clamp(pitch, -S.PITCH_LIMIT, S.PITCH_LIMIT)
-            self.st.t = 0.0
-            self.st.playing = False
-
-    # ------------------------------------------------------------------ drag and drop
-    def on_drop(self, window, paths) -> None:
-        """glfw drop callback: queue; handled at the start of the next frame."""
-        self._drops.extend(list(paths))
-
-    def handle_drops(self) -> list[str]:
-        outcomes = []
-        drops, self._drops = self._drops, []
-        for p in drops[:1]:   # one file at a time: the first one wins
-            kind, why = D.classify(p)
-            if kind == "checkpoint":
-                self.load_checkpoint(p)
-                outcomes.append("checkpoint")
-            elif kind == "image":
-                if not D.portrait_available():
-                    self.viewport_error = D.PORTRAIT_MISSING
-                    outcomes.append("portrait-missing")
-                elif self.worker.generator is None:
-                    self.viewport_error = "load a model before dropping a portrait"
-                    outcomes.append("no-model")
-                else:
-                    self.jobs.start("portrait", portrait_job(p, self.worker.generator), self._job_done)
-                    self.message = f"fitting portrait {Path(p).name} ..."
-                    outcomes.append("portrait")
-            else:
-                self.viewport_error = f"cannot open the dropped file: {why}"
-                outcomes.append("rejected")
-        if len(drops) > 1:
-            self.message = f"{len(drops)} files dropped: used the first one"
-        return outcomes
-
-    # ------------------------------------------------------------------ control socket (tests, scripts)
-    def handle_control(self) -> None:
-        if self.control is None:
-            return
-        for p in self.control.drain():
-            cmd = p.msg.get("cmd")
-            fn = getattr(self, f"control_{cmd}", None)
-            if fn is None:
-                p.finish({"ok": False, "error": f"unknown command {cmd!r}"})
-                continue
-            try:
-                reply = fn(p, **{k: v for k, v in p.msg.items() if k != "cmd"})
-                if reply is not None:
-                    p.finish({"ok": True, **reply})
-            except Exception as e:  # noqa: BLE001
-                p.finish({"ok": False, "error": f"{type(e).__name__}: {e}"})
-
-    def control_state(self, p):
-        return {
-            "state": asdict(self.st),
-            "shown": asdict(self.shown_settings) if self.shown_settings is not None else None,
-            "shown_preview": self.shown_preview,
-            "settled": self.settled(),
-            "error": self.viewport_error, "notice": self.notice, "message": self.message,
-            "model": self.worker.model_name, "has_model": self.worker.has_model,
-            "model_path": self.worker.model_path, "epoch": self.worker.epoch,
-            "display_path": self.display.path, "display_reason": self.display.reason,
-            "upload_ms": self.display.last_upload_ms,
-            "ui_frame_parts": self.frame_parts, "ui_fps": self.ui_fps(), "ui_frame_ms": list(self.frame_ms), "frames_shown": self.frames_shown, "uploads": self.display.uploads,
-            "rendered": self.worker.rendered, "prefetched": self.worker.prefetched,
-            "cache_frames": len(self.worker.cache), "viewport": list(self.viewport_rect),
-            "window": list(self.glfw.get_window_size(self.window)), "timings": self.timings,
-            "status_line": self.status_line(), "jobs": [self._job_dict(j) for j in self.jobs.jobs],
-            "worker_alive": self.worker.alive, "dropped_stale": self.gate.dropped,
-        }
-
-    @staticmethod
-    def _job_dict(j):
-        return {"name": j.name, "done": j.done, "progress": j.progress, "error": j.error,
-                "cancelled": j.cancelled, "result": j.result if isinstance(j.result, str) else None,
-                "output": j.output, "status": j.status}
-
-    def control_set(self, p, **fields_):
-        names = {f.name: f for f in fields(S.ViewerState)}
-        for k, v in fields_.items():
-            if k not in names:
-                raise KeyError(f"no state field {k!r}")
-            setattr(self.st, k, type(getattr(self.st, k))(v))
-        return {"state": asdict(self.st)}
-
-    def control_settings(self, p, **fields_):
-        for k, v in fields_.items():
-            if not hasattr(self.settings, k):
-                raise KeyError(f"no setting {k!r}")
-            setattr(self.settings, k, v)
-        return {"settings": asdict(self.settings)}
-
-    def control_action(self, p, name):
-        r = self.do(name)
-        return {"job": len(self.jobs.jobs) - 1 if r is not None else None}
-
-    def control_screenshot(self, p, path):
-        self._screenshots.append((path, p))
-        return None   # answered after the frame is drawn
-
-    def _finish_screenshot(self, img, path, p):
-        from PIL import Image
-        Path(path).parent.mkdir(parents=True, exist_ok=True)
-        Image.fromarray(img).save(path)
-        x, y, s, _ = self.viewport_rect
-        vp = img[y:y + s, x:x + s]
-        p.finish({"ok": True, "path": str(path), "shape": list(img.shape), "viewport": [x, y, s, s],
-                  "std": float(img.std()), "viewport_std": float(vp.std()) if vp.size else 0.0})
-
-    def control_frame(self, p, path=None):
-        img = self.display.last_image
-        if img is None:
-            return {"shape": None}
-        out = {"shape": list(img.shape), "mean": float(img.mean())}
-        if path:
-            from PIL import Image
-            Image.fromarray(np.ascontiguousarray(img)).save(path)
-            out["path"] = path
-        return out
-
-    def control_drop(self, p, paths):
-        self.on_drop(self.window, paths)
-        return {"outcomes": self.handle_drops(), "error": self.viewport_error}
-
-    def control_export(self, p, kind="mp4", path=None, **cfg):
-        for k, v in cfg.items():
-            setattr(self.settings, k, v)
-        job = self.export(kind, path)
-        return {"job": None if job is None else len(self.jobs.jobs) - 1, "message": self.message}
-
-    def control_jobs(self, p):
-        return {"jobs": [self._job_dict(j) for j in self.jobs.jobs]}
-
-    def control_break_generator(self, p, message="injected test fault"):
-        """Patch the worker's generator so that every render raises (tests the error path)."""
-        def do(w):
-            G = w.renderer.G
-
-            def boom(*a, **k):
-                raise RuntimeError(message)
-            G._orig_planes = getattr(G, "_orig_planes", G.planes)
-            G.planes = boom
-            w.renderer.clear_cache()
-            w.cache.clear()
-            return "generator patched to fail"
-        self.worker.command(do)
-        self.last_requested = None
-        return {}
-
-    def control_fix_generator(self, p):
-        def do(w):
-            G = w.renderer.G
-            if hasattr(G, "_orig_planes"):
-                G.planes = G._orig_planes
-                del G._orig_planes
-            return "generator restored"
-        self.worker.command(do)
-        self.last_requested = None
-        return {}
-
-    def control_quit(self, p):
+    def request_quit(self) -> None:
         self._quit = True
-        return {}
-
-
-def missing_model_notice(path) -> str:
-    where = f" ({path})" if path else ""
-    return ("No model loaded: the embedded default checkpoint is missing" + where + ".\n"
-            "Get one: train it (see README.md), or convert an official PV3D checkpoint with "
-            "`pv3d convert official.ckpt model.safetensors`.\n"
-            "Then start `pv3d-viewer --ckpt model.safetensors`, set $PV3D_DEFAULT_CKPT, or drop the "
-            "checkpoint file onto this window.")

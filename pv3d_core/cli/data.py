@@ -3,8 +3,10 @@ from __future__ import annotations
 
 import json
 
+from ..errors import UsageError
 
-def add_data_parser(sub):
+
+def add_parser(sub) -> None:
     p = sub.add_parser("data", help="make training data (synthetic talking heads, or real videos)")
     dsub = p.add_subparsers(dest="data_command", metavar="DATA_COMMAND")
 
@@ -26,21 +28,42 @@ def add_data_parser(sub):
 
 
 def run_synth(args) -> int:
-    from .synth import synthesize_dataset
+    from ..data.synth import synthesize_dataset
+    from .common import counter_bar
 
     if args.clips < 1 or args.frames < 2:
-        raise ValueError("--clips must be >= 1 and --frames >= 2")
+        raise UsageError("--clips must be >= 1 and --frames >= 2")
     if not 32 <= args.res <= 1024:
-        raise ValueError("--res must be between 32 and 1024")
-    summary = synthesize_dataset(args.output, args.clips, args.frames, args.res, args.seed,
-                                 workers=args.workers, progress=True)
+        raise UsageError("--res must be between 32 and 1024")
+    cb, close = counter_bar("synth heads", "clip", total=args.clips)
+    try:
+        summary = synthesize_dataset(args.output, args.clips, args.frames, args.res, args.seed,
+                                     workers=args.workers, progress=cb)
+    finally:
+        close()
     print(json.dumps(summary, indent=1, default=str)[:2000])
     return 0
 
 
 def run_prepare(args) -> int:
-    from .prepare import prepare_videos
+    from tqdm import tqdm
 
-    summary = prepare_videos(args.videos, args.output, resolution=args.res, progress=True)
+    from ..data.prepare import prepare_videos
+
+    state = {"name": None, "bar": None}
+
+    def progress(name, i, n):
+        if state["name"] != name:
+            if state["bar"] is not None:
+                state["bar"].close()
+            state["name"], state["bar"] = name, tqdm(total=n, desc=name, unit="frame", disable=None, leave=False)
+        state["bar"].n = i
+        state["bar"].refresh()
+
+    try:
+        summary = prepare_videos(args.videos, args.output, resolution=args.res, progress=progress)
+    finally:
+        if state["bar"] is not None:
+            state["bar"].close()
     print(json.dumps(summary, indent=1, default=str)[:4000])
     return 0

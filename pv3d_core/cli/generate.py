@@ -1,0 +1,144 @@
+"""`pv3d generate`, `pv3d convert`, `pv3d info`: videos of generated identities, and checkpoints."""
+from __future__ import annotations
+
+import os
+import threading
+from pathlib import Path
+
+from ..device import pick_device
+from ..errors import UsageError
+from .common import add_device, parse_seeds, resolve_checkpoint
+
+
+def add_parser(sub) -> None:
+    p = sub.add_parser("generate", help="render portrait videos (mp4 or PNG frames)",
+                       description="Render videos of generated identities: one clip per appearance seed.")
+    p.add_argument("--ckpt", help="checkpoint (.safetensors of ours or an official .ckpt); default: the embedded model")
+    p.add_argument("--seeds", type=parse_seeds, default=[0], help="appearance seeds, e.g. 0,3,5-7 (default 0)")
+    p.add_argument("--motion-seed", type=int, default=0, help="motion seed (default 0)")
+    p.add_argument("--frames", type=int, default=64, help="frames per clip (default 64)")
+    p.add_argument("--t0", type=float, default=0.0, help="first timestamp in [0, 1]")
+    p.add_argument("--t1", type=float, default=1.0, help="last timestamp in [0, 1]")
+    p.add_argument("--camera", choices=["fixed", "orbit", "yaw"], default="fixed", help="camera path")
+    p.add_argument("--yaw", type=float, default=0.0, help="base yaw in degrees")
+    p.add_argument("--pitch", type=float, default=0.0, help="base pitch in degrees")
+    p.add_argument("--yaw-range", type=float, default=20.0, help="yaw amplitude of orbit/yaw paths, degrees")
+    p.add_argument("--pitch-range", type=float, default=8.0, help="pitch amplitude of the orbit path, degrees")
+    p.add_argument("--psi", type=float, default=0.7, help="truncation psi (default 0.7)")
+    p.add_argument("--resolution", type=int, default=None, help="output size in pixels (default: the model's)")
+    p.add_argument("--view", choices=["final", "raw", "depth", "normals"], default="final")
+    p.add_argument("--fps", type=float, default=25.0)
+    p.add_argument("--no-cache", action="store_true", help="recompute tri-planes for every frame")
+    add_device(p)
+    p.add_argument("-o", "--output", required=True,
+                   help="out.mp4, or a folder for PNG frames; with several seeds '{seed}' in the name is replaced")
+    p.add_argument("--verbose", action="store_true", help="print per-stage timings and the render path")
+    p.set_defaults(func=run_generate)
+
+    c = sub.add_parser("convert", help="convert an official PV3D .ckpt to our safetensors format")
+    c.add_argument("input", help="official .ckpt (or one of ours)")
+    c.add_argument("output", help="output .safetensors")
+    c.add_argument("--generator-only", action="store_true", help="keep only G_ema (inference checkpoint)")
+    c.set_defaults(func=run_convert)
+
+    i = sub.add_parser("info", help="describe a checkpoint")
+    i.add_argument("ckpt", nargs="?", help="checkpoint (default: the embedded model)")
+    i.set_defaults(func=run_info)
+
+
+def run_generate(args) -> int:
+    import math
+
+    import numpy as np
+    from tqdm import tqdm
+
+    from ..export import ClipSpec, clip_settings, write_mp4, write_png_folder
+    from ..io import load_generator
+    from ..pipeline import FrameRenderer, RenderSettings
+    from ..render import cuda_ops
+
+    if args.frames < 1:
+        raise UsageError("--frames must be at least 1")
+    if args.resolution is not None and not 16 <= args.resolution <= 4096:
+        raise UsageError("--resolution must be between 16 and 4096")
+    if not (0 <= args.t0 <= 1 and 0 <= args.t1 <= 1):
+        raise UsageError("--t0 and --t1 must lie in [0, 1]")
+    outputs = []
+    for seed in args.seeds:
+        out = args.output.replace("{seed}", str(seed))
+        if len(args.seeds) > 1 and "{seed}" not in args.output:
+            stem, ext = os.path.splitext(args.output)
+            out = f"{stem}_seed{seed}{ext}"
+        outputs.append(Path(out))
+    for out in outputs:
+        if out.suffix.lower() != ".mp4" and out.suffix != "":
+            raise UsageError(f"output {out} must end in .mp4 or be a folder for PNG frames")
+    device = pick_device(args.device)
+    G = load_generator(resolve_checkpoint(args.ckpt), device=device)
+    renderer = FrameRenderer(G, device)
+    if args.verbose:
+        print(f"model: {getattr(G, 'checkpoint_path', '?')} ({G.img_resolution}² output, "
+              f"{G.neural_rendering_resolution}² neural render); device {device}; "
+              f"volume rendering: {cuda_ops.describe(device)}")
+    spec = ClipSpec(frames=args.frames, t0=args.t0, t1=args.t1, camera=args.camera,
+                    yaw_range=math.radians(args.yaw_range), pitch_range=math.radians(args.pitch_range))
+    cancel = threading.Event()
+    timings = []
+    for seed, out in zip(args.seeds, outputs):
+        base = RenderSettings(seed=seed, motion_seed=args.motion_seed, yaw=math.radians(args.yaw),
+                              pitch=math.radians(args.pitch), psi=args.psi, resolution=args.resolution,
+                              view=args.view, use_cache=not args.no_cache)
+        settings = clip_settings(base, spec)
+        bar = tqdm(total=len(settings), desc=f"seed {seed}", unit="frame", disable=None)
+
+        def frames():
+            for s in settings:
+                f = renderer.render(s)
+                timings.append(f.timings)
+                bar.update(1)
+                yield f.numpy()
+
+        try:
+            if out.suffix.lower() == ".mp4":
+                write_mp4(out, frames(), fps=args.fps, cancel=cancel)
+            else:
+                write_png_folder(out, frames(), cancel=cancel)
+        finally:
+            bar.close()
+        print(f"wrote {out}")
+    if args.verbose and timings:
+        for stage in ("mapping", "backbone", "render"):
+            vals = [t[stage] for t in timings if stage in t]
+            if vals:
+                print(f"  {stage:9s} median {np.median(vals):8.1f} ms over {len(vals)} frames")
+    return 0
+
+
+def run_convert(args) -> int:
+    from ..io import convert
+
+    if not args.output.endswith(".safetensors"):
+        raise UsageError("output must end in .safetensors")
+    out = convert(args.input, args.output, generator_only=args.generator_only)
+    print(f"wrote {out} ({out.stat().st_size / 1e6:.1f} MB)")
+    return 0
+
+
+def run_info(args) -> int:
+    import json
+
+    from ..io import read_checkpoint
+
+    path = resolve_checkpoint(args.ckpt)
+    ck = read_checkpoint(path)
+    parts = sorted({k.split(".", 1)[0] for k in ck.tensors})
+    g = ck.config.generator
+    print(f"{path}: {ck.source} checkpoint, config {ck.config.name}")
+    print(f"  parts: {', '.join(parts)}")
+    print(f"  output {g.img_resolution}², neural render {g.neural_rendering_resolution}², tri-planes "
+          f"{g.plane_resolution}² x 3 x {g.plane_channels}, z {g.z_dim}, motion {g.motion_dim}, "
+          f"SR {g.sr_module}")
+    if ck.meta:
+        print(f"  meta: {json.dumps(ck.meta)[:300]}")
+    return 0
+

@@ -1,0 +1,146 @@
+"""`pv3d train` and `pv3d warmstart`.
+
+Under torchrun, run this module: ``torchrun --nproc_per_node 2 -m pv3d_core.cli.train --data D -o OUT``.
+"""
+from __future__ import annotations
+
+import json
+import os
+import sys
+
+from ..errors import UsageError
+
+WARMSTART_DESCRIPTION = (
+    "Fit the generator directly to data with known cameras (and, for `pv3d data synth` output, known "
+    "geometry), auto-decoder style: every clip gets a learnable appearance and motion code, every frame "
+    "its timestamp, and each frame is rendered from its camera and pulled towards the data. The result "
+    "is a starting point for `pv3d train --init`; the embedded default model was made this way.")
+
+
+def add_parser(sub) -> None:
+    p = sub.add_parser("train", help="train PV3D (sparse two-frame GAN) on a dataset folder",
+                       description="Train or fine-tune PV3D with the official objective. Options come from "
+                                   "the defaults (official values), then --config FILE (JSON), then --set "
+                                   "KEY=VALUE and the flags below. Under torchrun, --batch is the global "
+                                   "batch (clips per step over all processes).")
+    add_train_arguments(p)
+    p.set_defaults(func=run_train)
+
+    w = sub.add_parser("warmstart", help="fit a generator to data with known cameras/geometry (reconstruction)",
+                       description=WARMSTART_DESCRIPTION)
+    w.add_argument("--data", required=True, help="dataset folder (official layout; `pv3d data synth` output)")
+    w.add_argument("-o", "--out", default="runs/warmstart", help="run folder (resumes if it holds a state)")
+    w.add_argument("--preset", default="tiny")
+    w.add_argument("--steps", type=int, default=2000)
+    w.add_argument("--batch", type=int, default=8)
+    w.add_argument("--lr", type=float, default=2e-3)
+    w.add_argument("--checkpoint-every", type=int, default=200)
+    w.add_argument("--seed", type=int, default=0)
+    w.add_argument("--threads", type=int, default=0, help="torch threads (0 = default)")
+    w.add_argument("--init", default=None, help="start from this checkpoint's generator")
+    w.set_defaults(func=run_warmstart)
+
+
+def add_train_arguments(p) -> None:
+    p.add_argument("--data", help="dataset folder (official layout: `pv3d data synth` / `pv3d data prepare`)")
+    p.add_argument("-o", "--out", help="run folder (checkpoints, samples, tensorboard)")
+    p.add_argument("--config", help="JSON file of training options")
+    p.add_argument("--set", action="append", default=[], metavar="KEY=VALUE", help="override one option")
+    p.add_argument("--preset", help="model preset when not fine-tuning (default tiny)")
+    p.add_argument("--init", help="fine-tune from this checkpoint (official .ckpt or ours)")
+    p.add_argument("--steps", type=int, help="total steps")
+    p.add_argument("--batch", type=int, help="clips per step, all processes together")
+    p.add_argument("--checkpoint-every", type=int)
+    p.add_argument("--sample-every", type=int)
+    p.add_argument("--seed", type=int)
+    p.add_argument("--threads", type=int, help="torch threads per process")
+    p.add_argument("--resume", action="store_true", help="continue from the run folder's last checkpoint")
+    p.add_argument("--no-progress", action="store_true")
+
+
+def config_from_args(args):
+    from ..train.config import TrainConfig
+
+    cfg = TrainConfig.from_file(args.config) if args.config else TrainConfig()
+    over = {}
+    for item in args.set:
+        if "=" not in item:
+            raise UsageError(f"--set expects KEY=VALUE, got {item!r}")
+        k, v = item.split("=", 1)
+        over[k] = v
+    for k in ("data", "out", "preset", "init", "steps", "batch", "checkpoint_every", "sample_every", "seed",
+              "threads"):
+        v = getattr(args, k, None)
+        if v is not None:
+            over[k] = v
+    cfg.override(over)
+    if not cfg.data:
+        raise UsageError("no dataset: pass --data DIR (make one with `pv3d data synth -o DIR`)")
+    return cfg
+
+
+def _step_bar(desc: str, show: bool, keys: tuple):
+    if not show:
+        return None, lambda: None
+    from tqdm import tqdm
+
+    bar = tqdm(desc=desc, unit="step", disable=None)
+
+    def cb(step, total, info):
+        bar.total = total
+        bar.n = step
+        bar.set_postfix({k: f"{info[k]:.3f}" for k in keys if k in info}, refresh=False)
+        bar.refresh()
+    return cb, bar.close
+
+
+def run_train(args) -> int:
+    from ..train.loop import train
+
+    cfg = config_from_args(args)
+    main_process = int(os.environ.get("RANK", "0")) == 0
+    cb, close = _step_bar("train", main_process and not args.no_progress, ("G", "D", "images_per_s"))
+    try:
+        summary = train(cfg, resume=args.resume, progress=cb)
+    finally:
+        close()
+    if main_process:
+        print(json.dumps(summary, indent=1))
+    return 0
+
+
+def run_warmstart(args) -> int:
+    from ..train.recon import ReconConfig, train_recon
+
+    cfg = ReconConfig(data=args.data, out=args.out, preset=args.preset, steps=args.steps, batch=args.batch,
+                      lr=args.lr, checkpoint_every=args.checkpoint_every, seed=args.seed, threads=args.threads)
+    cb, close = _step_bar("recon", True, ("img", "raw", "images_per_s"))
+    try:
+        summary = train_recon(cfg, progress=cb, init=args.init)
+    finally:
+        close()
+    print(json.dumps(summary, indent=1))
+    return 0
+
+
+def main(argv=None) -> int:
+    """torchrun's entry point: the `pv3d train` options, errors handled as `pv3d` handles them."""
+    import argparse
+
+    from .runner import run_command
+
+    p = argparse.ArgumentParser(prog="pv3d-train")
+    add_train_arguments(p)
+    args = p.parse_args(argv)
+    args.func = run_train
+    try:
+        return run_command(args, prog="pv3d train")
+    finally:
+        import torch.distributed as td
+
+        if td.is_available() and td.is_initialized():
+            td.destroy_process_group()
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,189 @@
+"""The commands of the test/automation control socket (:mod:`.control` carries them), run on the UI
+thread against the running app through the same code paths as the widgets and callbacks.
+
+Fault injection (``break_generator`` / ``fix_generator``, which patch the model to fail every render)
+exists only when the viewer was started with its hidden ``--control-test-faults`` flag: without it
+those commands are unknown, like any other name.
+"""
+from __future__ import annotations
+
+import typing
+from dataclasses import asdict, fields
+from pathlib import Path
+
+import numpy as np
+
+from pv3d_core.errors import one_line
+
+from . import state as S
+
+
+class ControlCommands:
+    def __init__(self, app, server, test_faults: bool = False):
+        self.app = app
+        self.server = server
+        self.commands = {name[len("cmd_"):]: getattr(self, name) for name in dir(self) if name.startswith("cmd_")}
+        if test_faults:
+            faults = FaultInjection(app)
+            self.commands.update(break_generator=faults.break_generator, fix_generator=faults.fix_generator)
+        self._screenshots: list = []
+
+    # ------------------------------------------------------------------ dispatch (UI thread, once a frame)
+    def handle(self) -> None:
+        for p in self.server.drain():
+            cmd = p.msg.get("cmd")
+            fn = self.commands.get(cmd)
+            if fn is None:
+                p.finish({"ok": False, "error": f"unknown command {cmd!r}"})
+                continue
+            try:
+                reply = fn(p, **{k: v for k, v in p.msg.items() if k != "cmd"})
+                if reply is not None:
+                    p.finish({"ok": True, **reply})
+            except Exception as e:  # noqa: BLE001 - the caller sees the error; the app goes on
+                p.finish({"ok": False, "error": f"{type(e).__name__}: {one_line(e)}"})
+
+    @property
+    def wants_screenshot(self) -> bool:
+        return bool(self._screenshots)
+
+    def take_screenshots(self, read) -> None:
+        """After the frame is drawn: ``read()`` gives the framebuffer (H, W, 3)."""
+        if not self._screenshots:
+            return
+        img = read()
+        for path, pending in self._screenshots:
+            self._finish_screenshot(img, path, pending)
+        self._screenshots = []
+
+    # ------------------------------------------------------------------ commands
+    def cmd_state(self, p):
+        app = self.app
+        return {
+            "state": asdict(app.st),
+            "shown": asdict(app.shown_settings) if app.shown_settings is not None else None,
+            "shown_preview": app.shown_preview,
+            "settled": app.settled(),
+            "error": app.viewport_error, "notice": app.notice, "message": app.message,
+            "model": app.worker.model_name, "has_model": app.worker.has_model,
+            "model_path": app.worker.model_path, "epoch": app.worker.epoch,
+            "display_path": app.display.path, "display_reason": app.display.reason,
+            "upload_ms": app.display.last_upload_ms,
+            "ui_frame_parts": app.frame_parts, "ui_fps": app.ui_fps(), "ui_frame_ms": list(app.frame_ms),
+            "frames_shown": app.frames_shown, "uploads": app.display.uploads,
+            "rendered": app.worker.rendered, "prefetched": app.worker.prefetched,
+            "cache_frames": len(app.worker.cache), "viewport": list(app.viewport_rect),
+            "window": list(app.window_size()), "timings": app.timings,
+            "status_line": app.status_line(), "jobs": [job_dict(j) for j in app.jobs.jobs],
+            "worker_alive": app.worker.alive, "dropped_stale": app.gate.dropped,
+        }
+
+    def cmd_set(self, p, **values):
+        st = self.app.st
+        types = typing.get_type_hints(S.ViewerState)
+        names = {f.name for f in fields(S.ViewerState)}
+        for k, v in values.items():
+            if k not in names:
+                raise KeyError(f"no state field {k!r}")
+            want = types[k]
+            if want is float and isinstance(v, int) and not isinstance(v, bool):
+                v = float(v)
+            if not isinstance(v, want) or (want is int and isinstance(v, bool)):
+                raise TypeError(f"state field {k} is {want.__name__}, got {v!r}")
+            setattr(st, k, v)
+        return {"state": asdict(st)}
+
+    def cmd_settings(self, p, **values):
+        cfg = self.app.settings
+        for k, v in values.items():
+            if not hasattr(cfg, k):
+                raise KeyError(f"no setting {k!r}")
+            setattr(cfg, k, v)
+        return {"settings": asdict(cfg)}
+
+    def cmd_action(self, p, name):
+        job = self.app.actions.do(name)
+        return {"job": job.id if job is not None else None}
+
+    def cmd_screenshot(self, p, path):
+        self._screenshots.append((path, p))
+        return None   # answered after the frame is drawn
+
+    def _finish_screenshot(self, img, path, p):
+        from PIL import Image
+
+        Path(path).parent.mkdir(parents=True, exist_ok=True)
+        Image.fromarray(img).save(path)
+        x, y, s, _ = self.app.viewport_rect
+        vp = img[y:y + s, x:x + s]
+        p.finish({"ok": True, "path": str(path), "shape": list(img.shape), "viewport": [x, y, s, s],
+                  "std": float(img.std()), "viewport_std": float(vp.std()) if vp.size else 0.0})
+
+    def cmd_frame(self, p, path=None):
+        img = self.app.display.last_frame()
+        if img is None:
+            return {"shape": None}
+        out = {"shape": list(img.shape), "mean": float(img.mean())}
+        if path:
+            from PIL import Image
+
+            Image.fromarray(np.ascontiguousarray(img)).save(path)
+            out["path"] = path
+        return out
+
+    def cmd_drop(self, p, paths):
+        actions = self.app.actions
+        actions.on_drop(None, paths)
+        return {"outcomes": actions.handle_drops(), "error": self.app.viewport_error}
+
+    def cmd_export(self, p, kind="mp4", path=None, **cfg):
+        for k, v in cfg.items():
+            setattr(self.app.settings, k, v)
+        job = self.app.actions.export(kind, path)
+        return {"job": None if job is None else job.id, "message": self.app.message}
+
+    def cmd_jobs(self, p):
+        return {"jobs": [job_dict(j) for j in self.app.jobs.jobs]}
+
+    def cmd_quit(self, p):
+        self.app.request_quit()
+        return {}
+
+
+def job_dict(j) -> dict:
+    return {"id": j.id, "name": j.name, "done": j.done, "progress": j.progress, "error": j.error,
+            "cancelled": j.cancelled, "result": j.result if isinstance(j.result, str) else None,
+            "output": j.output, "status": j.status}
+
+
+class FaultInjection:
+    """Test-only commands (``--control-test-faults``): make the model fail every render, then mend it."""
+
+    def __init__(self, app):
+        self.app = app
+
+    def break_generator(self, p, message="injected test fault"):
+        def do(w):
+            G = w.renderer.G
+
+            def boom(*a, **k):
+                raise RuntimeError(message)
+            G._orig_planes = getattr(G, "_orig_planes", G.planes)
+            G.planes = boom
+            w.renderer.clear_cache()
+            w.cache.clear()
+            return "generator patched to fail"
+        self.app.worker.command(do)
+        self.app.last_requested = None
+        return {}
+
+    def fix_generator(self, p):
+        def do(w):
+            G = w.renderer.G
+            if hasattr(G, "_orig_planes"):
+                G.planes = G._orig_planes
+                del G._orig_planes
+            return "generator restored"
+        self.app.worker.command(do)
+        self.app.last_requested = None
+        return {}
