@@ -2,6 +2,7 @@
 import pytest
 import torch
 
+from pv3d_core.errors import UsageError
 from pv3d_core.io import load_generator
 from pv3d_core.train.distill import DistillConfig, Distiller, distill
 
@@ -21,7 +22,7 @@ def micro64(tmp_path_factory):
 
 
 def test_too_small_a_code_is_refused(tmp_path):
-    with pytest.raises(ValueError, match="appearance"):
+    with pytest.raises(UsageError, match="appearance"):
         Distiller(DistillConfig(out=str(tmp_path), init=None, preset="micro"))
 
 
@@ -42,9 +43,9 @@ def test_loss_falls_on_the_teacher(tmp_path, micro64):
 
 
 def test_resume_equals_uninterrupted(tmp_path, micro64):
-    s1 = distill(_cfg(tmp_path / "one", micro64, steps=4), progress=False)
-    distill(_cfg(tmp_path / "two", micro64, steps=2), progress=False)
-    s2 = distill(_cfg(tmp_path / "two", micro64, steps=4), progress=False)
+    s1 = distill(_cfg(tmp_path / "one", micro64, steps=4), progress=None)
+    distill(_cfg(tmp_path / "two", micro64, steps=2), progress=None)
+    s2 = distill(_cfg(tmp_path / "two", micro64, steps=4), progress=None)
     assert s1["steps"] == s2["steps"] == 4
     a, b = load_generator(s1["model"]), load_generator(s2["model"])
     for (k, p), (_, q) in zip(a.state_dict().items(), b.state_dict().items()):
@@ -55,7 +56,7 @@ def test_export_fine_tunes_with_pv3d_train(tmp_path, micro64):
     """The exported model holds G and both discriminators, so `pv3d train --init` takes it."""
     from pv3d_core.io import read_checkpoint
 
-    s = distill(_cfg(tmp_path / "r", micro64, steps=1), progress=False)
+    s = distill(_cfg(tmp_path / "r", micro64, steps=1), progress=None)
     ck = read_checkpoint(s["model"])
     assert all(ck.has(p) for p in ("generator", "generator_ema", "img_discriminator", "vid_discriminator"))
 
@@ -63,9 +64,9 @@ def test_export_fine_tunes_with_pv3d_train(tmp_path, micro64):
 def test_adversarial_term_trains_and_resumes_exactly(tmp_path, micro64):
     """With the patch discriminator on, resume is still bit-exact (D and its optimiser are saved)."""
     kw = dict(adv_weight=0.05, adv_start_step=1)
-    s1 = distill(_cfg(tmp_path / "one", micro64, steps=4, **kw), progress=False)
-    distill(_cfg(tmp_path / "two", micro64, steps=2, **kw), progress=False)
-    s2 = distill(_cfg(tmp_path / "two", micro64, steps=4, **kw), progress=False)
+    s1 = distill(_cfg(tmp_path / "one", micro64, steps=4, **kw), progress=None)
+    distill(_cfg(tmp_path / "two", micro64, steps=2, **kw), progress=None)
+    s2 = distill(_cfg(tmp_path / "two", micro64, steps=4, **kw), progress=None)
     a, b = load_generator(s1["model"]), load_generator(s2["model"])
     for (k, p), (_, q) in zip(a.state_dict().items(), b.state_dict().items()):
         assert torch.equal(p, q), k
@@ -73,3 +74,16 @@ def test_adversarial_term_trains_and_resumes_exactly(tmp_path, micro64):
 
     logs = [json.loads(x) for x in (tmp_path / "one" / "history.jsonl").read_text().splitlines()]
     assert "g_adv" not in logs[0] and "d_loss" in logs[1] and "r1" in logs[1]
+
+
+def test_pv3d_distill_command(tmp_path, micro64, capsys):
+    from pv3d_core.cli import main
+
+    out = tmp_path / "run"
+    assert main(["distill", "-o", str(out), "--init", micro64, "--steps", "2", "--batch", "2", "--no-compile",
+                 "--snapshot-every", "1", "--sample-every", "0", "--checkpoint-every", "1"]) == 0
+    assert (out / "model.safetensors").is_file() and len(list((out / "snapshots").glob("*.safetensors"))) == 2
+    for bad in (["--steps", "-1"], ["--lr", "nan"], ["--ssaa", "9"], ["--adv-weight", "inf"]):
+        assert main(["distill", "-o", str(tmp_path / "bad"), "--init", micro64, *bad]) == 2
+        assert bad[0] in capsys.readouterr().err
+    assert not (tmp_path / "bad").exists()

@@ -40,6 +40,32 @@ def add_parser(sub) -> None:
     w.add_argument("--init", default=None, help="start from this checkpoint's generator")
     w.set_defaults(func=run_warmstart)
 
+    d = sub.add_parser("distill", help="train a generator to reproduce the procedural heads (the default model)",
+                       description=DISTILL_DESCRIPTION)
+    d.add_argument("-o", "--out", default="runs/distill", help="run folder (resumes if it holds a state)")
+    d.add_argument("--init", default="default",
+                   help="start from this checkpoint ('default' = the embedded model, 'none' = a fresh --preset)")
+    d.add_argument("--preset", default="tiny", help="model preset when --init none")
+    d.add_argument("--steps", type=int, default=10000, help="total steps (a resumed run continues to this)")
+    d.add_argument("--batch", type=int, default=8)
+    d.add_argument("--lr", type=float, default=2e-3)
+    d.add_argument("--ssaa", type=int, default=1, help="teacher supersampling per pixel side (1-4)")
+    d.add_argument("--adv-weight", type=float, default=0.0, help="patch-adversarial weight (0 = regression only)")
+    d.add_argument("--checkpoint-every", type=int, default=50)
+    d.add_argument("--snapshot-every", type=int, default=500, help="keep the EMA generator every N steps (0 = never)")
+    d.add_argument("--sample-every", type=int, default=250)
+    d.add_argument("--seed", type=int, default=0)
+    d.add_argument("--threads", type=int, default=0, help="torch threads (0 = default)")
+    d.add_argument("--no-compile", action="store_true", help="render the teacher without torch.compile")
+    d.set_defaults(func=run_distill)
+
+
+DISTILL_DESCRIPTION = (
+    "Train the generator to reproduce the procedural talking heads for its own inputs: the appearance "
+    "code, the motion code and t name one head (pv3d_core.data.head_codes), rendered from a random camera "
+    "as the target. Fresh codes every step, so random seeds become new heads rather than blends. This is "
+    "how the embedded default model is made; its MODEL_CARD.md gives the settings.")
+
 
 def add_train_arguments(p) -> None:
     p.add_argument("--data", help="dataset folder (official layout: `pv3d data synth` / `pv3d data prepare`)")
@@ -117,6 +143,32 @@ def run_warmstart(args) -> int:
     cb, close = _step_bar("recon", True, ("img", "raw", "images_per_s"))
     try:
         summary = train_recon(cfg, progress=cb, init=args.init)
+    finally:
+        close()
+    print(json.dumps(summary, indent=1))
+    return 0
+
+
+def run_distill(args) -> int:
+    from ..train.distill import DistillConfig, distill
+
+    bounded = {"--steps": (args.steps, 0, 10_000_000), "--batch": (args.batch, 1, 4096),
+               "--ssaa": (args.ssaa, 1, 4), "--checkpoint-every": (args.checkpoint_every, 1, 10_000_000),
+               "--threads": (args.threads, 0, 1024)}
+    for flag, (v, lo, hi) in bounded.items():
+        if not lo <= v <= hi:
+            raise UsageError(f"{flag} must be within {lo}..{hi}, got {v}")
+    for flag, v in (("--lr", args.lr), ("--adv-weight", args.adv_weight)):
+        if not (v == v and abs(v) != float("inf")) or v < 0 or (flag == "--lr" and v == 0):
+            raise UsageError(f"{flag} must be a finite number{' > 0' if flag == '--lr' else ' >= 0'}, got {v}")
+    cfg = DistillConfig(out=args.out, init=None if args.init.lower() == "none" else args.init, preset=args.preset,
+                        steps=args.steps, batch=args.batch, lr=args.lr, ssaa=args.ssaa, adv_weight=args.adv_weight,
+                        checkpoint_every=args.checkpoint_every, snapshot_every=max(0, args.snapshot_every),
+                        sample_every=max(0, args.sample_every), seed=args.seed, threads=args.threads,
+                        compile_teacher=not args.no_compile)
+    cb, close = _step_bar("distill", True, ("image", "gradient", "step_s"))
+    try:
+        summary = distill(cfg, progress=cb)
     finally:
         close()
     print(json.dumps(summary, indent=1))

@@ -20,7 +20,6 @@ from __future__ import annotations
 import copy
 import json
 import logging
-import math
 import signal
 import threading
 import time
@@ -32,6 +31,7 @@ import torch
 
 from .. import paths
 from ..config import ModelConfig, preset
+from ..errors import UsageError
 from ..data import head_codes
 from ..io import build_discriminators, build_generator, load_state_strict, read_checkpoint, save_checkpoint, \
     save_generator
@@ -85,11 +85,11 @@ class DistillConfig:
 
     def validate(self) -> "DistillConfig":
         if self.steps < 0 or self.batch < 1 or self.ssaa < 1 or self.ssaa > 4:
-            raise ValueError("steps must be >= 0, batch >= 1 and ssaa in 1..4")
+            raise UsageError("steps must be >= 0, batch >= 1 and ssaa in 1..4")
         if not (0 <= self.psi_prob <= 1 and 0 <= self.t0_prob <= 1 and 0 < self.psi_min <= 1):
-            raise ValueError("psi_prob and t0_prob must be in [0, 1], psi_min in (0, 1]")
+            raise UsageError("psi_prob and t0_prob must be in [0, 1], psi_min in (0, 1]")
         if self.lr <= 0 or self.checkpoint_every < 1:
-            raise ValueError("lr must be > 0 and checkpoint_every >= 1")
+            raise UsageError("lr must be > 0 and checkpoint_every >= 1")
         return self
 
 
@@ -111,7 +111,7 @@ class Distiller:
             torch.manual_seed(cfg.seed)
             self.G = build_generator(self.mcfg)
         if self.G.z_dim < head_codes.APPEARANCE_DIMS or self.G.motion_dim < head_codes.MOTION_DIMS:
-            raise ValueError(f"the teacher reads {head_codes.APPEARANCE_DIMS} appearance and {head_codes.MOTION_DIMS} "
+            raise UsageError(f"the teacher reads {head_codes.APPEARANCE_DIMS} appearance and {head_codes.MOTION_DIMS} "
                              f"motion code entries; this model has z_dim {self.G.z_dim}, motion_dim {self.G.motion_dim}")
         self.G.train()
         self.G_ema = copy.deepcopy(self.G).eval().requires_grad_(False)
@@ -124,12 +124,7 @@ class Distiller:
         self.step = 0
         self.images = 0
         self.seconds = 0.0
-        # the mapping's conditioning camera: EG3D's canonical camera (the sampler at (pi/2, pi/2) about the
-        # pivot, radius 2.7: at (0, 0, 2.7)), as pv3d eval and the official tools use
-        rk = self.G.rendering_kwargs
-        self.c0 = torch.from_numpy(cameras.pack(cameras.lookat_sampler(
-            math.pi / 2, math.pi / 2, tuple(rk["avg_camera_pivot"]), float(rk["avg_camera_radius"])),
-            cameras.DEFAULT_FOCAL))[None]
+        self.c0 = torch.from_numpy(cameras.conditioning_camera(self.G.rendering_kwargs))[None]
         self.adversary = None
         if cfg.adv_weight > 0:
             with torch.random.fork_rng():
@@ -266,10 +261,9 @@ class Distiller:
         return ((grid.permute(1, 2, 0) + 1) * 127.5).clamp(0, 255).byte().numpy()
 
 
-def distill(cfg: DistillConfig, progress: bool = True, cancel: threading.Event | None = None) -> dict:
-    """Run (or resume) a distillation; Ctrl-C / SIGTERM / cancel save the state and stop cleanly."""
-    from tqdm import tqdm
-
+def distill(cfg: DistillConfig, progress=None, cancel: threading.Event | None = None) -> dict:
+    """Run (or resume) a distillation; Ctrl-C / SIGTERM / SIGHUP / ``cancel`` save the state and stop
+    cleanly. ``progress(step, steps, logs)`` is called after every step."""
     from ..export import write_png
 
     d = Distiller(cfg)
@@ -280,10 +274,9 @@ def distill(cfg: DistillConfig, progress: bool = True, cancel: threading.Event |
     stop = threading.Event()
     old = {}
     if threading.current_thread() is threading.main_thread():
-        for sig in (signal.SIGINT, signal.SIGTERM):
+        for sig in (signal.SIGINT, signal.SIGTERM, signal.SIGHUP):
             old[sig] = signal.getsignal(sig)
             signal.signal(sig, lambda *a: stop.set())
-    bar = tqdm(total=cfg.steps, initial=d.step, desc="distill", unit="step", disable=not progress)
     step0, t0 = d.step, time.time()
     try:
         with open(out / "history.jsonl", "a") as hist:
@@ -292,9 +285,8 @@ def distill(cfg: DistillConfig, progress: bool = True, cancel: threading.Event |
                     break
                 logs = d.train_step()
                 hist.write(json.dumps(logs) + "\n")
-                bar.set_postfix(img=f"{logs['image']:.3f}", grad=f"{logs['gradient']:.3f}",
-                                s=f"{logs['step_s']:.2f}", teach=f"{logs['teacher_s']:.2f}")
-                bar.update(1)
+                if progress:
+                    progress(d.step, cfg.steps, logs)
                 if d.step % cfg.checkpoint_every == 0:
                     hist.flush()
                     d.save()
@@ -305,7 +297,6 @@ def distill(cfg: DistillConfig, progress: bool = True, cancel: threading.Event |
                 if cfg.sample_every and d.step % cfg.sample_every == 0:
                     write_png(out / "samples" / f"{d.step:07d}.png", d.sample_grid())
     finally:
-        bar.close()
         for sig, h in old.items():
             signal.signal(sig, h)
     d.save()
