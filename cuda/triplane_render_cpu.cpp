@@ -159,38 +159,90 @@ struct Planes {
     int64_t plane_elems;  // H * W * CIN
 };
 
-// acc[] += bilinear sample of one plane at normalised (gx along W, gy along H), as grid_sample with
-// padding_mode 'zeros', align_corners False (taps outside the plane contribute zero).
-inline void sample_plane(const float* __restrict plane, int H, int W, float gx, float gy, float* __restrict acc) {
+// The bilinear taps of the three planes at one point: up to 12 (texel offset, weight) pairs, taps outside a
+// plane left out (zeros padding). Gathered first, so that the accumulation below keeps its sums in
+// registers over all taps.
+struct Taps {
+    int64_t off[12];
+    float w[12];
+    int n = 0;
+};
+
+inline void plane_taps(int64_t plane_off, int H, int W, int CH, float gx, float gy, Taps& T) {
     const float ix = ((gx + 1.f) * W - 1.f) / 2.f;
     const float iy = ((gy + 1.f) * H - 1.f) / 2.f;
     const float fx = std::floor(ix), fy = std::floor(iy);
     if (!(fx >= -1.f && fx < (float)W && fy >= -1.f && fy < (float)H)) return;  // also NaN / huge
     const int x0 = (int)fx, y0 = (int)fy, x1 = x0 + 1, y1 = y0 + 1;
-    const float ax = ix - fx, ay = iy - fy;    // = ix - x0, iy - y0
-    const float bx = (float)x1 - ix, by = (float)y1 - iy;
-    const float w[4] = {bx * by, ax * by, bx * ay, ax * ay};
-    const bool in[4] = {x0 >= 0 && y0 >= 0, x1 < W && y0 >= 0, x0 >= 0 && y1 < H, x1 < W && y1 < H};
-    const int64_t off[4] = {((int64_t)y0 * W + x0) * CIN, ((int64_t)y0 * W + x1) * CIN,
-                            ((int64_t)y1 * W + x0) * CIN, ((int64_t)y1 * W + x1) * CIN};
-    for (int t = 0; t < 4; ++t) {
-        if (!in[t]) continue;
-        const float* __restrict tex = plane + off[t];
-        const float wt = w[t];
+    const float ax = ix - fx, ay = iy - fy, bx = (float)x1 - ix, by = (float)y1 - iy;
+    if (y0 >= 0) {
+        if (x0 >= 0) { T.off[T.n] = plane_off + ((int64_t)y0 * W + x0) * CH; T.w[T.n++] = bx * by; }
+        if (x1 < W) { T.off[T.n] = plane_off + ((int64_t)y0 * W + x1) * CH; T.w[T.n++] = ax * by; }
+    }
+    if (y1 < H) {
+        if (x0 >= 0) { T.off[T.n] = plane_off + ((int64_t)y1 * W + x0) * CH; T.w[T.n++] = bx * ay; }
+        if (x1 < W) { T.off[T.n] = plane_off + ((int64_t)y1 * W + x1) * CH; T.w[T.n++] = ax * ay; }
+    }
+}
+
+// Taps of the projections with the inverses of EG3D's plane axes: (x, y), (x, z), (z, x).
+inline void triplane_taps(int64_t plane_elems, int H, int W, int CH, float x, float y, float z, Taps& T) {
+    T.n = 0;
+    plane_taps(0, H, W, CH, x, y, T);
+    plane_taps(plane_elems, H, W, CH, x, z, T);
+    plane_taps(2 * plane_elems, H, W, CH, z, x, T);
+}
+
+// acc[c] += sum over taps of w * base[off + c]
+template <int CH>
+inline void accumulate_taps(const float* __restrict base, const Taps& T, float* __restrict acc) {
+    constexpr int V = 16;
+    if constexpr (CH % V == 0) {
+        for (int c0 = 0; c0 < CH; c0 += V) {
+            float a[V];
+            for (int c = 0; c < V; ++c) a[c] = acc[c0 + c];
+            for (int t = 0; t < T.n; ++t) {
+                const float* __restrict p = base + T.off[t] + c0;
+                const float wt = T.w[t];
 #pragma omp simd
-        for (int c = 0; c < CIN; ++c) acc[c] += tex[c] * wt;
+                for (int c = 0; c < V; ++c) a[c] += wt * p[c];
+            }
+            for (int c = 0; c < V; ++c) acc[c0 + c] = a[c];
+        }
+    } else {
+        for (int t = 0; t < T.n; ++t)
+            for (int c = 0; c < CH; ++c) acc[c] += T.w[t] * base[T.off[t] + c];
     }
 }
 
 // Mean tri-plane feature of a point already scaled to the plane range ([-1, 1] inside the box).
 inline void triplane_feature(const Planes& P, const float* base, float x, float y, float z, float* __restrict f) {
-    float acc[CIN];
+    alignas(64) float acc[CIN];
     for (int c = 0; c < CIN; ++c) acc[c] = 0.f;
-    // Projections with the inverses of EG3D's plane axes: (x, y), (x, z) and (z, x) for the third.
-    sample_plane(base, P.H, P.W, x, y, acc);
-    sample_plane(base + P.plane_elems, P.H, P.W, x, z, acc);
-    sample_plane(base + 2 * P.plane_elems, P.H, P.W, z, x, acc);
+    Taps T;
+    triplane_taps(P.plane_elems, P.H, P.W, CIN, x, y, z, T);
+    accumulate_taps<CIN>(base, T, acc);
     for (int c = 0; c < CIN; ++c) f[c] = acc[c] * (1.f / 3.f);
+}
+
+// Projected tri-planes: each texel already multiplied by W1 / 3 (HID channels), so that bilinear sampling
+// of the three planes gives the decoder's first layer without bias (both are linear: only the rounding
+// differs). Adds b1, applies softplus; returns the density.
+inline float projected_hidden(const Weights& Wt, const float* projb, int H, int W, int64_t plane_elems, float x,
+                              float y, float z, float* __restrict h) {
+    alignas(64) float acc[HID];
+    for (int o = 0; o < HID; ++o) acc[o] = Wt.b1[o];
+    Taps T;
+    triplane_taps(plane_elems, H, W, HID, x, y, z, T);
+    accumulate_taps<HID>(projb, T, acc);
+    float s = 0.f;
+#pragma omp simd reduction(+ : s)
+    for (int o = 0; o < HID; ++o) {
+        const float v = softplus_v(acc[o]);
+        h[o] = v;
+        s += v * Wt.w2s[o];
+    }
+    return s + Wt.b2s;
 }
 
 // ------------------------------------------------------------------------------------------------
@@ -338,8 +390,20 @@ struct Scratch {
 };
 
 // Decode n points on one ray (depths t[0..n)) into hidden rows / sigma at index base..base+n.
-void decode_ray_points(const Weights& Wt, const Planes& P, const float* planes_b, const float o[3], const float d[3],
-                       float scale, const float* t, int n, Scratch& S, int base) {
+void decode_ray_points(const Weights& Wt, const Planes& P, const float* planes_b, const float* proj_b,
+                       const float o[3], const float d[3], float scale, const float* t, int n, Scratch& S, int base) {
+    if (proj_b) {
+        const int64_t pe = (int64_t)P.H * P.W * HID;
+        for (int i = 0; i < n; ++i) {
+            const float tt = t[i];
+            const float x = (o[0] + tt * d[0]) * scale;
+            const float y = (o[1] + tt * d[1]) * scale;
+            const float z = (o[2] + tt * d[2]) * scale;
+            S.sigma[base + i] = projected_hidden(Wt, proj_b, P.H, P.W, pe, x, y, z,
+                                                 S.hidden.data() + (size_t)(base + i) * HID);
+        }
+        return;
+    }
     alignas(64) float feat[NB][CIN];
     alignas(64) float sig[NB];
     for (int s0 = 0; s0 < n; s0 += NB) {
@@ -395,6 +459,7 @@ PV3D_EXPORT int pv3d_cpu_dims(int* cin, int* hidden, int* cout) {
 
 // The whole renderer (volume.render_rays with importance sampling), one pass per ray.
 //   planes: (B, 3, H, W, CIN) float32 contiguous; params: pack_decoder's layout (N_PARAMS floats)
+//   proj: null, or the projected planes (B, 3, H, W, HID) = planes . W1^T / 3 (then planes is unused)
 //   origins, dirs: (n_rays, 3); ray r uses the planes of batch r / rays_per_batch
 //   depths_c: coarse depths, ray r's at depths_c[r * c_stride + i] (stride 0: shared), ascending
 //   u: importance quantiles u[r * u_stride + j] (stride 0: shared); n_f = 0: no fine pass
@@ -404,7 +469,7 @@ PV3D_EXPORT int pv3d_cpu_dims(int* cin, int* hidden, int* cout) {
 //     features are in [-0.001, 1.001]); 0 skips only samples whose coefficient is exactly 0
 //   outputs: rgb (n_rays, COUT) in [-1, 1], depth (n_rays), wsum (n_rays); stats[0] += feature decodes
 //     skipped, stats[1] += samples (may be null)
-PV3D_EXPORT int pv3d_cpu_render(const float* planes, int H, int W, const float* params, const float* origins, const float* dirs,
+PV3D_EXPORT int pv3d_cpu_render(const float* planes, const float* proj, int H, int W, const float* params, const float* origins, const float* dirs,
                     int64_t n_rays, int64_t rays_per_batch, const float* depths_c, int c_stride, int n_c,
                     const float* u, int u_stride, int n_f, double coord_scale, const float* bounds,
                     double skip_budget, float* out_rgb, float* out_depth, float* out_wsum, int64_t* stats,
@@ -426,8 +491,9 @@ PV3D_EXPORT int pv3d_cpu_render(const float* planes, int H, int W, const float* 
             const float* d = dirs + 3 * r;
             const float* zc = depths_c + r * c_stride;
             const float* planes_b = planes + (r / rays_per_batch) * 3 * P.plane_elems;
+            const float* proj_b = proj ? proj + (r / rays_per_batch) * 3 * (int64_t)H * W * HID : nullptr;
             // 1. coarse samples at rows [0, n_c)
-            decode_ray_points(*Wt, P, planes_b, o, d, scale, zc, n_c, S, 0);
+            decode_ray_points(*Wt, P, planes_b, proj_b, o, d, scale, zc, n_c, S, 0);
             // 2. fine depths from the coarse weights
             if (n_f > 0) {
                 float T = 1.f;
@@ -438,7 +504,7 @@ PV3D_EXPORT int pv3d_cpu_render(const float* planes, int H, int W, const float* 
                 }
                 importance_one(zc, n_c, S.w.data(), S.cdf.data(), u + r * u_stride, n_f, fine.data(), true);
                 // 3. fine samples at rows [n_c, n_c + n_f)
-                decode_ray_points(*Wt, P, planes_b, o, d, scale, fine.data(), n_f, S, n_c);
+                decode_ray_points(*Wt, P, planes_b, proj_b, o, d, scale, fine.data(), n_f, S, n_c);
             }
             // 4. merge (coarse first on ties) and composite
             const int n = n_c + n_f;

@@ -22,6 +22,7 @@ def _defaults():
     yield
     cuda_ops.set_kernels(None)
     cpu_kernels.set_skip_budget(None)
+    cpu_kernels.set_projection(None)
 
 
 def lib_for(dec, channels=32):
@@ -37,8 +38,11 @@ def run(dec, planes, o, d, opts, det):
 
 
 # ---------------------------------------------------------------------------------------------- ops
+@pytest.mark.parametrize("projection", [True, False])
 @pytest.mark.parametrize("n_coarse,n_fine", [(24, 24), (48, 48), (12, 0), (7, 33)])
-def test_render_matches_reference(n_coarse, n_fine):
+def test_render_matches_reference(n_coarse, n_fine, projection):
+    """Both first-layer paths: projected planes (planes . W1^T sampled) and per-point features."""
+    cpu_kernels.set_projection(projection)
     dec, planes = make_decoder(), make_planes()
     o, d = make_rays(res=12)
     opts = options(n_coarse, n_fine)
@@ -53,11 +57,11 @@ def test_render_matches_reference(n_coarse, n_fine):
 
 
 def test_render_other_model_sizes():
-    """The CPU kernels take any decoder size (compiled per size): 12 channels, hidden 16."""
+    """The CPU kernels take any decoder size (compiled per size): 12 channels, hidden 24."""
     from pv3d_core.generator import OSGDecoder
 
     torch.manual_seed(3)
-    dec = OSGDecoder(12, hidden_dim=16, output_dim=12).eval().requires_grad_(False)
+    dec = OSGDecoder(12, hidden_dim=24, output_dim=12).eval().requires_grad_(False)
     with torch.no_grad():
         dec.net[2].bias.normal_(0, 0.5)
         dec.net[2].bias[0] += 2
@@ -65,9 +69,11 @@ def test_render_other_model_sizes():
     o, d = make_rays(res=8)
     with torch.no_grad():
         ref = volume.render_rays(planes, dec, o, d, options(16, 16), True)
-    got = run(dec, planes, o, d, options(16, 16), True)
-    for g, e in zip(got, ref):
-        assert_close(g, e, 1e-5)
+    for projection in (True, False):
+        cpu_kernels.set_projection(projection)
+        got = run(dec, planes, o, d, options(16, 16), True)
+        for g, e in zip(got, ref):
+            assert_close(g, e, 1e-5)
 
 
 def test_feature_skipping_is_bounded():
