@@ -9,8 +9,8 @@ alike; it prints medians and their ratio:
 
 * before: the PyTorch reference renderer (``PV3D_KERNELS=off``) and NCHW convolutions, as
   FrameRenderer ran before the fused CPU path (the current nn.ops otherwise);
-* after: the fused CPU renderer (cuda_ops -> cpu_kernels) and NHWC convolutions (FrameRenderer's
-  default now).
+* after: the fused CPU renderer (cuda_ops -> cpu_kernels) and NHWC convolutions
+  (``FrameRenderer(G, channels_last=True)``).
 
 Workloads (the issue's): the tiny preset at 128² (the embedded default model when present, else random
 tiny weights): orbit with the tri-plane cache, scrub (a new t every frame: backbone included), orbit at
