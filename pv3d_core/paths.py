@@ -34,3 +34,10 @@ def default_checkpoint() -> Path:
     """The embedded default model ($PV3D_DEFAULT_CKPT overrides it)."""
     env = os.environ.get("PV3D_DEFAULT_CKPT")
     return Path(env) if env else package_file("checkpoints", DEFAULT_CHECKPOINT_NAME)
+
+
+def kernel_file(name: str) -> Path:
+    """A kernel source compiled at run time (``cuda/`` of the tree, ``pv3d_core/kernels/`` installed);
+    ``$PV3D_CUDA_DIR`` overrides the folder."""
+    env = os.environ.get("PV3D_CUDA_DIR")
+    return Path(env) / name if env else package_file("kernels", name)

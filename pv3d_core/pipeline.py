@@ -80,9 +80,13 @@ class FrameRenderer:
     :meth:`set_appearance` replaces the seed -> ws mapping with a fixed latent (an inverted portrait).
     """
 
-    def __init__(self, G, device=None, plane_cache: int = 8):
+    def __init__(self, G, device=None, plane_cache: int = 8, channels_last: bool = False):
         self.G = G
         self.device = torch.device(device) if device is not None else next(G.parameters()).device
+        if channels_last:
+            # NHWC convolutions: the same maths (about 1e-6), faster super-resolution on a CPU. Opt-in: it
+            # sets a flag on G's blocks, which other users of the same G (a portrait fit's copy) would inherit.
+            G.set_channels_last(True)
         self.pivot = tuple(G.rendering_kwargs.get("avg_camera_pivot", cameras.DEFAULT_PIVOT))
         self.radius = float(G.rendering_kwargs.get("avg_camera_radius", cameras.DEFAULT_RADIUS))
         self._ws = LRU(64)

@@ -97,6 +97,14 @@ def upfirdn2d(x: torch.Tensor, f: torch.Tensor | None, up: int = 1, down: int = 
         f = torch.ones([1, 1], dtype=torch.float32, device=x.device)
     n, c, h, w = x.shape
     px0, px1, py0, py1 = _pad4(padding)
+    if (up == 2 and down == 1 and f.ndim == 2 and tuple(f.shape) == (4, 4) and [px0, px1, py0, py1] == [2, 1, 2, 1]
+            and torch.equal(f, f.flip([0, 1]))):
+        # upsample2d's case (zero insertion, pad (2, 1), symmetric 4x4 filter) is one depthwise transposed
+        # convolution: no zero-inserted, padded copy (4-5x faster for the skip images).
+        k = (f * (gain ** (f.ndim / 2))).to(x.dtype)[None, None].expand(c, 1, 4, 4)
+        if _nhwc(x):
+            k = k.contiguous(memory_format=torch.channels_last)
+        return F.conv_transpose2d(x, k, stride=2, padding=1, groups=c)
     if up > 1:
         x = x.reshape(n, c, h, 1, w, 1)
         x = F.pad(x, [0, up - 1, 0, 0, 0, up - 1])
@@ -112,7 +120,10 @@ def upfirdn2d(x: torch.Tensor, f: torch.Tensor | None, up: int = 1, down: int = 
     if not flip_filter:
         f = f.flip(list(range(f.ndim)))
     if f.ndim == 2:
-        x = F.conv2d(x, f[None, None].expand(c, 1, *f.shape), padding=conv_pad, groups=c)
+        k = f[None, None].expand(c, 1, *f.shape)
+        if _nhwc(x):   # an NCHW filter would make oneDNN run the NHWC activations through NCHW (3x slower)
+            k = k.contiguous(memory_format=torch.channels_last)
+        x = F.conv2d(x, k, padding=conv_pad, groups=c)
     else:
         x = F.conv2d(x, f[None, None, None, :].expand(c, 1, 1, -1), groups=c)
         x = F.conv2d(x, f[None, None, :, None].expand(c, 1, -1, 1), groups=c)
@@ -126,6 +137,11 @@ def upsample2d(x, f, up: int = 2, padding=0, gain: float = 1.0):
     px0, px1, py0, py1 = _pad4(padding)
     p = [px0 + (fw + up - 1) // 2, px1 + (fw - up) // 2, py0 + (fw + up - 1) // 2, py1 + (fw - up) // 2]
     return upfirdn2d(x, f, up=up, padding=p, gain=gain * up * up)
+
+
+def _nhwc(x: torch.Tensor) -> bool:
+    """Channels-last activations (NHWC in memory; a tensor that is both counts as NCHW)."""
+    return x.ndim == 4 and x.is_contiguous(memory_format=torch.channels_last) and not x.is_contiguous()
 
 
 def _conv(x, w, stride=1, padding=0, groups=1, transpose=False, flip_weight=True):

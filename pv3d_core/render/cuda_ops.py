@@ -1,7 +1,10 @@
-"""Fused CUDA kernels for tri-plane volume rendering, each with its PyTorch reference (gsplat style).
+"""Fused kernels for tri-plane volume rendering, each with its PyTorch reference (gsplat style).
 
 Every public op here has the signature and outputs of a pure-PyTorch reference in ``volume.py``;
-it runs the kernels of ``cuda/triplane_render.cu`` when they can be used and the reference otherwise:
+it runs a fused backend when one can be used and the reference otherwise. Two backends sit side by
+side under these wrappers: for CUDA tensors the kernels of ``cuda/triplane_render.cu`` (this module),
+for CPU tensors the one-pass-per-ray renderer of ``cuda/triplane_render_cpu.cpp``
+(:mod:`cpu_kernels`, built with the system's C++ compiler at first use):
 
 ============================================================  ===========================================
 op (this module)                                              reference
@@ -14,12 +17,12 @@ op (this module)                                              reference
 ============================================================  ===========================================
 
 Selection, per call: the kernels run when the mode allows them (``PV3D_KERNELS`` = ``auto`` (default)
-| ``on`` | ``off``, or :func:`set_kernels`), the tensors are CUDA tensors, no gradient is needed (the
-kernels are inference only), the inputs are of a supported kind (float32 rays, an ``OSGDecoder``, tri-
-plane channels a multiple of 8, at most 256 samples per ray...) and the kernels compiled. Otherwise the
-PyTorch reference runs. ``auto`` falls back silently (the reason is in :func:`last_path`); ``on`` raises
-:class:`KernelUnavailable` instead for CUDA inputs the kernels cannot take (CPU tensors still use
-PyTorch: nothing else can run them); ``off`` always uses PyTorch.
+| ``on`` | ``off``, or :func:`set_kernels`), the tensors are all CUDA or all CPU tensors, no gradient
+is needed (the kernels are inference only), the inputs are of a supported kind (float32 rays, an
+``OSGDecoder``; on CUDA tri-plane channels a multiple of 8 and at most 256 samples per ray, on the CPU
+at most 1024) and the kernels compiled. Otherwise the PyTorch reference runs. ``auto`` falls back
+silently (the reason is in :func:`last_path`); ``on`` raises :class:`KernelUnavailable` instead;
+``off`` always uses PyTorch.
 
 Compilation happens at the first use on a device, at run time, with NVRTC through one of two
 launchers, tried in order (``PV3D_KERNEL_BACKEND`` = ``cupy`` | ``nvrtc`` picks one):
@@ -29,11 +32,12 @@ launchers, tried in order (``PV3D_KERNEL_BACKEND`` = ``cupy`` | ``nvrtc`` picks 
   PyTorch ship libnvrtc).
 
 Compiled modules are cached per device and model size. Kernels run on PyTorch's current stream.
-:func:`describe` gives a one-line status ("CUDA kernels (...)" or "PyTorch (...)") for the viewer's
-status bar and ``pv3d generate --verbose``.
+:func:`describe` gives a one-line status ("CUDA kernels (...)", "CPU kernels (...)" or "PyTorch (...)")
+for the viewer's status bar and ``pv3d generate --verbose``; :func:`last_path` what the latest call ran.
 
 ``PV3D_KERNELS_HALF=1`` (or ``set_kernels(half_planes=True)``) makes the kernels read a float16 copy
-of the tri-planes (half the memory traffic; about 1e-3 relative change in the features).
+of the tri-planes (half the memory traffic; about 1e-3 relative change in the features); the CPU
+backend always reads float32.
 """
 from __future__ import annotations
 
@@ -51,7 +55,8 @@ from typing import Callable, Sequence
 import torch
 
 from ..errors import KernelUnavailable
-from . import volume
+from ..paths import kernel_file
+from . import cpu_kernels, volume
 from .decoder import OSGDecoder
 
 __all__ = [
@@ -105,17 +110,15 @@ def half_planes_enabled() -> bool:
 
 
 def last_path() -> dict:
-    """What the latest op of this module ran: ``{"path": "kernels" | "pytorch", "reason": str}``."""
+    """What the latest op of this module ran: ``{"path": "kernels" | "cpu-kernels" | "pytorch", "reason": str}``
+    ("kernels" are the CUDA ones)."""
     return dict(_last)
 
 
 def kernel_source_path() -> Path:
     """The kernel source: ``$PV3D_CUDA_DIR``'s copy, else the one inside the installed package
     (``pv3d_core/kernels/``, read with importlib.resources), else the source tree's ``cuda/``."""
-    from ..paths import package_file
-
-    d = os.environ.get(ENV_SOURCE)
-    return Path(d) / KERNEL_FILE if d else package_file("kernels", KERNEL_FILE)
+    return kernel_file(KERNEL_FILE)
 
 
 # ---------------------------------------------------------------------------------------------- launchers
@@ -439,20 +442,71 @@ def _record(launcher, reason: str) -> None:
     _last.update(path="kernels" if launcher is not None else "pytorch", reason=reason)
 
 
-def describe(device: torch.device | str | None = None) -> str:
-    """One line for a status bar: "CUDA kernels (CuPy NVRTC, sm_90)" or "PyTorch (<why>)".
+def _on_cpu(tensors: Sequence[torch.Tensor]) -> bool:
+    return all(t.device.type == "cpu" for t in tensors)
 
-    With a device, says what an op on that device would run (compiling the kernels if needed); without
-    one, uses the current CUDA device if there is one, else says PyTorch.
+
+def _decide_cpu(tensors: Sequence[torch.Tensor], problem: str | None, dims: Dims | None,
+                modules: Sequence[torch.nn.Module] = ()):
+    """(CPU kernel library or None, reason), as :func:`_decide` for CPU tensors."""
+    mode = kernels_mode()
+    if mode == "off":
+        return None, f"kernels off ({ENV_MODE}=off or set_kernels('off'))"
+    if problem is None and torch.is_grad_enabled():
+        if any(t.requires_grad for t in tensors) or any(p.requires_grad for m in modules for p in m.parameters()):
+            problem = "gradients are needed (the kernels are inference only)"
+    lib = None
+    if problem is None:
+        try:
+            lib = cpu_kernels.library(_dims_tuple(dims))
+        except cpu_kernels.CpuKernelsUnavailable as e:
+            problem = str(e)
+    if problem is not None:
+        if mode == "on":
+            raise KernelUnavailable(f"{ENV_MODE}=on but the CPU kernels cannot run: {problem}")
+        return None, problem
+    return lib, f"CPU kernels ({lib.label()})"
+
+
+def _dims_tuple(dims: Dims | None) -> tuple[int, int, int]:
+    """The CPU library's sizes; ops that do not depend on the model take any library already built."""
+    if dims is not None:
+        return dims.cin, dims.hidden, dims.cout
+    built = cpu_kernels.loaded_dims()
+    return built[0] if built else (Dims().cin, Dims().hidden, Dims().cout)
+
+
+def _select(tensors: Sequence[torch.Tensor], problem: str | None, dims: Dims | None,
+            modules: Sequence[torch.nn.Module] = (), cpu_problem: str | None = None, cpu_dims: Dims | None = None):
+    """("cuda", launcher) | ("cpu", library) | (None, None), after recording the choice in last_path.
+    ``problem``/``dims``: what the CUDA kernels would be given; ``cpu_problem``/``cpu_dims``: the CPU's."""
+    if not _on_cuda(tensors) and _on_cpu(tensors):
+        lib, reason = _decide_cpu(tensors, cpu_problem, cpu_dims, modules)
+        _last.update(path="cpu-kernels" if lib is not None else "pytorch", reason=reason)
+        return ("cpu", lib) if lib is not None else (None, None)
+    launcher, reason = _decide(tensors, problem, dims, modules)
+    _record(launcher, reason)
+    return ("cuda", launcher) if launcher is not None else (None, None)
+
+
+def describe(device: torch.device | str | None = None) -> str:
+    """One line for a status bar: "CUDA kernels (CuPy NVRTC, sm_90)", "CPU kernels (g++ 12.2.0, ...)" or
+    "PyTorch (<why>)".
+
+    With a device, says what an op on that device would run (compiling the kernels if needed; on the
+    CPU, while another thread compiles, says so without waiting); without one, uses the current CUDA
+    device if there is one, else the CPU.
     """
     if device is None:
         device = torch.device("cuda") if torch.cuda.is_available() else torch.device("cpu")
     device = torch.device(device)
     mode = kernels_mode()
     if mode == "off":
-        return f"PyTorch (CUDA kernels off by {ENV_MODE}/set_kernels)"
+        return f"PyTorch (kernels off by {ENV_MODE}/set_kernels)"
+    if device.type == "cpu":
+        return cpu_kernels.describe(_dims_tuple(None))
     if device.type != "cuda":
-        return "PyTorch (no CUDA device)" if not torch.cuda.is_available() else "PyTorch (CPU tensors)"
+        return f"PyTorch (no kernels for {device.type} tensors)"
     try:
         launcher = _any_launcher(device)
     except KernelUnavailable as e:
@@ -462,7 +516,9 @@ def describe(device: torch.device | str | None = None) -> str:
 
 
 # ---------------------------------------------------------------------------------------------- inputs
-def _decoder_dims(decoder, plane_channels: int) -> tuple[Dims | None, str | None]:
+def _decoder_dims(decoder, plane_channels: int, cuda_sizes: bool = True) -> tuple[Dims | None, str | None]:
+    """The decoder's sizes, and why the kernels cannot take it (None if they can). ``cuda_sizes``: also
+    apply the CUDA kernels' size limits (the CPU kernels take any size)."""
     if not isinstance(decoder, OSGDecoder):
         return None, f"decoder {type(decoder).__name__} is not an OSGDecoder"
     layout = decoder.kernel_layout()
@@ -471,7 +527,7 @@ def _decoder_dims(decoder, plane_channels: int) -> tuple[Dims | None, str | None
     if layout[0] != plane_channels:
         return None, f"decoder takes {layout[0]} channels, the tri-planes have {plane_channels}"
     dims = Dims(*layout)
-    return dims, dims.unsupported()
+    return dims, (dims.unsupported() if cuda_sizes else None)
 
 
 def pack_decoder(decoder, dims: Dims, device: torch.device) -> torch.Tensor:
@@ -617,7 +673,8 @@ def render_rays_kernels(launcher, planes, decoder, origins, dirs, options: dict,
     return rgb.reshape(b, r, dims.cout), depth.reshape(b, r, 1), wsum.reshape(b, r, 1)
 
 
-def _render_problem(planes, decoder, origins, dirs, options) -> tuple[Dims | None, str | None]:
+def _render_problem(planes, decoder, origins, dirs, options, max_samples: int = MAX_SAMPLES,
+                    cuda_sizes: bool = True) -> tuple[Dims | None, str | None]:
     if options.get("ray_start") == "auto" or options.get("disparity_space_sampling", False) \
             or options.get("clamp_mode", "softplus") != "softplus":
         return None, "options the reference rejects"
@@ -630,9 +687,9 @@ def _render_problem(planes, decoder, origins, dirs, options) -> tuple[Dims | Non
         return None, f"planes are {planes.dtype}"
     n_c = int(options["depth_resolution"])
     n_f = int(options.get("depth_resolution_importance", 0) or 0)
-    if n_c < 2 or n_c > MAX_SAMPLES or n_f > MAX_SAMPLES or (n_f > 0 and n_c < 4):
+    if n_c < 2 or n_c > max_samples or n_f > max_samples or (n_f > 0 and n_c < 4):
         return None, f"sample counts {n_c}+{n_f} outside the kernels' range"
-    return _decoder_dims(decoder, planes.shape[2])
+    return _decoder_dims(decoder, planes.shape[2], cuda_sizes)
 
 
 def render_rays_fast(planes, decoder, origins, dirs, options: dict, deterministic: bool = False):
@@ -643,12 +700,15 @@ def render_rays_fast(planes, decoder, origins, dirs, options: dict, deterministi
     numbers (same calls, same order), so both paths agree for the same RNG state.
     """
     dims, problem = _render_problem(planes, decoder, origins, dirs, options)
-    launcher, reason = _decide([planes, origins, dirs], problem, dims, [decoder])
-    _record(launcher, reason)
-    if launcher is None:
+    cpu_dims, cpu_problem = _render_problem(planes, decoder, origins, dirs, options, cpu_kernels.MAX_SAMPLES, False)
+    kind, backend = _select([planes, origins, dirs], problem, dims, [decoder], cpu_problem, cpu_dims)
+    if kind is None:
         return volume.render_rays(planes, decoder, origins, dirs, options, deterministic)
     with torch.no_grad():
-        return render_rays_kernels(launcher, planes, decoder, origins, dirs, options, deterministic,
+        if kind == "cpu":
+            return cpu_kernels.render_rays(backend, prepare_planes(planes, False), pack_decoder(decoder, cpu_dims, planes.device),
+                                           origins, dirs, options, deterministic)
+        return render_rays_kernels(backend, planes, decoder, origins, dirs, options, deterministic,
                                    half_planes_enabled())
 
 
@@ -664,22 +724,26 @@ def query_kernels(launcher, planes, decoder, coords, box_warp: float, half_plane
 
 
 def query(planes, decoder, coords, dirs, box_warp: float) -> dict:
-    """:func:`volume.query` (tri-plane sampling + decoder at points (N, M, 3)) on kernel (a)."""
-    problem = None
-    dims = None
+    """:func:`volume.query` (tri-plane sampling + decoder at points (N, M, 3)) on kernel (a) or the CPU
+    kernels."""
+    problem = cpu_problem = None
+    dims = cpu_dims = None
     if planes.ndim != 5 or planes.shape[1] != 3 or coords.ndim != 3 or coords.shape[-1] != 3 \
             or planes.shape[0] != coords.shape[0]:
-        problem = "unexpected shapes"
+        problem = cpu_problem = "unexpected shapes"
     elif coords.dtype != torch.float32:
-        problem = "points are not float32"
+        problem = cpu_problem = "points are not float32"
     else:
         dims, problem = _decoder_dims(decoder, planes.shape[2])
-    launcher, reason = _decide([planes, coords], problem, dims, [decoder])
-    _record(launcher, reason)
-    if launcher is None:
+        cpu_dims, cpu_problem = _decoder_dims(decoder, planes.shape[2], cuda_sizes=False)
+    kind, backend = _select([planes, coords], problem, dims, [decoder], cpu_problem, cpu_dims)
+    if kind is None:
         return volume.query(planes, decoder, coords, dirs, box_warp)
     with torch.no_grad():
-        return query_kernels(launcher, planes, decoder, coords, box_warp, half_planes_enabled())
+        if kind == "cpu":
+            return cpu_kernels.query(backend, prepare_planes(planes, False), pack_decoder(decoder, cpu_dims, planes.device),
+                                     coords, box_warp)
+        return query_kernels(backend, planes, decoder, coords, box_warp, half_planes_enabled())
 
 
 def march_kernels(launcher, colors, densities, depths):
@@ -693,20 +757,23 @@ def march_kernels(launcher, colors, densities, depths):
 
 
 def march(colors, densities, depths):
-    """:func:`volume.march` (mid-point compositing of depth-sorted samples) on kernel (b)."""
-    problem = None
+    """:func:`volume.march` (mid-point compositing of depth-sorted samples) on kernel (b) or the CPU kernels."""
+    problem = cpu_problem = None
     if colors.ndim != 4 or densities.shape != colors.shape[:3] + (1,) or depths.shape != densities.shape:
-        problem = "unexpected shapes"
+        problem = cpu_problem = "unexpected shapes"
     elif any(t.dtype != torch.float32 for t in (colors, densities, depths)):
-        problem = "inputs are not float32"
-    elif colors.shape[2] < 2 or colors.shape[3] > MAX_CHANNELS:
-        problem = "fewer than 2 samples or too many channels"
-    launcher, reason = _decide([colors, densities, depths], problem, None)
-    _record(launcher, reason)
-    if launcher is None:
+        problem = cpu_problem = "inputs are not float32"
+    elif colors.shape[2] < 2:
+        problem = cpu_problem = "fewer than 2 samples"
+    elif colors.shape[3] > MAX_CHANNELS:
+        problem = "too many channels"
+    kind, backend = _select([colors, densities, depths], problem, None, (), cpu_problem)
+    if kind is None:
         return volume.march(colors, densities, depths)
     with torch.no_grad():
-        return march_kernels(launcher, colors, densities, depths)
+        if kind == "cpu":
+            return cpu_kernels.march(backend, colors, densities, depths)
+        return march_kernels(backend, colors, densities, depths)
 
 
 def importance_depths_kernels(launcher, depths_coarse, weights, n: int, deterministic: bool):
@@ -724,16 +791,19 @@ def importance_depths_kernels(launcher, depths_coarse, weights, n: int, determin
 def importance_depths(depths_coarse, weights, n: int, deterministic: bool):
     """:func:`volume.importance_depths` (fine depths from coarse weights) on kernel (c).
     Returned in quantile order, like the reference (not sorted)."""
-    problem = None
+    problem = cpu_problem = None
     if depths_coarse.ndim != 4 or weights.shape != depths_coarse.shape[:2] + (depths_coarse.shape[2] - 1, 1):
-        problem = "unexpected shapes"
+        problem = cpu_problem = "unexpected shapes"
     elif depths_coarse.dtype != torch.float32 or weights.dtype != torch.float32:
-        problem = "inputs are not float32"
-    elif not 4 <= depths_coarse.shape[2] <= MAX_SAMPLES or n > MAX_SAMPLES:
+        problem = cpu_problem = "inputs are not float32"
+    elif not 4 <= depths_coarse.shape[2] <= cpu_kernels.MAX_SAMPLES:
+        problem = cpu_problem = "sample counts outside the kernels' range"
+    elif depths_coarse.shape[2] > MAX_SAMPLES or n > MAX_SAMPLES:
         problem = "sample counts outside the kernels' range"
     # the reference runs under no_grad: its output never needs a gradient, so neither does this
-    launcher, reason = _decide([depths_coarse.detach(), weights.detach()], problem, None)
-    _record(launcher, reason)
-    if launcher is None:
+    kind, backend = _select([depths_coarse.detach(), weights.detach()], problem, None, (), cpu_problem)
+    if kind is None:
         return volume.importance_depths(depths_coarse, weights, n, deterministic)
-    return importance_depths_kernels(launcher, depths_coarse, weights, n, deterministic)
+    if kind == "cpu":
+        return cpu_kernels.importance_depths(backend, depths_coarse, weights, n, deterministic)
+    return importance_depths_kernels(backend, depths_coarse, weights, n, deterministic)

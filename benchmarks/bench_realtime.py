@@ -1,0 +1,177 @@
+"""Issue 14's goal table and scaling tables: the fast CPU path against the previous one, side by side.
+
+    python benchmarks/bench_realtime.py [--threads N] [--runs 7] [--runs-512 3] [--part goals,scaling]
+                                        [--ckpt PATH] [--official-root DIR]
+
+Every row renders through pipeline.FrameRenderer (deterministic sampling) and alternates, frame by
+frame, two configurations of the same model in one process, so that load on the machine hits both
+alike; it prints medians and their ratio:
+
+* before: the PyTorch reference renderer (``PV3D_KERNELS=off``) and NCHW convolutions, as
+  FrameRenderer ran before the fused CPU path (the current nn.ops otherwise);
+* after: the fused CPU renderer (cuda_ops -> cpu_kernels) and NHWC convolutions
+  (``FrameRenderer(G, channels_last=True)``).
+
+Workloads (the issue's): the tiny preset at 128² (the embedded default model when present, else random
+tiny weights): orbit with the tri-plane cache, scrub (a new t every frame: backbone included), orbit at
+neural resolution 64; the released config pv3d-vox512 (random weights) at 512²: full frame (a new t
+every frame) and cached planes. ``--official-root`` also runs benchmarks/bench_vs_official.py (ours
+with the fused path vs the official code, and ours with the kernels off) for the ratio row.
+
+Scaling: cached-plane frame time against rays per frame (neural 32, 64, 128) and against output
+resolution (half, native, double), both presets, both configurations.
+
+Say how busy the machine was when quoting figures: with another job on one of 2 cores, 2-thread
+figures are unreliable (a two-thread op waits for a descheduled thread); use --threads 1 there.
+"""
+from __future__ import annotations
+
+import argparse
+import math
+import os
+import statistics
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import torch
+
+ROOT = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(ROOT))
+
+from pv3d_core.config import preset  # noqa: E402
+from pv3d_core.io import build_generator, load_generator  # noqa: E402
+from pv3d_core.paths import default_checkpoint  # noqa: E402
+from pv3d_core.pipeline import FrameRenderer, RenderSettings  # noqa: E402
+from pv3d_core.render import cpu_kernels, cuda_ops  # noqa: E402
+
+CONFIGS = ("before", "after")
+
+
+def configure(G, name: str) -> None:
+    cuda_ops.set_kernels("off" if name == "before" else "auto")
+    G.set_channels_last(name == "after")
+
+
+def side_by_side(G, renderer: FrameRenderer, settings: list[RenderSettings]) -> dict:
+    """Alternate the configurations frame by frame; settings[0] is a warm-up for each."""
+    times = {k: [] for k in CONFIGS}
+    for i, s in enumerate(settings):
+        for name in CONFIGS:
+            configure(G, name)
+            t0 = time.perf_counter()
+            renderer.render(s)
+            if i:
+                times[name].append(time.perf_counter() - t0)
+    cuda_ops.set_kernels(None)
+    G.set_channels_last(True)
+    return {k: statistics.median(v) for k, v in times.items()}
+
+
+def load_tiny(ckpt: str | None):
+    path = Path(ckpt) if ckpt else default_checkpoint()
+    if path.exists():
+        return load_generator(path), path.name
+    torch.manual_seed(0)
+    return build_generator(preset("tiny")), "random tiny weights (default checkpoint missing)"
+
+
+def released():
+    torch.manual_seed(0)
+    return build_generator(preset("pv3d-vox512")), "pv3d-vox512, random weights"
+
+
+def orbit(base: RenderSettings, n: int, **kw) -> list[RenderSettings]:
+    return [base.with_(yaw=math.radians(-30 + 60 * i / max(n, 1)), **kw) for i in range(n + 1)]
+
+
+def scrub(base: RenderSettings, n: int, **kw) -> list[RenderSettings]:
+    return [base.with_(t=round((i + 0.5) / (n + 1), 6), use_cache=False, **kw) for i in range(n + 1)]
+
+
+def row(label: str, med: dict, unit: str) -> str:
+    b, a = med["before"], med["after"]
+    if unit == "fps":
+        return f"| {label} | {1 / b:.1f} fps ({b * 1e3:.0f} ms) | {1 / a:.1f} fps ({a * 1e3:.0f} ms) | {b / a:.2f}x |"
+    return f"| {label} | {b:.2f} s | {a:.2f} s | {b / a:.2f}x |"
+
+
+def goals(args) -> None:
+    G, label = load_tiny(args.ckpt)
+    G = G.eval().requires_grad_(False)
+    r = FrameRenderer(G)
+    base = RenderSettings(t=0.3)
+    print(f"\ntiny: {label}; released: pv3d-vox512 random weights")
+    print("\n| workload | before (reference, NCHW) | after (fused CPU, NHWC) | ratio |\n|---|---|---|---|")
+    print(row("tiny 128², orbit with cached planes", side_by_side(G, r, orbit(base, args.runs)), "fps"), flush=True)
+    print(row("tiny 128², scrub (new t every frame)", side_by_side(G, r, scrub(base, args.runs)), "fps"), flush=True)
+    print(row("tiny orbit at neural resolution 64", side_by_side(G, r, orbit(base, args.runs, neural_resolution=64)),
+              "fps"), flush=True)
+    cpu_kernels.stats(reset=True)
+    side_by_side(G, r, orbit(base, 2))
+    st = cpu_kernels.stats()
+    print(f"\n(tiny: feature decodes skipped {st['skipped'] / max(st['samples'], 1):.1%} of samples; "
+          f"{cuda_ops.describe('cpu')})")
+    del G, r
+    G, _ = released()
+    G = G.eval().requires_grad_(False)
+    r = FrameRenderer(G)
+    print("\n| workload | before (reference, NCHW) | after (fused CPU, NHWC) | ratio |\n|---|---|---|---|")
+    print(row("released 512², full frame (new t)", side_by_side(G, r, scrub(base, args.runs_512)), "s"), flush=True)
+    print(row("released 512², cached planes", side_by_side(G, r, orbit(base, args.runs_512)), "s"), flush=True)
+    if args.official_root:
+        for kernels in ("auto", "off"):
+            cmd = [sys.executable, str(ROOT / "benchmarks" / "bench_vs_official.py"), "--official-root",
+                   args.official_root, "--runs", str(args.runs_512), "--threads", str(torch.get_num_threads())]
+            print(f"\n$ PV3D_KERNELS={kernels} {' '.join(cmd[1:])}", flush=True)
+            subprocess.run(cmd, env=dict(os.environ, PV3D_KERNELS=kernels), check=False)
+
+
+def scaling(args) -> None:
+    for which in ("tiny", "pv3d-vox512"):
+        G, label = load_tiny(args.ckpt) if which == "tiny" else released()
+        G = G.eval().requires_grad_(False)
+        r = FrameRenderer(G)
+        runs = args.runs if which == "tiny" else args.runs_512
+        base = RenderSettings(t=0.3)
+        native = G.img_resolution
+        print(f"\n{which} ({label}), cached planes: frame time against rays per frame")
+        print("| neural res | rays/frame | before | after | ratio |\n|---|---|---|---|---|")
+        for nr in (32, 64, 128):
+            med = side_by_side(G, r, orbit(base, runs, neural_resolution=nr))
+            print(f"| {nr} | {nr * nr} | {med['before'] * 1e3:.0f} ms | {med['after'] * 1e3:.0f} ms | "
+                  f"{med['before'] / med['after']:.2f}x |", flush=True)
+        print(f"\n{which}, cached planes: frame time against output resolution (the model's neural resolution)")
+        print("| output | before | after | ratio |\n|---|---|---|---|")
+        for out in (native // 2, native, native * 2):
+            med = side_by_side(G, r, orbit(base, runs, resolution=out))
+            print(f"| {out}² | {med['before'] * 1e3:.0f} ms | {med['after'] * 1e3:.0f} ms | "
+                  f"{med['before'] / med['after']:.2f}x |", flush=True)
+        del G, r
+
+
+def main(argv=None) -> int:
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--threads", type=int, default=None, help="torch threads (default: torch's)")
+    ap.add_argument("--runs", type=int, default=7, help="timed frames per configuration, tiny preset")
+    ap.add_argument("--runs-512", type=int, default=3, help="timed frames per configuration, released config")
+    ap.add_argument("--part", default="goals,scaling", help="goals, scaling or both")
+    ap.add_argument("--ckpt", help="tiny-size checkpoint (default: the embedded model)")
+    ap.add_argument("--official-root", help="checkout of the official PV3D code: also run bench_vs_official.py")
+    args = ap.parse_args(argv)
+    if args.threads:
+        torch.set_num_threads(args.threads)
+    load = os.getloadavg() if hasattr(os, "getloadavg") else ("?",)
+    print(f"torch {torch.__version__}, {torch.get_num_threads()} threads, {os.cpu_count()} cores, "
+          f"load average {load[0]:.2f} at start; {cuda_ops.describe('cpu')}")
+    parts = args.part.split(",")
+    if "goals" in parts:
+        goals(args)
+    if "scaling" in parts:
+        scaling(args)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
