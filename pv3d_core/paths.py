@@ -36,6 +36,14 @@ def default_checkpoint() -> Path:
     return Path(env) if env else package_file("checkpoints", DEFAULT_CHECKPOINT_NAME)
 
 
+def encoder_for(checkpoint) -> Path:
+    """Where the portrait encoder of a model checkpoint lives: beside it, ``<stem>-encoder.safetensors``
+    (``checkpoints/pv3d-tiny-synthheads-encoder.safetensors`` for the embedded model, so an installed
+    package carries it too). The path is returned whether or not the file exists."""
+    p = Path(checkpoint)
+    return p.with_name(f"{p.stem}-encoder.safetensors")
+
+
 def kernel_file(name: str) -> Path:
     """A kernel source compiled at run time (``cuda/`` of the tree, ``pv3d_core/kernels/`` installed);
     ``$PV3D_CUDA_DIR`` overrides the folder."""

@@ -1,0 +1,505 @@
+"""Training a portrait encoder (:mod:`pv3d_core.encoder`) on a generator's own samples.
+
+Each step the generator draws a few fresh samples (random appearance codes, truncation for a share of
+them, random motion codes and timestamps, half of them at t = 0, cameras uniform in the yaw / pitch
+range the model was trained with) into a pool; a batch is drawn from the pool and augmented the way
+real photos differ from renders: the background replaced by a random smooth colour field (the
+generator's opacity is the matte), the crop shifted, scaled and turned by a few per cent or degrees
+(landmark alignment is not exact), colour and contrast jitter, blur or a down-and-up scaling (small
+faces), sensor noise. Losses:
+
+- **latent**: squared distance between predicted and true W+ in units of the model's latent spread
+  (the true appearance latent whatever the motion: the encoder learns to read the canonical face);
+- **image**: the predicted latent rendered by the (frozen) generator at the sample's camera, motion
+  and t, L1 against the clean sample on the final and raw images (a few samples per step: rendering
+  with gradients is the expensive part);
+- **pose**: squared error of the predicted yaw and pitch.
+
+The saved encoder is an exponential moving average of the trained one. Runs resume from
+``RUN/state.safetensors`` (encoder, average, optimiser, counters, RNG; the pool is refilled); Ctrl-C,
+SIGTERM and SIGHUP save the state and stop cleanly, as does ``max_minutes``. The encoder file itself is
+written (atomically) only when the last step is done. Under torchrun each process draws its own
+samples and gradients are averaged (:class:`pv3d_core.train.loop.Dist`).
+"""
+from __future__ import annotations
+
+import copy
+import json
+import logging
+import math
+import signal
+import threading
+import time
+from dataclasses import asdict, dataclass
+from pathlib import Path
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+
+from ..encoder import EncoderConfig, PortraitEncoder, fingerprint, load_encoder, save_encoder
+from ..errors import CheckpointError, UsageError
+from ..io import load_generator, read_checkpoint, save_checkpoint
+from ..render import cameras
+from .loop import Dist
+from .optim_state import load_optimizer_tensors, optimizer_tensors
+
+log = logging.getLogger(__name__)
+STATE = "state.safetensors"
+
+
+@dataclass
+class EncoderTrainConfig:
+    ckpt: str = ""
+    out: str = ""                     # the encoder file written at the end
+    run: str = ""                     # state, history, samples ("" = OUT without suffix + ".run")
+    init: str | None = None           # start from this encoder's weights (e.g. one made for an earlier model)
+    steps: int = 3000
+    batch: int = 16                   # samples per step, all processes together
+    fresh: int = 4                    # new generator samples per step (per process), the rest from the pool
+    pool: int = 2048                  # samples kept for reuse (per process); capped by pool_megabytes
+    pool_megabytes: int = 1024
+    image_samples: int = 2            # samples per step (per process) whose predicted latent is rendered
+    lr: float = 1e-3
+    warmup: int = 100
+    ema_halflife_steps: float = 100.0
+    latent_weight: float = 1.0
+    image_weight: float = 1.0
+    raw_weight: float = 0.5
+    pose_weight: float = 1.0
+    t0_prob: float = 0.5              # share of samples at t = 0 (the others: random motion code and t)
+    psi_prob: float = 0.5             # share drawn with truncation psi ~ U(psi_min, 1)
+    psi_min: float = 0.5
+    max_yaw_deg: float = 50.0
+    max_pitch_deg: float = 20.0
+    augment: bool = True
+    checkpoint_every: int = 100
+    eval_every: int = 250
+    eval_samples: int = 32
+    max_minutes: float = 0.0          # stop (state saved) after this long; 0 = no limit
+    seed: int = 0
+    threads: int = 0
+
+    def to_dict(self) -> dict:
+        return asdict(self)
+
+    def run_dir(self) -> Path:
+        if self.run:
+            return Path(self.run)
+        out = Path(self.out)
+        return out.with_name(out.name[:-len(out.suffix)] + ".run" if out.suffix else out.name + ".run")
+
+    def validate(self) -> "EncoderTrainConfig":
+        if not self.ckpt or not self.out:
+            raise UsageError("both the model checkpoint and the output encoder file are needed")
+        if not str(self.out).endswith(".safetensors"):
+            raise UsageError(f"the encoder file must end in .safetensors, got {self.out}")
+        ints = {"steps": (self.steps, 0, 10_000_000), "batch": (self.batch, 1, 4096),
+                "fresh": (self.fresh, 1, 4096), "pool": (self.pool, 1, 1_000_000),
+                "image-samples": (self.image_samples, 0, 4096), "checkpoint-every": (self.checkpoint_every, 1, 10**7),
+                "threads": (self.threads, 0, 1024)}
+        for name, (v, lo, hi) in ints.items():
+            if not lo <= v <= hi:
+                raise UsageError(f"--{name} must be within {lo}..{hi}, got {v}")
+        if not (self.lr > 0 and math.isfinite(self.lr)):
+            raise UsageError(f"--lr must be a finite number > 0, got {self.lr}")
+        if not (0 <= self.t0_prob <= 1 and 0 <= self.psi_prob <= 1 and 0 < self.psi_min <= 1):
+            raise UsageError("t0_prob and psi_prob must be in [0, 1], psi_min in (0, 1]")
+        if self.max_minutes < 0 or not math.isfinite(self.max_minutes):
+            raise UsageError(f"--max-minutes must be >= 0, got {self.max_minutes}")
+        return self
+
+
+# ------------------------------------------------------------------------------------ augmentation
+
+def _gauss_blur(x: torch.Tensor, sigma: torch.Tensor) -> torch.Tensor:
+    """Per-sample Gaussian blur (sigma (N,) in pixels; 0 leaves a sample as it is)."""
+    rad = int(math.ceil(3 * float(sigma.max()))) if len(sigma) else 0
+    if rad < 1:
+        return x
+    k = torch.arange(-rad, rad + 1, dtype=x.dtype, device=x.device)
+    w = torch.exp(-0.5 * (k[None] / sigma.clamp(min=1e-3)[:, None]) ** 2)
+    w = w / w.sum(1, keepdim=True)
+    n, c, h, wd = x.shape
+    xs = x.reshape(1, n * c, h, wd)
+    wk = w.repeat_interleave(c, 0)
+    xs = F.conv2d(F.pad(xs, (rad, rad, 0, 0), mode="reflect"), wk[:, None, None, :], groups=n * c)
+    xs = F.conv2d(F.pad(xs, (0, 0, rad, rad), mode="reflect"), wk[:, None, :, None], groups=n * c)
+    return xs.reshape(n, c, h, wd)
+
+
+def augment(images: torch.Tensor, alpha: torch.Tensor, gen: torch.Generator) -> torch.Tensor:
+    """What separates an aligned real photo from a render, applied to renders (N, 3, R, R) in [-1, 1]
+    with their opacity (N, 1, r, r): see the module doc. Deterministic under ``gen``."""
+    n, _, R, _ = images.shape
+    dev = images.device
+
+    def u(lo, hi, *shape):
+        return (lo + (hi - lo) * torch.rand(shape or (n,), generator=gen)).to(dev)
+
+    def coin(p):
+        return (torch.rand(n, generator=gen) < p).to(dev)
+
+    x = images.float()
+    # background: a smooth random colour field behind the head
+    a = F.interpolate(alpha.float(), size=(R, R), mode="bilinear", align_corners=False).clamp(0, 1)
+    bg = F.interpolate(u(-1, 1, n, 3, 4, 4), size=(R, R), mode="bicubic", align_corners=False).clamp(-1, 1)
+    bg = bg + 0.1 * F.interpolate(u(-1, 1, n, 3, 16, 16), size=(R, R), mode="bilinear", align_corners=False)
+    swap = coin(0.5).view(n, 1, 1, 1).float()
+    x = swap * (a * x + (1 - a) * bg) + (1 - swap) * x
+    # crop: scale, rotation, shift
+    s = u(0.93, 1.07)
+    rot = u(-1, 1) * math.radians(6)
+    tx, ty = u(-0.05, 0.05) * 2, u(-0.05, 0.05) * 2
+    theta = torch.stack([torch.stack([s * torch.cos(rot), -s * torch.sin(rot), tx], -1),
+                         torch.stack([s * torch.sin(rot), s * torch.cos(rot), ty], -1)], 1)
+    grid = F.affine_grid(theta, list(x.shape), align_corners=False)
+    x = F.grid_sample(x, grid, mode="bilinear", padding_mode="reflection", align_corners=False)
+    # small faces: down and up again
+    small = coin(0.3)
+    if bool(small.any()):
+        for i in torch.nonzero(small).flatten().tolist():
+            r = int(R * float(u(0.3, 0.8)[0]))
+            xi = F.interpolate(x[i:i + 1], size=(r, r), mode="bilinear", align_corners=False, antialias=True)
+            x[i:i + 1] = F.interpolate(xi, size=(R, R), mode="bilinear", align_corners=False)
+    # blur
+    x = _gauss_blur(x, u(0.3, 1.5) * coin(0.3).float())
+    # colour: contrast, saturation, per-channel gain, brightness
+    mean = x.mean((1, 2, 3), keepdim=True)
+    x = (x - mean) * u(0.8, 1.2).view(n, 1, 1, 1) + mean
+    grey = x.mean(1, keepdim=True)
+    x = (x - grey) * u(0.7, 1.3).view(n, 1, 1, 1) + grey
+    x = (x + 1) * u(0.92, 1.08, n, 3).view(n, 3, 1, 1) - 1 + u(-0.1, 0.1).view(n, 1, 1, 1)
+    # noise
+    x = x + torch.randn(x.shape, generator=gen).to(dev) * (u(0, 0.04) * coin(0.3).float()).view(n, 1, 1, 1)
+    return x.clamp(-1, 1)
+
+
+# ------------------------------------------------------------------------------------ trainer
+
+class EncoderTrainer:
+    def __init__(self, cfg: EncoderTrainConfig, dist: Dist | None = None):
+        self.cfg = cfg.validate()
+        self.dist = dist or Dist()
+        d = self.dist
+        if cfg.batch % d.world:
+            raise UsageError(f"--batch {cfg.batch} must be divisible by the number of processes {d.world}")
+        self.local_batch = cfg.batch // d.world
+        if cfg.threads:
+            torch.set_num_threads(cfg.threads)
+        self.dev = d.device
+        self.G = load_generator(cfg.ckpt, device=self.dev)
+        self.fp = fingerprint(self.G)
+        self.run = cfg.run_dir()
+        self.c0 = torch.from_numpy(cameras.conditioning_camera(self.G.rendering_kwargs)).to(self.dev)[None]
+        pivot = tuple(self.G.rendering_kwargs.get("avg_camera_pivot", cameras.DEFAULT_PIVOT))
+        radius = float(self.G.rendering_kwargs.get("avg_camera_radius", cameras.DEFAULT_RADIUS))
+        self.orbit = (pivot, radius)
+        # latent statistics (the same on every process: a fixed generator)
+        g = torch.Generator().manual_seed(12345)
+        with torch.no_grad():
+            z = torch.randn(4000, self.G.z_dim, generator=g).to(self.dev)
+            w = torch.cat([self.G.mapping(z[i:i + 500], self.c0.expand(len(z[i:i + 500]), -1))[:, 0]
+                           for i in range(0, len(z), 500)])
+            self.w_avg = w.mean(0)
+            self.spread = float((w - self.w_avg).square().sum(-1).mean().sqrt())
+        with torch.random.fork_rng(devices=[]):
+            torch.manual_seed(cfg.seed)          # the same initial encoder on every run and process
+            self.enc = PortraitEncoder(EncoderConfig.for_generator(self.G)).to(self.dev)
+        self.init_note = None
+        if cfg.init:
+            ef = load_encoder(cfg.init, device=self.dev)
+            if (ef.encoder.config.num_ws, ef.encoder.config.w_dim) != (self.G.num_ws, self.G.w_dim):
+                raise CheckpointError(f"--init {cfg.init} is an encoder for another latent layout")
+            self.enc = ef.encoder.train().requires_grad_(True)
+            self.init_note = f"started from {cfg.init}"
+        self.enc.set_latent_stats(self.w_avg, self.spread)
+        d.broadcast_module(self.enc)
+        self.ema = copy.deepcopy(self.enc).eval().requires_grad_(False)
+        self.opt = torch.optim.Adam(self.enc.parameters(), lr=cfg.lr, betas=(0.9, 0.99))
+        self.gen = torch.Generator().manual_seed(cfg.seed * 1000 + d.rank)     # batches and augmentation
+        self.step, self.samples_drawn, self.seconds = 0, 0, 0.0
+        res = self.G.img_resolution
+        per_sample = 3 * res * res + 2 * self.G.neural_rendering_resolution ** 2 + 4 * (
+            self.G.num_ws * self.G.w_dim + self.G.motion_dim + 30)
+        self.pool_size = max(self.local_batch, min(cfg.pool, cfg.pool_megabytes * 2 ** 20 // per_sample))
+        self.pool: dict | None = None
+        if (self.run / STATE).is_file():
+            self._resume()
+
+    # ---------------------------------------------------------------- state
+    def _resume(self) -> None:
+        ck = read_checkpoint(self.run / STATE)
+        st = ck.meta.get("encoder_training", {})
+        if st.get("generator_fingerprint") != self.fp:
+            raise CheckpointError(f"{self.run} holds an encoder training for another model (fingerprint "
+                                  f"{st.get('generator_fingerprint')}, this model {self.fp}); choose another "
+                                  "output or delete that folder")
+        from ..io import load_state_strict
+
+        load_state_strict(self.enc, ck.part("encoder"), "the run's encoder")
+        load_state_strict(self.ema, ck.part("encoder_ema"), "the run's averaged encoder")
+        load_optimizer_tensors(self.opt, ck.tensors, "opt", st["opt_groups"])
+        for grp in self.opt.param_groups:
+            grp["lr"] = self.cfg.lr
+        self.gen.set_state(ck.tensors[f"extra.rng{self.dist.rank}"].to(torch.uint8)
+                           if f"extra.rng{self.dist.rank}" in ck.tensors else ck.tensors["extra.rng0"].to(torch.uint8))
+        self.step, self.samples_drawn, self.seconds = int(st["step"]), int(st["samples"]), float(st["seconds"])
+        log.info("resumed %s at step %d", self.run, self.step)
+
+    def save(self) -> Path | None:
+        rngs = self.dist.gather_object(self.gen.get_state())
+        if not self.dist.main:
+            return None
+        tensors, groups = optimizer_tensors(self.opt, "opt")
+        tensors.update({f"rng{i}": r for i, r in enumerate(rngs)})
+        st = {"step": self.step, "samples": self.samples_drawn, "seconds": self.seconds, "opt_groups": groups,
+              "config": self.cfg.to_dict(), "generator_fingerprint": self.fp, "world": self.dist.world}
+        from ..config import ModelConfig
+
+        return save_checkpoint(self.run / STATE, ModelConfig(generator=self.G.config, name="encoder-run"),
+                               {"encoder": self.enc, "encoder_ema": self.ema}, meta={"encoder_training": st},
+                               extra=tensors)
+
+    # ---------------------------------------------------------------- samples
+    def _sample_gen(self, index: int, stream: int = 0) -> torch.Generator:
+        """The random numbers of sample ``index`` of this process (``stream`` 1: the held-out samples)."""
+        return torch.Generator().manual_seed(int(np.random.SeedSequence(
+            [self.cfg.seed, self.dist.rank, stream, index]).generate_state(1, np.uint64)[0] >> 1))
+
+    def draw(self, indices, stream: int = 0) -> dict:
+        """Generator samples ``indices`` (each a function of its index alone): clean image, opacity,
+        true W+, motion code, t, camera, pose."""
+        cfg, G, dev = self.cfg, self.G, self.dev
+        pivot, radius = self.orbit
+        rows = []
+        for k in indices:
+            g = self._sample_gen(k, stream)
+            z = torch.randn(G.z_dim, generator=g)
+            psi = float(cfg.psi_min + (1 - cfg.psi_min) * torch.rand((), generator=g)) \
+                if float(torch.rand((), generator=g)) < cfg.psi_prob else 1.0
+            zm = torch.randn(G.motion_dim, generator=g)
+            t = 0.0 if float(torch.rand((), generator=g)) < cfg.t0_prob else float(torch.rand((), generator=g))
+            yaw = float(torch.rand((), generator=g) * 2 - 1) * math.radians(cfg.max_yaw_deg)
+            pitch = float(torch.rand((), generator=g) * 2 - 1) * math.radians(cfg.max_pitch_deg)
+            rows.append((z, psi, zm, t, yaw, pitch))
+        n = len(rows)
+        z = torch.stack([r[0] for r in rows]).to(dev)
+        psi = torch.tensor([r[1] for r in rows], device=dev)
+        zm = torch.stack([r[2] for r in rows]).to(dev)
+        t = torch.tensor([r[3] for r in rows], device=dev)
+        pose = torch.tensor([[r[4], r[5]] for r in rows], device=dev)
+        c = torch.stack([torch.from_numpy(cameras.OrbitCamera(r[4], r[5], radius, pivot).c()) for r in rows]).to(dev)
+        with torch.no_grad():
+            ws = G.mapping(z, self.c0.expand(n, -1))
+            ws = self.w_avg + psi.view(-1, 1, 1) * (ws - self.w_avg)
+            out = G.synthesis(ws, zm, t, c, noise_mode="const", deterministic=True)
+        return {"image": out["image"].clamp(-1, 1), "alpha": out["image_alpha"], "ws": ws, "zm": zm, "t": t, "c": c,
+                "pose": pose}
+
+    def _pool_want(self) -> int:
+        return max(self.local_batch, self.pool_size // 4)
+
+    def _chunks(self, upto: int):
+        """The chunks samples 0..upto-1 are drawn in: eights while the pool is first filled, then
+        ``fresh`` per step (the same chunks when a resumed run draws them again, so the same floats)."""
+        want, k = self._pool_want(), 0
+        while k < upto:
+            n = min(8, want - k) if k < want else self.cfg.fresh
+            yield range(k, k + n)
+            k += n
+
+    def _to_pool(self, indices, s: dict) -> None:
+        if self.pool is None:
+            P = self.pool_size
+            self.pool = {"image": torch.zeros((P,) + tuple(s["image"].shape[1:]), dtype=torch.uint8, device=self.dev),
+                         "alpha": torch.zeros((P,) + tuple(s["alpha"].shape[1:]), dtype=torch.float16, device=self.dev),
+                         **{k: torch.zeros((P,) + tuple(s[k].shape[1:]), device=self.dev)
+                            for k in ("ws", "zm", "t", "c", "pose")}}
+        for i, k in enumerate(indices):
+            j = k % self.pool_size
+            self.pool["image"][j] = ((s["image"][i] + 1) * 127.5).round().clamp(0, 255).to(torch.uint8)
+            self.pool["alpha"][j] = s["alpha"][i].to(torch.float16)
+            for key in ("ws", "zm", "t", "c", "pose"):
+                self.pool[key][j] = s[key][i]
+
+    @property
+    def pool_fill(self) -> int:
+        return min(self.samples_drawn, self.pool_size)
+
+    def fill_pool(self, progress=None) -> None:
+        """Draw the pool's first quarter before training, or, in a resumed run, draw again the samples
+        the pool held when the state was saved."""
+        want = self._pool_want()
+        target = max(want, self.samples_drawn)
+        first = max(0, target - self.pool_size)
+        for chunk in self._chunks(target):
+            if chunk.stop <= first:
+                continue
+            self._to_pool(chunk, self.draw(chunk))
+            if progress:
+                progress(min(chunk.stop - first, target - first), target - first)
+        self.samples_drawn = target
+
+    def _from_pool(self, idx: torch.Tensor) -> dict:
+        out = {k: v[idx] for k, v in self.pool.items()}
+        out["image"] = out["image"].float() / 127.5 - 1
+        out["alpha"] = out["alpha"].float()
+        return out
+
+    # ---------------------------------------------------------------- one step
+    def lr_at(self, step: int) -> float:
+        cfg = self.cfg
+        warm = min(1.0, (step + 1) / max(1, cfg.warmup))
+        decay = 0.55 + 0.45 * math.cos(math.pi * min(1.0, step / max(1, cfg.steps)))
+        return cfg.lr * warm * decay
+
+    def losses(self, b: dict, x: torch.Tensor) -> tuple[torch.Tensor, dict]:
+        cfg, G = self.cfg, self.G
+        out = self.enc(x)
+        true_latent = (b["ws"] - self.w_avg) / self.spread
+        l_lat = (out["latent"] - true_latent).square().sum(-1).mean()
+        l_pose = (out["pose"] - b["pose"]).square().sum(-1).mean()
+        loss = cfg.latent_weight * l_lat + cfg.pose_weight * l_pose
+        logs = {"latent": float(l_lat.detach()), "pose_deg": math.degrees(float(l_pose.detach().sqrt()))}
+        k = min(cfg.image_samples, len(x))
+        if k and cfg.image_weight:
+            r = G.synthesis(out["ws"][:k], b["zm"][:k], b["t"][:k], b["c"][:k], noise_mode="const", deterministic=True)
+            tgt = b["image"][:k]
+            tgt_raw = F.interpolate(tgt, size=r["image_raw"].shape[-2:], mode="bilinear", align_corners=False,
+                                    antialias=True)
+            l_img = (r["image"] - tgt).abs().mean() + cfg.raw_weight * (r["image_raw"] - tgt_raw).abs().mean()
+            loss = loss + cfg.image_weight * l_img
+            logs["image"] = float(l_img.detach())
+        return loss, logs
+
+    def train_step(self) -> dict:
+        cfg = self.cfg
+        t0 = time.perf_counter()
+        chunk = range(self.samples_drawn, self.samples_drawn + cfg.fresh)
+        self._to_pool(chunk, self.draw(chunk))
+        self.samples_drawn += cfg.fresh
+        t_draw = time.perf_counter() - t0
+        idx = torch.randint(self.pool_fill, (self.local_batch,), generator=self.gen)
+        # the newest samples always take part
+        newest = torch.tensor(list(chunk)[-min(cfg.fresh, self.local_batch):])
+        idx[:len(newest)] = newest % self.pool_size
+        b = self._from_pool(idx.to(self.dev))
+        x = augment(b["image"], b["alpha"], self.gen) if cfg.augment else b["image"]
+        for grp in self.opt.param_groups:
+            grp["lr"] = self.lr_at(self.step)
+        self.enc.train()
+        loss, logs = self.losses(b, x)
+        self.opt.zero_grad(set_to_none=True)
+        loss.backward()
+        self.dist.average_grads(self.enc)
+        self.opt.step()
+        beta = 0.5 ** (1 / max(cfg.ema_halflife_steps, 1e-8))
+        with torch.no_grad():
+            for pe, p in zip(self.ema.parameters(), self.enc.parameters()):
+                pe.lerp_(p, 1 - beta)
+            for be, bb in zip(self.ema.buffers(), self.enc.buffers()):
+                be.copy_(bb)
+        self.step += 1
+        dt = time.perf_counter() - t0
+        self.seconds += dt
+        logs.update(step=self.step, loss=float(loss.detach()), step_s=round(dt, 3), draw_s=round(t_draw, 3),
+                    samples=self.samples_drawn * self.dist.world)
+        return logs
+
+    # ---------------------------------------------------------------- evaluation
+    @torch.no_grad()
+    def evaluate(self, encoder: PortraitEncoder | None = None) -> dict:
+        """Held-out samples (a fixed seed, clean, no augmentation): latent error, pose error in degrees,
+        PSNR of the encoder's render against the sample at the sample's camera, motion and t; and, to
+        compare, the latent error and PSNR of always answering the mean face. The latent error stays
+        high where the synthesis ignores directions of w (a distilled model reads 33 of its code's 128
+        entries, the mapping mixes all of them): the PSNR is the figure that matters."""
+        enc = encoder or self.ema
+        enc.eval()
+        lat, base, pose, psnrs, base_psnrs = [], [], [], [], []
+        for i in range(0, self.cfg.eval_samples, 8):
+            b = self.draw(range(i, min(i + 8, self.cfg.eval_samples)), stream=1)
+            out = enc(b["image"])
+            true = (b["ws"] - self.w_avg) / self.spread
+            lat.append((out["latent"] - true).square().sum(-1).mean(1))
+            base.append(true.square().sum(-1).mean(1))
+            pose.append((out["pose"] - b["pose"]).square().sum(-1).sqrt())
+            for ws, acc in ((out["ws"], psnrs), (self.w_avg.expand_as(out["ws"]), base_psnrs)):
+                r = self.G.synthesis(ws, b["zm"], b["t"], b["c"], noise_mode="const", deterministic=True)["image"]
+                mse = ((r.clamp(-1, 1) - b["image"]) / 2).square().mean((1, 2, 3))
+                acc.append(10 * torch.log10(1 / mse.clamp(min=1e-10)))
+        return {"eval_latent": float(torch.cat(lat).mean()), "eval_latent_mean_face": float(torch.cat(base).mean()),
+                "eval_pose_deg": math.degrees(float(torch.cat(pose).mean())),
+                "eval_psnr": float(torch.cat(psnrs).mean()), "eval_psnr_mean_face": float(torch.cat(base_psnrs).mean())}
+
+    def export(self) -> Path:
+        meta = {"trained_for": str(self.cfg.ckpt), "steps": self.step, "samples": self.samples_drawn * self.dist.world,
+                "hours": round(self.seconds / 3600, 3), "processes": self.dist.world, "config": self.cfg.to_dict(),
+                "init": self.init_note}
+        meta.update(self.evaluate())
+        return save_encoder(self.cfg.out, self.ema, self.fp, meta)
+
+
+def train_encoder(cfg: EncoderTrainConfig, progress=None, cancel: threading.Event | None = None) -> dict:
+    """Run (or resume) an encoder training; the encoder file is written when the last step is done.
+    ``progress(step, steps, logs)`` after every step (and ``progress(n, want, {"stage": "pool"})``
+    while the first samples are drawn). Ctrl-C / SIGTERM / SIGHUP / ``cancel`` / ``max_minutes`` save the
+    state and stop cleanly; running the same command again continues."""
+    from ..files import check_writable
+
+    check_writable(cfg.out, CheckpointError)
+    tr = EncoderTrainer(cfg)
+    d = tr.dist
+    if d.main:
+        tr.run.mkdir(parents=True, exist_ok=True)
+    stop = threading.Event()
+    old = {}
+    if threading.current_thread() is threading.main_thread():
+        for sig in (signal.SIGINT, signal.SIGTERM, signal.SIGHUP):
+            old[sig] = signal.getsignal(sig)
+            signal.signal(sig, lambda *a: stop.set())
+    step0, t_start = tr.step, time.time()
+    deadline = t_start + cfg.max_minutes * 60 if cfg.max_minutes else None
+    interrupted = False
+    try:
+        if tr.step < cfg.steps:
+            tr.fill_pool((lambda n, want: progress(n, want, {"stage": "pool"})) if progress else None)
+        hist = open(tr.run / "history.jsonl", "a") if d.main else None
+        try:
+            while tr.step < cfg.steps:
+                halt = stop.is_set() or (cancel is not None and cancel.is_set()) or \
+                    (deadline is not None and time.time() > deadline)
+                if d.any_flag(halt):
+                    interrupted = True
+                    break
+                logs = tr.train_step()
+                if cfg.eval_every and tr.step % cfg.eval_every == 0:
+                    logs.update(tr.evaluate())
+                if hist:
+                    hist.write(json.dumps(logs) + "\n")
+                if progress:
+                    progress(tr.step, cfg.steps, logs)
+                if tr.step % cfg.checkpoint_every == 0:
+                    if hist:
+                        hist.flush()
+                    tr.save()
+        finally:
+            if hist:
+                hist.close()
+    finally:
+        for sig, h in old.items():
+            signal.signal(sig, h)
+    tr.save()
+    summary = {"steps": tr.step, "of": cfg.steps, "run": str(tr.run), "hours_total": round(tr.seconds / 3600, 3),
+               "steps_this_run": tr.step - step0, "seconds_this_run": round(time.time() - t_start, 1),
+               "generator_fingerprint": tr.fp, "interrupted": interrupted}
+    if not interrupted and tr.step >= cfg.steps and d.main:
+        summary["encoder"] = str(tr.export())
+        meta = load_encoder(cfg.out).meta
+        summary.update({k: meta[k] for k in ("eval_latent", "eval_latent_mean_face", "eval_pose_deg", "eval_psnr",
+                                             "eval_psnr_mean_face") if k in meta})
+    return summary
+
+
+__all__ = ["EncoderTrainConfig", "EncoderTrainer", "train_encoder", "augment"]
