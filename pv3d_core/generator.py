@@ -43,6 +43,8 @@ class PV3DGenerator(nn.Module):
         self.decoder = OSGDecoder(cfg.plane_channels, self.rendering_kwargs.get("decoder_lr_mul", 1),
                                   output_dim=cfg.plane_channels)
         self.to_img_raw = ToRGBLayer(cfg.plane_channels, 3, w_dim=cfg.w_dim, conv_clamp=256)
+        self.motion_reference = None      # see set_motion_reference
+        self._still_cache = None
 
     def set_channels_last(self, enabled: bool = True) -> "PV3DGenerator":
         """Run the synthesis and super-resolution convolutions on NHWC activations (inference speed).
@@ -68,9 +70,45 @@ class PV3DGenerator(nn.Module):
                                      truncation_psi=truncation_psi, truncation_cutoff=truncation_cutoff,
                                      update_emas=update_emas)
 
+    def set_motion_reference(self, synthesis) -> "PV3DGenerator":
+        """Take the motion from another tri-plane synthesis network (a copy of it is kept): the planes
+        at (ws, motion code, t) become this generator's planes at t = 0 (the canonical frame, where no
+        motion code acts) plus the reference's change from t = 0 to (motion code, t).
+
+        A pivotal-tuned portrait uses its original generator's synthesis network as the reference:
+        tuning on a photo sees only t = 0, so its own motion layers were never asked what to do at
+        t > 0 (issue 15: the tuned response to a motion code grew about 2.5x and turned, smearing the
+        face), while the original model's change over t is what training taught it. None removes it."""
+        import copy
+
+        self.motion_reference = None if synthesis is None else \
+            copy.deepcopy(synthesis).requires_grad_(False).eval()
+        self._still_cache = None
+        return self
+
+    def _still(self, ws, zero_m, zero_t, noise_mode: str, **kw):
+        """This generator's canonical planes minus the reference's (what :meth:`planes` adds the
+        reference's moving planes to), kept for the last ``ws`` when no gradient is needed."""
+        cached = self._still_cache
+        if not torch.is_grad_enabled() and cached is not None and cached[1] == noise_mode \
+                and cached[0].shape == ws.shape and cached[0].device == ws.device and torch.equal(cached[0], ws):
+            return cached[2]
+        still = self.backbone.synthesis(ws, zero_m, zero_t, noise_mode=noise_mode, **kw) \
+            - self.motion_reference(ws, zero_m, zero_t, noise_mode=noise_mode, **kw)
+        if not torch.is_grad_enabled() and noise_mode != "random":
+            self._still_cache = (ws.detach().clone(), noise_mode, still)
+        return still
+
     def planes(self, ws, z_motion, t, noise_mode: str = "random", **kw):
-        """Tri-planes (N, 3, C, H, W) of appearance ``ws``, motion code and timestamps ``t`` (N,)."""
-        p = self.backbone.synthesis(ws, z_motion, _as_t(t, ws), noise_mode=noise_mode, **kw)
+        """Tri-planes (N, 3, C, H, W) of appearance ``ws``, motion code and timestamps ``t`` (N,)
+        (through :meth:`set_motion_reference`'s reference for t > 0 when one is set)."""
+        t = _as_t(t, ws)
+        if self.motion_reference is None or not bool(t.any()):
+            p = self.backbone.synthesis(ws, z_motion, t, noise_mode=noise_mode, **kw)
+        else:
+            zero_m, zero_t = torch.zeros_like(z_motion), torch.zeros_like(t)
+            p = self._still(ws, zero_m, zero_t, noise_mode, **kw) \
+                + self.motion_reference(ws, z_motion, t, noise_mode=noise_mode, **kw)
         return p.view(len(p), 3, self.plane_channels, p.shape[-2], p.shape[-1])
 
     def ray_march(self, planes, c, neural_rendering_resolution=None, deterministic: bool = True) -> dict:

@@ -172,7 +172,10 @@ def generator_from_checkpoint(ckpt: Checkpoint, which: str = "generator_ema", de
             raise CheckpointError("checkpoint holds no generator weights")
         which = alt
     G = build_generator(ckpt.config)
-    load_state_strict(G, ckpt.part(which), f"the checkpoint's {which}")
+    state = ckpt.part(which)
+    if any(k.startswith("motion_reference.") for k in state):     # a portrait keeping its model's motion
+        G.set_motion_reference(G.backbone.synthesis)
+    load_state_strict(G, state, f"the checkpoint's {which}")
     return G.to(device).eval().requires_grad_(False)
 
 

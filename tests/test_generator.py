@@ -85,3 +85,30 @@ def test_truncation_pulls_towards_w_avg(tiny_generator):
         wh = G.mapping(z, c, truncation_psi=0.5)
     assert torch.allclose(w0[0, 0], G.backbone.mapping.w_avg)
     assert torch.allclose(wh, (w0 + w1) / 2, atol=1e-5)
+
+
+def test_motion_reference_gives_the_reference_change_over_t(tiny_generator):
+    """planes(ws, z, t) = own planes at t = 0 + the reference's change from t = 0 (cached still part
+    refreshed when ws changes); with its own synthesis as the reference nothing changes."""
+    import copy
+
+    G = copy.deepcopy(tiny_generator)
+    g = torch.Generator().manual_seed(0)
+    ws = G.mapping(torch.randn(1, G.z_dim, generator=g), torch.zeros(1, 25))
+    z = torch.randn(1, G.motion_dim, generator=g)
+    t, t0, z0 = torch.tensor([0.7]), torch.zeros(1), torch.zeros(1, G.motion_dim)
+    with torch.no_grad():
+        plain = G.planes(ws, z, t, noise_mode="const")
+        G.set_motion_reference(G.backbone.synthesis)
+        assert torch.allclose(G.planes(ws, z, t, noise_mode="const"), plain, atol=1e-5)
+        other = copy.deepcopy(tiny_generator)
+        for p in other.backbone.synthesis.parameters():
+            p.add_(0.05 * torch.randn(p.shape, generator=g))
+        G.set_motion_reference(other.backbone.synthesis)
+        for w in (ws, ws + 0.5, ws):                                   # the cache follows ws
+            want = G.backbone.synthesis(w, z0, t0, noise_mode="const") + other.planes(w, z, t, noise_mode="const") \
+                .flatten(1, 2) - other.planes(w, z0, t0, noise_mode="const").flatten(1, 2)
+            assert torch.allclose(G.planes(w, z, t, noise_mode="const").flatten(1, 2), want, atol=1e-5)
+        assert torch.equal(G.planes(ws, z, t0, noise_mode="const"), tiny_generator.planes(ws, z, t0, noise_mode="const"))
+    assert "motion_reference.b4.conv1.weight" in G.state_dict()
+    assert "motion_reference.b4.conv1.weight" not in G.set_motion_reference(None).state_dict()
