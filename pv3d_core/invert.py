@@ -2,21 +2,25 @@
 
 1. ``w`` phase: optimise one appearance latent (broadcast to every layer) from the average latent,
    rendering the canonical frame (t = 0, where every motion code agrees) from the photo's camera.
-2. optional ``w+`` phase: per-layer offsets around that latent.
+   With a ``start`` latent (a portrait encoder's, :mod:`pv3d_core.encoder`) this phase is skipped.
+2. optional ``w+`` phase: per-layer offsets around that latent (the refinement of an encoder's start).
 3. PTI: fine-tune the generator's synthesis weights around the found latent (the pivot), with a
    locality regulariser that keeps the tuned generator close to the original one for latents near
-   the pivot seen from other cameras, so novel views stay sane.
+   the pivot seen from other cameras, so novel views stay sane. The photo shows t = 0 only, so the
+   tuned generator keeps the original's motion (see :func:`_pivotal_tune`).
 
 Losses that work offline: pixel (L1 on the final and raw images), SSIM (pytorch-msssim) and a
 perceptual term from the image discriminator's features when the checkpoint has one.
-Everything is deterministic under ``seed``; progress is reported through a callback and
-``cancel`` (a threading.Event) stops the run with :class:`pv3d_core.export.Cancelled`.
+Everything is deterministic under ``seed``; progress is reported through a callback, the current
+latent and generator between steps through ``on_state`` (:mod:`pv3d_core.live`), and ``cancel`` (a
+threading.Event) stops the run with :class:`pv3d_core.errors.Cancelled`.
 """
 from __future__ import annotations
 
 import copy
 import math
 import threading
+import time
 from dataclasses import asdict, dataclass, field
 from typing import Callable
 
@@ -25,6 +29,7 @@ import torch
 import torch.nn.functional as F
 
 from .errors import Cancelled
+from .live import FitState, OnState, StageClock
 from .render import cameras
 
 
@@ -35,11 +40,15 @@ class InversionConfig:
     PSNR 21.9 -> 24.8 dB and renders at yaw -20°/+20° that dlib calls the same person (0.59 / 0.51;
     before, dlib found no face in them), at 1.7x the time (528 s vs 309 s). Alternating the two PTI
     regularisers instead of running both every step saved 30 % but lost 1.2 dB. PTI papers use lr
-    3e-4 on full-size StyleGANs; lower ``pti_lr`` for big models if they drift."""
+    3e-4 on full-size StyleGANs; lower ``pti_lr`` for big models if they drift.
+
+    These are the settings of an optimisation from the mean latent (a model without an encoder);
+    :meth:`after_encoder` gives those used after an encoder's start."""
     w_steps: int = 200
     wplus_steps: int = 0
     pti_steps: int = 300
     w_lr: float = 0.02
+    wplus_lr: float = 0.01
     pti_lr: float = 2e-3
     pixel_weight: float = 1.0
     raw_weight: float = 0.5
@@ -49,11 +58,24 @@ class InversionConfig:
     locality_alpha: float = 0.5          # how far from the pivot the regulariser's latents lie (in w std)
     locality_yaw: float = 0.45           # radians: cameras the regularisers look from
     geometry_weight: float = 1.0         # keep the pivot's depth and opacity from side views unchanged by PTI
+    preserve_motion: bool = True         # a tuned photo moves with the original generator's motion
+    freeze_motion: bool = True           # PTI leaves the motion layers as they are
+    coarse_fraction: float = 0.0         # share of the first PTI steps fitted at half the neural resolution
     w_avg_samples: int = 2000
     seed: int = 0
 
     def to_dict(self) -> dict:
         return asdict(self)
+
+    @classmethod
+    def after_encoder(cls, **kw) -> "InversionConfig":
+        """Settings after an encoder's start: a short per-layer refinement, then fewer PTI steps."""
+        return cls(**{"w_steps": 0, "wplus_steps": 30, "pti_steps": 100, **kw})
+
+    @classmethod
+    def legacy(cls, **kw) -> "InversionConfig":
+        """The optimisation as it was before issue 15 (PTI's own motion, motion layers tuned): for comparisons."""
+        return cls(**{"preserve_motion": False, "freeze_motion": False, **kw})
 
 
 @dataclass
@@ -65,6 +87,7 @@ class InversionResult:
     metrics: dict = field(default_factory=dict)   # psnr, ssim at the input view
     meta: dict = field(default_factory=dict)
     w_std: float | None = None           # spread of the model's latents (PTI's locality term uses it)
+    timings: dict = field(default_factory=dict)   # seconds per phase
 
 
 Progress = Callable[[str, int, int, float], None]
@@ -79,13 +102,20 @@ def _ssim(a, b):
 
 class ReconstructionLoss:
     """Pixel + SSIM (+ discriminator-feature perceptual) loss against a target view, or against the
-    targets ``idx`` of a batch of them (video frames)."""
+    targets ``idx`` of a batch of them (video frames). The raw render may come at any neural resolution
+    (coarse-to-fine): its target is resized to match."""
 
     def __init__(self, cfg: InversionConfig, target: torch.Tensor, raw_res: int, d_img=None):
         self.cfg, self.target, self.d_img = cfg, target, d_img
-        self.target_raw = F.interpolate(target, size=(raw_res, raw_res), mode="bilinear", align_corners=False,
-                                        antialias=True)
+        self._raw = {}
+        self.target_raw = self.raw_target(raw_res)
         self.target_feats = self.features(target, self.target_raw) if d_img is not None else None
+
+    def raw_target(self, res: int) -> torch.Tensor:
+        if res not in self._raw:
+            self._raw[res] = F.interpolate(self.target, size=(res, res), mode="bilinear", align_corners=False,
+                                           antialias=True)
+        return self._raw[res]
 
     def features(self, image, raw):
         d = self.d_img
@@ -100,7 +130,8 @@ class ReconstructionLoss:
     def __call__(self, out, idx=None) -> torch.Tensor:
         c = self.cfg
         target = self.target if idx is None else self.target[idx]
-        target_raw = self.target_raw if idx is None else self.target_raw[idx]
+        target_raw = self.raw_target(out["image_raw"].shape[-1])
+        target_raw = target_raw if idx is None else target_raw[idx]
         loss = c.pixel_weight * (out["image"] - target).abs().mean()
         loss = loss + c.raw_weight * (out["image_raw"] - target_raw).abs().mean()
         if c.ssim_weight:
@@ -118,15 +149,34 @@ def _check(cancel):
         raise Cancelled("inversion cancelled")
 
 
-def _step(opt, loss, history, phase: str, step: int, total: int, progress) -> None:
-    """One optimiser step of a phase, recorded in ``history`` and reported to ``progress``."""
-    opt.zero_grad(set_to_none=True)
-    loss.backward()
-    opt.step()
-    value = float(loss.detach())
-    history.append((phase, step, value))
-    if progress:
-        progress(phase, step + 1, total, value)
+class _Reporter:
+    """One optimiser step of a phase, recorded in ``history``, reported to ``progress`` and, with the
+    current latent and generator, to ``on_state`` (with the time left from a :class:`StageClock`)."""
+
+    def __init__(self, history: list, progress: Progress | None, on_state: OnState | None, camera,
+                 plan: list[tuple[str, int, float]], seconds_per_unit: float = 0.25):
+        self.history, self.progress, self.on_state, self.camera = history, progress, on_state, camera
+        self.clock = StageClock(plan, seconds_per_unit)
+
+    def state(self, stage, step, total, loss, ws, G, tuned, final=False):
+        if self.on_state is None:
+            return
+        eta, stage_eta = self.clock.tick(stage, step)
+        if final:
+            eta = stage_eta = 0.0
+        self.on_state(FitState(stage, step, total, ws, G, self.camera, loss, self.clock.elapsed(), eta, stage_eta,
+                               tuned, final))
+
+    def step(self, opt, loss, phase: str, step: int, total: int, ws=None, G=None, tuned=False) -> None:
+        opt.zero_grad(set_to_none=True)
+        loss.backward()
+        opt.step()
+        value = float(loss.detach())
+        self.history.append((phase, step, value))
+        if self.progress:
+            self.progress(phase, step + 1, total, value)
+        if ws is not None:
+            self.state(phase, step + 1, total, value, ws, G, tuned)
 
 
 def psnr(a: torch.Tensor, b: torch.Tensor) -> float:
@@ -154,14 +204,27 @@ def _latent_stats(G, cfg: InversionConfig, gen, c0):
         return w_avg, float(((w_samples - w_avg).square().sum(-1).mean()) ** 0.5)
 
 
+def pti_cost(cfg: InversionConfig) -> float:
+    """A PTI step's cost relative to a latent step (renders with gradients: the data term, then the
+    locality term's two renders, and the geometry term's side view without super-resolution)."""
+    return 1.0 + (1.3 if cfg.locality_weight else 0) + (1.0 if cfg.geometry_weight else 0)
+
+
 def invert(G, target: torch.Tensor, camera, config: InversionConfig | None = None, d_img=None,
-           progress: Progress | None = None, cancel: threading.Event | None = None) -> InversionResult:
+           progress: Progress | None = None, cancel: threading.Event | None = None, start: torch.Tensor | None = None,
+           on_state: OnState | None = None) -> InversionResult:
     """Project ``target`` ((1, 3, R, R) in [-1, 1] at G.img_resolution, aligned as the training data)
-    seen from ``camera`` (25-vector) into G. Returns the latent and the tuned generator."""
+    seen from ``camera`` (25-vector) into G. Returns the latent and the tuned generator.
+
+    ``start``: an initial latent (1, num_ws, w_dim), e.g. a portrait encoder's; the ``w`` phase is then
+    skipped and the ``w+`` phase refines it. ``on_state``: see :mod:`pv3d_core.live` (called with the
+    starting latent, then after every step)."""
     cfg = config or InversionConfig()
     dev = next(G.parameters()).device
     if target.ndim != 4 or target.shape[:2] != (1, 3) or target.shape[-1] != G.img_resolution:
         raise ValueError(f"target must be (1, 3, {G.img_resolution}, {G.img_resolution}), got {tuple(target.shape)}")
+    if start is not None and tuple(start.shape) != (1, G.num_ws, G.w_dim):
+        raise ValueError(f"start latent must be (1, {G.num_ws}, {G.w_dim}), got {tuple(start.shape)}")
     target = target.to(dev, torch.float32)
     c = torch.as_tensor(np.asarray(camera, dtype=np.float32), device=dev).reshape(1, 25)
     c0 = _conditioning(G, dev)
@@ -170,8 +233,13 @@ def invert(G, target: torch.Tensor, camera, config: InversionConfig | None = Non
     zm = torch.zeros(1, G.motion_dim, device=dev)     # t = 0: the motion code has no effect
     t0 = torch.zeros(1, device=dev)
     history: list = []
+    timings: dict = {}
     was_training = G.training
     G.eval()
+    plan = ([("w", cfg.w_steps, 1.0)] if start is None and cfg.w_steps else []) + \
+        ([("w+", cfg.wplus_steps, 1.0)] if cfg.wplus_steps else []) + \
+        ([("pti", cfg.pti_steps, pti_cost(cfg))] if cfg.pti_steps else [])
+    rep = _Reporter(history, progress, on_state, c[0].cpu().numpy(), plan)
 
     w_avg, w_std = _latent_stats(G, cfg, gen, c0)
     loss_fn = ReconstructionLoss(cfg, target, G.neural_rendering_resolution, d_img)
@@ -180,57 +248,94 @@ def invert(G, target: torch.Tensor, camera, config: InversionConfig | None = Non
     def render(G_, ws):
         return G_.synthesis(ws, zm, t0, c, noise_mode="const", deterministic=True)
 
-    # 1) w
-    w = w_avg.clone().requires_grad_(True)
-    opt = torch.optim.Adam([w], lr=cfg.w_lr, betas=(0.9, 0.999))
     G.requires_grad_(False)
-    for step in range(cfg.w_steps):
-        _check(cancel)
-        ramp = min(1.0, (1 - step / max(cfg.w_steps, 1)) / 0.25)
-        lr = cfg.w_lr * (0.5 - 0.5 * math.cos(ramp * math.pi)) * min(1.0, step / max(1, 0.05 * cfg.w_steps))
-        for g in opt.param_groups:
-            g["lr"] = lr
-        noise_scale = w_std * 0.05 * max(0.0, 1 - step / (0.75 * max(cfg.w_steps, 1))) ** 2
-        w_noisy = w + torch.randn(w.shape, generator=gen).to(dev) * noise_scale
-        _step(opt, loss_fn(render(G, w_noisy.repeat(1, num_ws, 1))), history, "w", step, cfg.w_steps, progress)
-    ws = w.detach().repeat(1, num_ws, 1)
+    first = plan[0][0] if plan else "done"
+    rep.state(first, 0, plan[0][1] if plan else 0, 0.0,
+              w_avg.repeat(1, num_ws, 1) if start is None else start.to(dev), G, False)
+    # 1) w
+    tic = time.perf_counter()
+    if start is None:
+        w = w_avg.clone().requires_grad_(True)
+        opt = torch.optim.Adam([w], lr=cfg.w_lr, betas=(0.9, 0.999))
+        for step in range(cfg.w_steps):
+            _check(cancel)
+            ramp = min(1.0, (1 - step / max(cfg.w_steps, 1)) / 0.25)
+            lr = cfg.w_lr * (0.5 - 0.5 * math.cos(ramp * math.pi)) * min(1.0, step / max(1, 0.05 * cfg.w_steps))
+            for g in opt.param_groups:
+                g["lr"] = lr
+            noise_scale = w_std * 0.05 * max(0.0, 1 - step / (0.75 * max(cfg.w_steps, 1))) ** 2
+            w_noisy = w + torch.randn(w.shape, generator=gen).to(dev) * noise_scale
+            rep.step(opt, loss_fn(render(G, w_noisy.repeat(1, num_ws, 1))), "w", step, cfg.w_steps,
+                     w.detach().repeat(1, num_ws, 1), G)
+        ws = w.detach().repeat(1, num_ws, 1)
+        timings["w_s"] = time.perf_counter() - tic
+    else:
+        ws = start.detach().to(dev, torch.float32)
 
     # 2) w+
     if cfg.wplus_steps:
+        tic = time.perf_counter()
         delta = torch.zeros_like(ws, requires_grad=True)
-        opt = torch.optim.Adam([delta], lr=cfg.w_lr * 0.5)
+        opt = torch.optim.Adam([delta], lr=cfg.wplus_lr)
         for step in range(cfg.wplus_steps):
             _check(cancel)
             loss = loss_fn(render(G, ws + delta)) + 1e-3 * delta.square().sum(-1).mean() / w_std ** 2
-            _step(opt, loss, history, "w+", step, cfg.wplus_steps, progress)
+            rep.step(opt, loss, "w+", step, cfg.wplus_steps, (ws + delta).detach(), G)
         ws = (ws + delta).detach()
+        timings["wplus_s"] = time.perf_counter() - tic
 
     # 3) pivotal tuning
     G_t = G
     if cfg.pti_steps:
-        G_t = _pivotal_tune(G, ws, lambda G_, step: loss_fn(render(G_, ws)), cfg, gen, w_std, c0, progress, cancel,
-                            history)
+        tic = time.perf_counter()
+        coarse = max(8, G.neural_rendering_resolution // 2)
+
+        def data_loss(G_, step, planes):
+            res = coarse if step < cfg.coarse_fraction * cfg.pti_steps else None
+            return loss_fn(G_.synthesis(ws, zm, t0, c, neural_rendering_resolution=res, planes=planes,
+                                        noise_mode="const", deterministic=True))
+
+        G_t = _pivotal_tune(G, ws, data_loss, cfg, gen, w_std, c0, progress, cancel, history, rep)
+        timings["pti_s"] = time.perf_counter() - tic
 
     with torch.no_grad():
         final = render(G_t, ws)["image"]
     G.train(was_training)
     metrics = {"psnr": psnr(final, target), "ssim": float(_ssim(final, target))}
+    rep.state("done", 1, 1, 0.0, ws, G_t, G_t is not G, final=True)
     return InversionResult(ws=ws, generator=G_t, camera=c[0].cpu().numpy(), history=history, metrics=metrics,
-                           meta={"config": cfg.to_dict()}, w_std=w_std)
+                           meta={"config": cfg.to_dict(), "start": "given" if start is not None else "mean latent"},
+                           w_std=w_std, timings=timings)
 
 
-def _pivotal_tune(G, ws, data_loss, cfg: InversionConfig, gen, w_std: float, c0, progress, cancel, history):
-    """A copy of ``G`` whose synthesis weights are tuned to minimise ``data_loss(G_t, step)`` around
-    the pivot latent ``ws`` (PTI), with two regularisers seen from side cameras (yaw ±locality_yaw,
-    and frontal): *locality* keeps renders of latents near the pivot as the original generator made
-    them, *geometry* keeps the pivot's own depth and opacity, so that what one view teaches changes
-    the colours more than the shape. Shared by photo and video inversion."""
+def _pivotal_tune(G, ws, data_loss, cfg: InversionConfig, gen, w_std: float, c0, progress, cancel, history,
+                  reporter: _Reporter | None = None, keep_motion: bool = True):
+    """A copy of ``G`` whose synthesis weights are tuned to minimise ``data_loss(G_t, step, planes)``
+    (``planes``: the tuned generator's tri-planes of the pivot at t = 0, for a data term that renders
+    them) around the pivot latent ``ws`` (PTI), with two regularisers seen from side cameras (yaw
+    ±locality_yaw, and frontal): *locality* keeps renders of latents near the pivot as the original
+    generator made them, *geometry* keeps the pivot's own depth and opacity, so that what one view
+    teaches changes the colours more than the shape.
+
+    Motion (``keep_motion``, for photos): a photo shows t = 0 only, where every motion code gives the
+    same frame, so nothing in the data says what the tuned weights do at t > 0. Measured on the default
+    model (issue 15): after tuning, the pivot's tri-plane change from t = 0 to (motion code, t) was
+    2.2-2.6x the original generator's and pointed elsewhere (their difference larger than the original
+    change itself), and the face smeared more as t grew. So the motion layers are not tuned
+    (``freeze_motion``) and the tuned generator takes its change over t from the original synthesis
+    network (:meth:`PV3DGenerator.set_motion_reference`): the tuned face at t = 0 moves exactly as the
+    original model moves the pivot. A regulariser pulling the tuned change towards the original's, for
+    a few motion codes and timestamps, was tried first and cost 4.4 dB at the input view (100 steps).
+    Videos (``keep_motion`` False) fit frames at their own t, so their data supervises the motion.
+
+    Shared by photo and video inversion."""
     dev = ws.device
     pivot, radius = _orbit(G)
     zm = torch.zeros(1, G.motion_dim, device=dev)
     t0 = torch.zeros(1, device=dev)
     side = [torch.from_numpy(cameras.OrbitCamera(yaw=y, radius=radius, pivot=pivot).c()).to(dev)[None]
             for y in (-cfg.locality_yaw, cfg.locality_yaw, 0.0)]
+    rep = reporter or _Reporter(history, progress, None, None, [])
 
     def synth(G_, w, c):
         return G_.synthesis(w, zm, t0, c, noise_mode="const", deterministic=True)
@@ -238,19 +343,26 @@ def _pivotal_tune(G, ws, data_loss, cfg: InversionConfig, gen, w_std: float, c0,
     geo_ref = []
     if cfg.geometry_weight:
         with torch.no_grad():
+            p0 = G.planes(ws, zm, t0, noise_mode="const")
             for c in side[:2]:
-                o = synth(G, ws, c)
+                o = G.ray_march(p0, c)
                 geo_ref.append((o["image_depth"], o["image_alpha"]))
     G_t = copy.deepcopy(G)
     G_t.requires_grad_(False)
-    params = [p for n, p in G_t.named_parameters() if not n.startswith("backbone.mapping")]
+    if keep_motion and cfg.preserve_motion:
+        # before tuning, so that the states handed out meanwhile animate as the result will
+        G_t.set_motion_reference(G.motion_reference if G.motion_reference is not None else G.backbone.synthesis)
+    params = [p for n, p in G_t.named_parameters()
+              if n.startswith(("backbone.synthesis.", "superresolution.", "decoder.", "to_img_raw."))
+              and not (cfg.freeze_motion and ".motion_time_fuser." in n)]
     for p in params:
         p.requires_grad_(True)
     opt = torch.optim.Adam(params, lr=cfg.pti_lr)
     num_ws = ws.shape[1]
     for step in range(cfg.pti_steps):
         _check(cancel)
-        loss = data_loss(G_t, step)
+        planes = G_t.planes(ws, zm, t0, noise_mode="const")
+        loss = data_loss(G_t, step, planes)
         if cfg.locality_weight:
             zr = torch.randn(1, G.z_dim, generator=gen).to(dev)
             wr = G.mapping(zr, c0)[:, :1]
@@ -265,10 +377,10 @@ def _pivotal_tune(G, ws, data_loss, cfg: InversionConfig, gen, w_std: float, c0,
                                                  + (out["image_raw"] - ref["image_raw"]).square().mean())
         if geo_ref:
             k = step % len(geo_ref)
-            out = synth(G_t, ws, side[k])
+            out = G_t.ray_march(planes, side[k])
             loss = loss + cfg.geometry_weight * ((out["image_depth"] - geo_ref[k][0]).abs().mean()
                                                  + (out["image_alpha"] - geo_ref[k][1]).abs().mean())
-        _step(opt, loss, history, "pti", step, cfg.pti_steps, progress)
+        rep.step(opt, loss, "pti", step, cfg.pti_steps, ws, G_t, tuned=True)
     return G_t.requires_grad_(False).eval()
 
 
@@ -319,14 +431,19 @@ class VideoInversionResult:
     cameras: np.ndarray          # (T, 25)
     history: list = field(default_factory=list)
     metrics: dict = field(default_factory=dict)
+    timings: dict = field(default_factory=dict)
 
 
 def invert_video(G, frames: torch.Tensor, cams, config: InversionConfig | None = None, motion_steps: int = 200,
                  batch: int = 4, d_img=None, progress: Progress | None = None,
-                 cancel: threading.Event | None = None) -> VideoInversionResult:
+                 cancel: threading.Event | None = None, start: torch.Tensor | None = None,
+                 on_state: OnState | None = None) -> VideoInversionResult:
     """Reconstruct a portrait video: one appearance latent (fitted on the first frame, the
     canonical t = 0), then one motion code and a timestamp per frame fitted to every frame, then
-    pivotal tuning over all frames. ``frames``: (T, 3, R, R) in [-1, 1]; ``cams``: (T, 25)."""
+    pivotal tuning over all frames. ``frames``: (T, 3, R, R) in [-1, 1]; ``cams``: (T, 25).
+
+    ``start``: an appearance latent to start from instead of fitting one from the mean latent (the
+    mean of a portrait encoder's per-frame latents: :func:`pv3d_core.portrait.reconstruct_video`)."""
     cfg = config or InversionConfig()
     dev = next(G.parameters()).device
     frames = frames.to(dev, torch.float32)
@@ -335,7 +452,7 @@ def invert_video(G, frames: torch.Tensor, cams, config: InversionConfig | None =
     if T < 2:
         raise ValueError("a video needs at least two frames")
     first = invert(G, frames[:1], cams_t[0].cpu().numpy(), InversionConfig(**{**cfg.to_dict(), "pti_steps": 0}),
-                   d_img=d_img, progress=progress, cancel=cancel)
+                   d_img=d_img, progress=progress, cancel=cancel, start=start)
     ws = first.ws
     gen = torch.Generator().manual_seed(cfg.seed + 1)
     loss_fn = ReconstructionLoss(cfg, frames, G.neural_rendering_resolution)
@@ -345,6 +462,8 @@ def invert_video(G, frames: torch.Tensor, cams, config: InversionConfig | None =
     t_logit = torch.logit(init).to(dev).requires_grad_(True)
     opt = torch.optim.Adam([z_motion, t_logit], lr=0.03)
     history = list(first.history)
+    rep = _Reporter(history, progress, on_state, cams_t[0].cpu().numpy(),
+                    [("motion", motion_steps, 1.0 * min(batch, T)), ("pti", cfg.pti_steps, pti_cost(cfg) + min(batch, T) - 1)])
     G.requires_grad_(False)
 
     def ts_now():
@@ -355,20 +474,25 @@ def invert_video(G, frames: torch.Tensor, cams, config: InversionConfig | None =
                            noise_mode="const", deterministic=True)
         return loss_fn(out, idx)
 
+    tic = time.perf_counter()
     for step in range(motion_steps):
         _check(cancel)
         idx = torch.randint(T, (min(batch, T),), generator=gen).to(dev)
-        _step(opt, recon_loss(G, idx, ts_now()), history, "motion", step, motion_steps, progress)
+        rep.step(opt, recon_loss(G, idx, ts_now()), "motion", step, motion_steps, ws, G)
+    timings = {**first.timings, "motion_s": time.perf_counter() - tic}
     z_motion = z_motion.detach()
     ts = ts_now().detach()
     G_t = G
     if cfg.pti_steps:
-        def data_loss(G_, step):
+        tic = time.perf_counter()
+
+        def data_loss(G_, step, planes):
             idx = torch.randint(T, (min(batch, T),), generator=gen).to(dev)
             return recon_loss(G_, idx, ts)
 
         G_t = _pivotal_tune(G, ws, data_loss, cfg, gen, first.w_std, _conditioning(G, dev), progress, cancel,
-                            history)
+                            history, rep, keep_motion=False)
+        timings["pti_s"] = time.perf_counter() - tic
     with torch.no_grad():
         scores = []
         for i in range(T):
@@ -376,7 +500,7 @@ def invert_video(G, frames: torch.Tensor, cams, config: InversionConfig | None =
             scores.append(psnr(out["image"], frames[i:i + 1]))
     return VideoInversionResult(ws=ws, z_motion=z_motion, ts=ts, generator=G_t, cameras=cams_t.cpu().numpy(),
                                 history=history, metrics={"psnr_mean": float(np.mean(scores)),
-                                                          "psnr_min": float(np.min(scores))})
+                                                          "psnr_min": float(np.min(scores))}, timings=timings)
 
 
 def save_video_reconstruction(path, result: VideoInversionResult, extra_meta: dict | None = None):

@@ -120,12 +120,101 @@ def test_geometry_term_keeps_the_pivot_shape_from_side_views(tiny_generator):
     side = torch.from_numpy(cameras.OrbitCamera(yaw=0.45).c())[None]
     zm, t0 = torch.zeros(1, tiny_generator.motion_dim), torch.zeros(1)
     change = {}
-    for gw in (0.0, 5.0):
-        cfg = InversionConfig(w_steps=4, pti_steps=8, pti_lr=2e-3, geometry_weight=gw, locality_weight=0,
-                              w_avg_samples=100)
+    for gw in (0.0, 5.0):      # the geometry term alone: the other regularisers off
+        cfg = InversionConfig.legacy(w_steps=4, pti_steps=8, pti_lr=2e-3, geometry_weight=gw, locality_weight=0,
+                                     w_avg_samples=100)
         res = invert(tiny_generator, tgt, cam, cfg)
         with torch.no_grad():
             before = tiny_generator.synthesis(res.ws, zm, t0, side)["image_depth"]
             after = res.generator.synthesis(res.ws, zm, t0, side)["image_depth"]
         change[gw] = float((after - before).abs().mean())
     assert change[5.0] < 0.7 * change[0.0], change
+
+
+def test_a_start_latent_replaces_the_w_phase_and_states_come_between_steps(tiny_generator):
+    """With a start (an encoder's latent) there is no w phase; on_state sees the start first, then every
+    step's latent and generator with a time left that ends at 0; the tuned generator is a copy."""
+    tgt, cam = _target(tiny_generator, seed=11, yaw=0.15)
+    start = tiny_generator.mapping(torch.randn(1, tiny_generator.z_dim, generator=torch.Generator().manual_seed(2)),
+                                   torch.from_numpy(RenderSettings().camera())[None] * 0)
+    cfg = InversionConfig(wplus_steps=3, pti_steps=2, pti_lr=3e-4, w_avg_samples=100)
+    states = []
+    res = invert(tiny_generator, tgt, cam, cfg, start=start, on_state=lambda s: states.append(
+        (s.stage, s.step, s.total, s.ws.clone(), s.generator is tiny_generator, s.tuned, s.eta_s, s.final)))
+    assert {h[0] for h in res.history} == {"w+", "pti"}
+    assert [(s[0], s[1]) for s in states] == [("w+", 0), ("w+", 1), ("w+", 2), ("w+", 3), ("pti", 1), ("pti", 2),
+                                              ("done", 1)]
+    assert torch.equal(states[0][3], start)                        # the first state is the start itself
+    assert all(s[4] and not s[5] for s in states[:4])               # latent phases: the caller's model
+    assert all(not s[4] and s[5] for s in states[4:])               # PTI: the tuned copy
+    assert states[-1][7] and states[-1][6] == 0 and all(s[6] >= 0 for s in states)
+    assert not torch.equal(res.ws, start) and res.meta["start"] == "given" and "w_s" not in res.timings
+    with pytest.raises(ValueError, match="start latent"):
+        invert(tiny_generator, tgt, cam, cfg, start=start[:, :2])
+
+
+def test_a_state_callback_can_cancel(tiny_generator):
+    from pv3d_core.export import Cancelled
+
+    tgt, cam = _target(tiny_generator, seed=1)
+
+    def stop(s):
+        if s.stage == "w" and s.step == 2:
+            raise Cancelled("stop")
+    with pytest.raises(Cancelled):
+        invert(tiny_generator, tgt, cam, FAST, on_state=stop)
+
+
+def _motion_change(G, Gt, ws, seed=7):
+    """How far the tuned generator's tri-plane change from t = 0 to (a motion code, t) is from the
+    original generator's, relative to the original's."""
+    g = torch.Generator().manual_seed(seed)
+    zm0, t0 = torch.zeros(1, G.motion_dim), torch.zeros(1)
+    out = []
+    with torch.no_grad():
+        for t in (0.5, 1.0):
+            z = torch.randn(1, G.motion_dim, generator=g)
+            d_o = G.planes(ws, z, torch.tensor([t]), noise_mode="const") - G.planes(ws, zm0, t0, noise_mode="const")
+            d_t = Gt.planes(ws, z, torch.tensor([t]), noise_mode="const") - Gt.planes(ws, zm0, t0, noise_mode="const")
+            out.append(float((d_t - d_o).abs().mean() / d_o.abs().mean()))
+    return float(np.mean(out))
+
+
+def test_a_tuned_photo_moves_as_the_original_model_moves_faces(tmp_path, tiny_generator):
+    """PTI sees the photo at t = 0 only. Before issue 15 the tuned generator's response to a motion code
+    (codes the tuning never saw) drifted from the original's; now the motion layers stay as they were and
+    the tri-plane change over t is the original generator's own, exactly, also after saving and loading;
+    t = 0 is the tuned photo itself."""
+    tgt, cam = _target(tiny_generator, seed=4, yaw=0.1)
+    common = dict(w_steps=6, pti_steps=12, pti_lr=2e-3, w_avg_samples=100)
+    legacy = invert(tiny_generator, tgt, cam, InversionConfig.legacy(**common))
+    fixed = invert(tiny_generator, tgt, cam, InversionConfig(**common))
+    assert _motion_change(tiny_generator, legacy.generator, legacy.ws) > 0.2
+    assert _motion_change(tiny_generator, fixed.generator, fixed.ws) < 1e-4
+    frozen = {n: p for n, p in fixed.generator.named_parameters() if ".motion_time_fuser." in n and "reference" not in n}
+    assert frozen and all(torch.equal(p, dict(tiny_generator.named_parameters())[n]) for n, p in frozen.items())
+    cam_t = torch.from_numpy(np.asarray(cam, dtype=np.float32))[None]
+    zm = torch.randn(1, tiny_generator.motion_dim, generator=torch.Generator().manual_seed(1))
+    with torch.no_grad():
+        still = fixed.generator.synthesis(fixed.ws, zm, torch.zeros(1), cam_t)["image"]
+        moved = fixed.generator.synthesis(fixed.ws, zm, torch.tensor([0.8]), cam_t)["image"]
+    assert psnr(still, tgt) == pytest.approx(fixed.metrics["psnr"], abs=1e-4) and not torch.equal(still, moved)
+    G2, ws2, _ = load_portrait(save_portrait(tmp_path / "p.safetensors", fixed))
+    assert G2.motion_reference is not None
+    with torch.no_grad():
+        assert torch.equal(G2.synthesis(ws2, zm, torch.tensor([0.8]), cam_t)["image"], moved)
+
+
+def test_coarse_steps_fit_at_half_the_neural_resolution(tiny_generator, monkeypatch):
+    tgt, cam = _target(tiny_generator, seed=2)
+    seen = []
+    real = type(tiny_generator).render_planes
+
+    def spy(self, planes, ws, c, neural_rendering_resolution=None, *a, **k):
+        seen.append(neural_rendering_resolution)
+        return real(self, planes, ws, c, neural_rendering_resolution, *a, **k)
+    monkeypatch.setattr(type(tiny_generator), "render_planes", spy)
+    invert(tiny_generator, tgt, cam, InversionConfig(w_steps=0, pti_steps=4, coarse_fraction=0.5, locality_weight=0,
+                                                     w_avg_samples=50))
+    half = tiny_generator.neural_rendering_resolution // 2
+    assert seen.count(half) == 2 and seen.count(None) >= 2
