@@ -1,6 +1,9 @@
 """Portrait pipelines: a photo or a video becomes an animated 3D portrait.
 
-- :func:`prepare_and_invert`: photo → face (largest), training crop, camera → inversion (w, w+, PTI);
+- :func:`prepare_and_invert`: photo → face (largest), training crop, camera → the model's portrait
+  encoder when it has one (a first result in a forward pass; :mod:`pv3d_core.encoder`), else the
+  mean latent → inversion (w or w+, then PTI), handing out its current state between steps
+  (``on_state``, :mod:`pv3d_core.live`) for a live preview;
 - :func:`animate`: an inverted portrait driven by a motion seed over the timeline, fixed or orbiting;
 - :func:`reconstruct_video`: a talking-head video → per-frame crops and cameras → one appearance
   latent, a motion code and per-frame timestamps (+ PTI) → re-rendered at the input and new views;
@@ -8,7 +11,7 @@
   (another reconstruction's motion), :func:`retime` (another speed).
 
 Every long step reports progress through ``progress(stage, step, total, loss)`` and stops with
-:class:`pv3d_core.export.Cancelled` when ``cancel`` (a threading.Event) is set. The CLI
+:class:`pv3d_core.errors.Cancelled` when ``cancel`` (a threading.Event) is set. The CLI
 (:mod:`pv3d_core.cli.portraits`) and the viewer only call these.
 """
 from __future__ import annotations
@@ -17,7 +20,7 @@ import json
 import math
 import threading
 import time
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Callable
 
@@ -26,6 +29,7 @@ import torch
 
 from .export import Cancelled, ClipSpec, check_output, clip_settings, render_clip, write_mp4
 from .invert import InversionConfig, InversionResult, invert, invert_video, save_portrait
+from .live import OnState
 from .pipeline import FrameRenderer, RenderSettings
 from .render import cameras
 
@@ -34,9 +38,22 @@ Progress = Callable[[str, int, int, float], None]
 
 @dataclass
 class PortraitConfig:
-    inversion: InversionConfig = field(default_factory=InversionConfig)
+    """``inversion`` None: :class:`InversionConfig`'s defaults without an encoder,
+    :meth:`InversionConfig.after_encoder` with one. ``encoder``: "auto" (the file beside the model,
+    :func:`pv3d_core.paths.encoder_for`, when it was trained for these weights), a path, or None (always
+    optimise from the mean latent)."""
+    inversion: InversionConfig | None = None
     min_face: int = 40
     perceptual: bool = True        # use the image discriminator's features when one is given
+    encoder: str | None = "auto"
+    overrides: dict = field(default_factory=dict)   # InversionConfig fields set over either default
+
+    def inversion_for(self, has_start: bool) -> InversionConfig:
+        if self.inversion is not None:
+            base = self.inversion
+        else:
+            base = InversionConfig.after_encoder() if has_start else InversionConfig()
+        return replace(base, **self.overrides)
 
 
 @dataclass
@@ -102,11 +119,25 @@ def _check(cancel):
         raise Cancelled("cancelled")
 
 
+def find_encoder(G, which: str | None = "auto"):
+    """(encoder or None, note) for ``G``: see :class:`PortraitConfig` ``encoder``."""
+    from .encoder import load_encoder_for
+
+    if which is None or which == "none":
+        return None, "no encoder asked for: optimising from the mean latent"
+    return load_encoder_for(G, None if which == "auto" else which)
+
+
 def prepare_and_invert(image_path, G, progress: Progress | None = None, cancel: threading.Event | None = None,
-                       config: PortraitConfig | InversionConfig | None = None, d_img=None) -> Portrait:
+                       config: PortraitConfig | InversionConfig | None = None, d_img=None,
+                       on_state: OnState | None = None, encoder=None) -> Portrait:
     """Photo (path or uint8 array) → :class:`Portrait`. Raises :class:`pv3d_core.faces.FaceError`
     with a clear message when the photo has no usable face; the largest face is used when there are
-    several (``Portrait.notes`` says so)."""
+    several (``Portrait.notes`` says so).
+
+    With an encoder (``encoder``, or the one ``config.encoder`` finds) the aligned crop's latent comes
+    from it in one forward pass: the first ``on_state`` call shows it, before any optimisation step.
+    ``Portrait.timings`` holds the seconds of each stage and ``first_result_s`` (photo to first state)."""
     from .faces import align_face
 
     if isinstance(config, InversionConfig):
@@ -123,14 +154,44 @@ def prepare_and_invert(image_path, G, progress: Progress | None = None, cancel: 
         progress("align", 1, 1, 0.0)
     _check(cancel)
     target = image_to_tensor(aligned.crop, G.img_resolution)
+    notes = list(aligned.notes)
+    timings = {"align_s": t_align}
+    if encoder is None:
+        encoder, why = find_encoder(G, cfg.encoder)
+    else:
+        why = "encoder given"
+    start = None
+    if encoder is not None:
+        from .encoder import encode
+
+        t0 = time.perf_counter()
+        enc = encode(encoder, target)
+        start = enc["ws"]
+        timings["encode_s"] = time.perf_counter() - t0
+        timings["encoder_pose_deg"] = [math.degrees(enc["yaw"]), math.degrees(enc["pitch"])]
+        if progress:
+            progress("encoder", 1, 1, 0.0)
+    else:
+        notes.append(f"{why}; the fit starts from the mean face and takes longer")
+    first = {}
+
+    def state(s):
+        if "first_result_s" not in first:
+            first["first_result_s"] = time.perf_counter() - t_start
+        if on_state is not None:
+            on_state(s)
+
     t0 = time.perf_counter()
-    res = invert(G, target, aligned.camera, cfg.inversion, d_img=d_img if cfg.perceptual else None,
-                 progress=progress, cancel=cancel)
-    t_inv = time.perf_counter() - t0
+    res = invert(G, target, aligned.camera, cfg.inversion_for(start is not None),
+                 d_img=d_img if cfg.perceptual else None, progress=progress, cancel=cancel, start=start,
+                 on_state=state)
+    timings.update(res.timings)
+    timings.update(invert_s=time.perf_counter() - t0, total_s=time.perf_counter() - t_start, **first)
     res.meta["crop_transform"] = aligned.transform()
+    res.meta["start"] = "encoder" if start is not None else "mean latent"
     return Portrait(ws=res.ws, generator=res.generator, camera=res.camera, crop=aligned.crop,
-                    transform=aligned.transform(), metrics=dict(res.metrics), notes=list(aligned.notes),
-                    inversion=res, timings={"align_s": t_align, "invert_s": t_inv})
+                    transform=aligned.transform(), metrics=dict(res.metrics), notes=notes,
+                    inversion=res, timings=timings)
 
 
 def _focal(G) -> float:
@@ -210,14 +271,19 @@ def render_sequence(G, ws, z_motion, ts, cams, progress: Progress | None = None,
             progress(stage, i + 1, n, 0.0)
 
 
-def reconstruct_video(video, G, output_dir, config: InversionConfig | None = None, motion_steps: int = 200,
+def reconstruct_video(video, G, output_dir, config: InversionConfig | PortraitConfig | None = None, motion_steps: int = 200,
                       max_frames: int | None = None, fps: float | None = None, d_img=None,
                       progress: Progress | None = None, cancel: threading.Event | None = None,
-                      novel_yaw: float = math.radians(20)) -> dict:
+                      novel_yaw: float = math.radians(20), encoder: str | None = "auto") -> dict:
     """Talking-head video → DIR/ with reconstruction.safetensors (load with
     :meth:`VideoReconstruction.load`), aligned.mp4 (the crops fitted), reconstruction.mp4 (re-rendered
     at the input cameras), novel_view.mp4 (re-rendered while the camera sweeps ±``novel_yaw``) and
-    summary.json. Returns the summary."""
+    summary.json. Returns the summary.
+
+    With the model's portrait encoder (``encoder`` as in :class:`PortraitConfig`) every frame is
+    encoded and the mean of their latents is the starting appearance (the encoder reads the canonical
+    face whatever the expression, so the mean averages its errors out); ``config`` None then means
+    :meth:`InversionConfig.after_encoder`."""
     from .data.layout import read_video
     from .files import atomic_write_bytes
     from .faces import align_frames
@@ -240,8 +306,16 @@ def reconstruct_video(video, G, output_dir, config: InversionConfig | None = Non
     write_mp4(out / "aligned.mp4", tr["crops"], fps=src_fps, cancel=cancel)
     targets = torch.cat([image_to_tensor(c, G.img_resolution) for c in tr["crops"]])
     t0 = time.perf_counter()
-    res = invert_video(G, targets, tr["cameras"], config, motion_steps=motion_steps, d_img=d_img,
-                       progress=progress, cancel=cancel)
+    pcfg = config if isinstance(config, PortraitConfig) else PortraitConfig(inversion=config, encoder=encoder)
+    enc, why = find_encoder(G, pcfg.encoder)
+    start = None
+    if enc is not None:
+        from .encoder import encode
+
+        start = torch.cat([encode(enc, targets[i:i + 1])["ws"] for i in range(len(targets))]).mean(0, keepdim=True)
+    cfg = pcfg.inversion_for(start is not None)
+    res = invert_video(G, targets, tr["cameras"], cfg, motion_steps=motion_steps, d_img=d_img,
+                       progress=progress, cancel=cancel, start=start)
     t_inv = time.perf_counter() - t0
     path = save_video_reconstruction(out / "reconstruction.safetensors", res,
                                      extra_meta={"source": str(video), "kept_frames": tr["kept"],
@@ -257,7 +331,9 @@ def reconstruct_video(video, G, output_dir, config: InversionConfig | None = Non
     summary = {"video": str(video), "frames": int(len(frames)), "frames_used": len(tr["kept"]),
                "frames_without_face": len(tr["dropped"]), "metrics": res.metrics,
                "timestamps": [round(float(t), 4) for t in res.ts], "reconstruction": str(path),
-               "seconds": {"total": time.perf_counter() - t_start, "inversion": t_inv}}
+               "start": "encoder (mean of the frames' latents)" if start is not None else f"mean latent ({why})",
+               "seconds": {"total": time.perf_counter() - t_start, "inversion": t_inv,
+                           **{k: round(v, 2) for k, v in res.timings.items()}}}
     atomic_write_bytes(out / "summary.json", json.dumps(summary, indent=1).encode())
     return summary
 

@@ -211,3 +211,77 @@ def test_video_reconstruction_and_motion_editing(tmp_path, tiny_generator, tiny_
     assert len(layout.read_video(tmp_path / "fast.mp4")) == 2  # min 2 frames
     assert main(["edit", str(out), "--motion-seed", "2", "-o", str(tmp_path / "m.mp4")]) == 0
     assert main(["edit", str(out / "aligned.mp4"), "--speed", "2", "-o", str(tmp_path / "x.mp4")]) == 2
+
+
+@pytest.fixture(scope="module")
+def encoder_beside(tiny_ckpt):
+    """An (untrained) encoder saved beside the tiny checkpoint, tied to its weights."""
+    from pv3d_core.encoder import EncoderConfig, PortraitEncoder, fingerprint, save_encoder
+    from pv3d_core.io import load_generator
+    from pv3d_core.paths import encoder_for
+
+    G = load_generator(tiny_ckpt)
+    torch.manual_seed(0)
+    enc = PortraitEncoder(EncoderConfig.for_generator(G))
+    with torch.no_grad():
+        enc.to_w.weight.normal_(0, 0.01)        # an output that depends on the photo
+    path = save_encoder(encoder_for(tiny_ckpt), enc, fingerprint(G))
+    yield path
+    path.unlink(missing_ok=True)
+
+
+def test_the_encoder_gives_the_first_result_and_the_fit_refines_it(tiny_ckpt, encoder_beside, photo):
+    """The model's encoder is found beside it: the first state is its latent (before any optimisation
+    step), then w+ and PTI with the after-encoder step counts; timings name every stage."""
+    from pv3d_core.encoder import encode
+    from pv3d_core.io import load_generator
+
+    G = load_generator(tiny_ckpt)
+    states, stages = [], []
+    cfg = P.PortraitConfig(overrides=dict(wplus_steps=2, pti_steps=1, w_avg_samples=64))
+    por = P.prepare_and_invert(photo, G, config=cfg, progress=lambda s, i, n, l=0.0: stages.append(s),
+                               on_state=lambda s: states.append((s.stage, s.step, s.ws.clone(), s.label())))
+    enc, _ = P.find_encoder(G)
+    first = encode(enc, P.image_to_tensor(por.crop, G.img_resolution))["ws"]
+    assert states[0][0] == "w+" and states[0][1] == 0 and torch.equal(states[0][2], first)
+    assert "w" not in stages and stages[:2] == ["align", "align"] and "encoder" in stages and stages[-1] == "pti"
+    assert "left" in states[1][3]
+    tm = por.timings
+    for k in ("align_s", "encode_s", "wplus_s", "pti_s", "first_result_s", "total_s"):
+        assert k in tm, k
+    assert tm["first_result_s"] <= tm["align_s"] + tm["encode_s"] + 5 and tm["first_result_s"] < tm["total_s"]
+    assert por.inversion.meta["start"] == "encoder"
+    # without the encoder: the mean face, the w phase, and a note
+    por2 = P.prepare_and_invert(photo, G, config=P.PortraitConfig(encoder=None, overrides=dict(
+        w_steps=2, pti_steps=0, w_avg_samples=64)))
+    assert "w_s" in por2.timings and "encode_s" not in por2.timings and any("mean face" in n for n in por2.notes)
+
+
+def test_cli_uses_the_encoder_and_refuses_contradictions(tmp_path, tiny_ckpt, encoder_beside, photo, capsys):
+    from pv3d_core.cli import main
+
+    out = tmp_path / "e.mp4"
+    rc = main(["animate", str(photo), "--ckpt", str(tiny_ckpt), "--frames", "2", "--wplus-steps", "1",
+               "--pti-steps", "1", "-o", str(out)])
+    captured = capsys.readouterr()
+    assert rc == 0, captured.err
+    assert "start: encoder" in captured.out and out.is_file()
+    assert main(["animate", str(photo), "--ckpt", str(tiny_ckpt), "--encoder", str(encoder_beside), "--no-encoder",
+                 "-o", str(tmp_path / "x.mp4")]) == 2
+    assert "contradict" in capsys.readouterr().err
+    assert main(["animate", str(photo), "--ckpt", str(tiny_ckpt), "--encoder", str(tmp_path / "none.safetensors"),
+                 "-o", str(tmp_path / "x.mp4")]) == 2
+    assert "encoder not found" in capsys.readouterr().err and not (tmp_path / "x.mp4").exists()
+
+
+def test_several_faces_use_the_largest_and_say_so(tiny_generator, photo):
+    from PIL import Image
+
+    big = Image.open(photo)
+    small = big.resize((big.width // 2, big.height // 2))
+    canvas = Image.new("RGB", (big.width + small.width, big.height), (90, 90, 90))
+    canvas.paste(big, (0, 0))
+    canvas.paste(small, (big.width, 0))
+    por = P.prepare_and_invert(np.asarray(canvas), tiny_generator, config=QUICK)
+    assert any("2 faces found; the largest was used" in n for n in por.notes)
+    assert por.transform["faces_found"] == 2

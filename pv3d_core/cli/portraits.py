@@ -14,14 +14,19 @@ from .common import add_device, resolve_checkpoint, stage_bars
 def _inversion_args(p) -> None:
     from ..invert import InversionConfig
 
-    d = InversionConfig()
+    d, e = InversionConfig(), InversionConfig.after_encoder()
     p.add_argument("--ckpt", help="model checkpoint (default: the embedded model)")
-    p.add_argument("--w-steps", type=int, default=d.w_steps, help=f"latent optimisation steps (default {d.w_steps})")
-    p.add_argument("--wplus-steps", type=int, default=d.wplus_steps,
-                   help=f"extra per-layer (w+) steps (default {d.wplus_steps})")
-    p.add_argument("--pti-steps", type=int, default=d.pti_steps,
-                   help=f"pivotal tuning steps (default {d.pti_steps}; 0 = none)")
-    p.add_argument("--pti-lr", type=float, default=d.pti_lr,
+    p.add_argument("--encoder", help="portrait encoder file (default: the one beside the model, "
+                                     "<model>-encoder.safetensors, when it was trained for it)")
+    p.add_argument("--no-encoder", action="store_true",
+                   help="do not use an encoder: optimise the latent from the mean face (slower)")
+    p.add_argument("--w-steps", type=int, default=None,
+                   help=f"latent optimisation steps without an encoder (default {d.w_steps})")
+    p.add_argument("--wplus-steps", type=int, default=None,
+                   help=f"per-layer (w+) steps (default {e.wplus_steps} after an encoder, {d.wplus_steps} without)")
+    p.add_argument("--pti-steps", type=int, default=None,
+                   help=f"pivotal tuning steps (default {e.pti_steps} after an encoder, {d.pti_steps} without; 0 = none)")
+    p.add_argument("--pti-lr", type=float, default=None,
                    help=f"pivotal tuning learning rate (default {d.pti_lr:g}, tuned on the embedded model; "
                         "3e-4 is the usual choice for full-size models)")
     p.add_argument("--seed", type=int, default=0, help="inversion seed (results are deterministic under it)")
@@ -85,16 +90,28 @@ def _load_model(args):
     return G, d_img
 
 
-def _inv_config(args):
-    from ..invert import InversionConfig
+def _portrait_config(args):
+    """The portrait settings of the command line: the encoder choice, and the inversion options given
+    (the others come from the defaults for the start the model allows, with or without an encoder)."""
+    from ..portrait import PortraitConfig
 
+    over = {}
     for name in ("w_steps", "wplus_steps", "pti_steps"):
-        if getattr(args, name) < 0:
-            raise UsageError(f"--{name.replace('_', '-')} must be >= 0")
-    if not args.pti_lr > 0:
-        raise UsageError("--pti-lr must be > 0")
-    return InversionConfig(w_steps=args.w_steps, wplus_steps=args.wplus_steps, pti_steps=args.pti_steps,
-                           pti_lr=args.pti_lr, seed=args.seed)
+        v = getattr(args, name)
+        if v is not None:
+            if v < 0:
+                raise UsageError(f"--{name.replace('_', '-')} must be >= 0")
+            over[name] = v
+    if args.pti_lr is not None:
+        if not args.pti_lr > 0:
+            raise UsageError("--pti-lr must be > 0")
+        over["pti_lr"] = args.pti_lr
+    over["seed"] = args.seed
+    if args.no_encoder and args.encoder:
+        raise UsageError("--encoder and --no-encoder contradict each other")
+    if args.encoder and not Path(args.encoder).is_file():
+        raise UsageError(f"encoder not found: {args.encoder}")
+    return PortraitConfig(encoder=None if args.no_encoder else (args.encoder or "auto"), overrides=over)
 
 
 def run_align(args) -> int:
@@ -130,7 +147,7 @@ def run_animate(args) -> int:
         raise UsageError("--frames must be at least 1")
     if not args.output.lower().endswith(".mp4"):
         raise UsageError("output must end in .mp4")
-    inv_config = _inv_config(args)
+    pcfg = _portrait_config(args)
     check_output(args.output)                # before minutes of inversion, not after
     if args.save_portrait:
         check_writable(args.save_portrait)
@@ -141,11 +158,13 @@ def run_animate(args) -> int:
             por = P.load(args.input, device=pick_device(args.device))
         else:
             G, d_img = _load_model(args)
-            por = P.prepare_and_invert(args.input, G, progress=cb, cancel=cancel, config=inv_config, d_img=d_img)
+            por = P.prepare_and_invert(args.input, G, progress=cb, cancel=cancel, config=pcfg, d_img=d_img)
             for n in por.notes:
                 print(f"note: {n}")
-            print(f"inverted in {por.timings['invert_s']:.1f} s: PSNR {por.metrics['psnr']:.2f} dB, "
-                  f"SSIM {por.metrics['ssim']:.3f} at the photo's view")
+            tm = por.timings
+            start = "encoder" if "encode_s" in tm else "mean face"
+            print(f"fitted in {tm['total_s']:.1f} s (start: {start}, first result after {tm.get('first_result_s', 0):.1f} s): "
+                  f"PSNR {por.metrics['psnr']:.2f} dB, SSIM {por.metrics['ssim']:.3f} at the photo's view")
             if args.save_portrait:
                 print(f"wrote {por.save(args.save_portrait)}")
         out = P.animate(por, args.output, motion_seed=args.motion_seed, frames=args.frames, orbit=args.orbit,
@@ -160,11 +179,11 @@ def run_animate(args) -> int:
 def run_reconstruct(args) -> int:
     from .. import portrait as P
 
-    inv_config = _inv_config(args)
+    pcfg = _portrait_config(args)
     G, d_img = _load_model(args)
     cb, close = stage_bars("reconstruct")
     try:
-        s = P.reconstruct_video(args.video, G, args.output, inv_config, motion_steps=args.motion_steps,
+        s = P.reconstruct_video(args.video, G, args.output, pcfg, motion_steps=args.motion_steps,
                                 max_frames=args.max_frames, d_img=d_img, progress=cb, cancel=threading.Event())
     finally:
         close()
