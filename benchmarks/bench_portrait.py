@@ -1,17 +1,33 @@
-"""Portrait figures: inversion quality and identity at novel views, time per inversion, and the
-PnP camera error on synthetic heads with known cameras.
+"""Portrait figures: inversion quality, identity at novel views and over the animation, time per stage,
+the encoder against today's optimisation side by side, video reconstruction, and the PnP camera error
+on synthetic heads with known cameras.
 
-    python benchmarks/bench_portrait.py invert [--ckpt CKPT | --random] [--photos astronaut,tennis] [-o out.json]
+    python benchmarks/bench_portrait.py invert [--ckpt CKPT | --random] [--photos astronaut,tennis]
+        [--methods legacy,encoder] [--repeats 1] [--anim-frames 64] [--set FIELD=VALUE ...] [-o out.json]
+    python benchmarks/bench_portrait.py video [--ckpt CKPT] [--frames 16] [--methods legacy,encoder]
     python benchmarks/bench_portrait.py pnp [--heads 8] [--yaw-deg 25] [--pitch-deg 10]
 
 `invert` runs on real photographs that ship inside installed packages: scikit-image's astronaut
 (frontal, 88 px face), its mirror, and imgui-bundle's tennis demo photo (a 44 px face turned about
-30°, when imgui-bundle is installed). Per photo: PSNR/SSIM at the input view, dlib face distance
-between the aligned input and renders at yaw ±20° from the photo's camera (dlib's same-person
-threshold is 0.6; "no face" when dlib finds none in the render; which detector found it), seconds
-per inversion. The default model is the embedded checkpoint; --random uses an untrained tiny model
-(the figures then only show the plumbing). Inversion settings are InversionConfig's defaults unless
-given.
+30°, when imgui-bundle is installed). Methods, run alternately per photo in one process:
+
+- ``legacy``: today's optimisation before issue 15 (200 w + 300 PTI steps from the mean latent, no
+  motion term: ``InversionConfig.legacy()``);
+- ``optimise``: the same start with the motion fix (what a model without an encoder gets now);
+- ``encoder``: the model's portrait encoder (``--encoder`` or the file beside the model), then
+  ``InversionConfig.after_encoder()`` (a short w+ refinement and fewer PTI steps).
+
+Per photo and method: PSNR/SSIM at the input view; dlib face distance between the aligned input and
+renders at yaw ±20° from the photo's camera (t = 0); over the animation `pv3d animate` makes (default
+motion seed 0, t from 0 to 1, ``--anim-frames`` frames at the photo's camera) the largest distance
+and the frames where dlib finds no face; at t = 0.5 the distance at yaw ±20°. dlib's same-person
+threshold is 0.6. Seconds per stage (align, encoder, w, w+, PTI), to the first result, in all; with
+``--repeats`` > 1 the times are medians (the fits are deterministic, so the figures are not).
+``--set FIELD=VALUE`` overrides an ``InversionConfig`` field of every method (e.g. preserve_motion=false).
+
+`video` makes a talking-head clip from the model itself (a random identity and motion, a gentle yaw
+track, ``--frames`` frames), runs ``pv3d reconstruct`` (:func:`pv3d_core.portrait.reconstruct_video`) with
+each method and reports PSNR and seconds per stage.
 """
 from __future__ import annotations
 
@@ -19,7 +35,9 @@ import argparse
 import json
 import math
 import os
+import statistics
 import sys
+import tempfile
 import time
 from pathlib import Path
 
@@ -51,19 +69,89 @@ def _model(ckpt, random=False):
     return G, None, "random tiny"
 
 
-def run_invert(args):
-    import skimage.data
+def _overrides(items):
+    from dataclasses import fields
 
-    from pv3d_core import portrait as P
-    from pv3d_core.faces import FaceError, descriptor, find_face
     from pv3d_core.invert import InversionConfig
 
-    G, d_img, name = _model(args.ckpt, args.random)
-    over = {k: getattr(args, k) for k in ("w_steps", "pti_steps", "pti_lr", "geometry_weight")
-            if getattr(args, k) is not None}
-    cfg = InversionConfig(**over)
+    types = {f.name: f.type for f in fields(InversionConfig)}
+    out = {}
+    for item in items or []:
+        k, _, v = item.partition("=")
+        if k not in types:
+            raise SystemExit(f"--set: unknown InversionConfig field {k!r}")
+        t = types[k]
+        out[k] = (v.lower() in ("1", "true", "yes")) if "bool" in str(t) else (int(v) if "int" in str(t) else float(v))
+    return out
+
+
+def _config(method, over):
+    from pv3d_core.invert import InversionConfig
+    from pv3d_core.portrait import PortraitConfig
+
+    if method == "legacy":
+        return PortraitConfig(inversion=InversionConfig.legacy(**over), encoder=None)
+    if method == "optimise":
+        return PortraitConfig(inversion=InversionConfig(**over), encoder=None)
+    if method == "encoder":
+        return PortraitConfig(overrides=over)
+    raise SystemExit(f"unknown method {method!r} (legacy, optimise, encoder)")
+
+
+def _distance(img, d_in):
+    """dlib distance of the largest face in a uint8 render to descriptor ``d_in`` (None: no face found)."""
+    from PIL import Image
+
+    from pv3d_core.faces import FaceError, descriptor, find_face
+
+    if img.shape[0] < 256:
+        img = np.asarray(Image.fromarray(img).resize((256, 256), Image.BICUBIC))
+    try:
+        face = find_face(img, min_face=20)
+    except FaceError:
+        return None, None
+    return round(float(np.linalg.norm(descriptor(img, face.landmarks) - d_in)), 4), face.extra.get("detector")
+
+
+def identity_figures(por, anim_frames: int = 64, save_dir=None, key="") -> dict:
+    """dlib distances of a portrait's renders to its aligned input (see the module doc)."""
+    from PIL import Image
+
+    from pv3d_core import portrait as P
+    from pv3d_core.faces import descriptor
+
+    d_in = descriptor(por.crop)
+    yaw, pitch = por.yaw_pitch
+    r = por.renderer()
+    out = {}
+    for dy in (-20, 0, 20):
+        img = r.render(por.settings(yaw=yaw + math.radians(dy), resolution=256)).numpy()
+        out[f"yaw{dy:+d}"], out[f"yaw{dy:+d}_detector"] = _distance(img, d_in)
+        if save_dir:
+            Image.fromarray(img).save(Path(save_dir) / f"{key}_yaw{dy:+d}.png")
+    for dy in (-20, 20):
+        img = r.render(por.settings(t=0.5, yaw=yaw + math.radians(dy), resolution=256)).numpy()
+        out[f"t0.5_yaw{dy:+d}"], _ = _distance(img, d_in)
+        if save_dir:
+            Image.fromarray(img).save(Path(save_dir) / f"{key}_t0.5_yaw{dy:+d}.png")
+    frames = P.animate(por, None, motion_seed=0, frames=anim_frames)
+    dists = [_distance(f, d_in)[0] for f in frames]
+    found = [d for d in dists if d is not None]
+    out["animation"] = {"frames": len(frames), "no_face": [i for i, d in enumerate(dists) if d is None],
+                        "max_distance": max(found) if found else None,
+                        "median_distance": round(float(np.median(found)), 4) if found else None,
+                        "over_0.6": sum(d >= 0.6 for d in found)}
+    if save_dir:
+        pick = [0, len(frames) // 4, len(frames) // 2, 3 * len(frames) // 4, len(frames) - 1]
+        Image.fromarray(np.concatenate([frames[i] for i in pick], 1)).save(Path(save_dir) / f"{key}_animation.png")
+    return out
+
+
+def _photos(keys):
+    import skimage.data
+
     photos = {}
-    for key in args.photos.split(","):
+    for key in keys.split(","):
         if key == "astronaut":
             photos[key] = skimage.data.astronaut()
         elif key == "astronaut_mirror":
@@ -76,35 +164,100 @@ def run_invert(args):
             photos[key] = tennis
         else:
             raise SystemExit(f"unknown photo {key!r}")
-    rows = {}
-    for key, img in photos.items():
-        t0 = time.perf_counter()
-        por = P.prepare_and_invert(img, G, config=cfg, d_img=d_img)
-        dt = time.perf_counter() - t0
-        yaw, pitch = por.yaw_pitch
-        d_in = descriptor(por.crop)
-        dists = {}
-        r = por.renderer()
-        for dy in (-20, 0, 20):
-            img_r = r.render(por.settings(yaw=yaw + math.radians(dy), pitch=pitch, resolution=256)).numpy()
-            try:
-                face = find_face(img_r, min_face=20)
-                dists[f"{dy:+d}"] = round(float(np.linalg.norm(descriptor(img_r, face.landmarks) - d_in)), 4)
-                dists[f"{dy:+d}_detector"] = face.extra.get("detector")
-            except FaceError:
-                dists[f"{dy:+d}"] = "no face found in the render"
-            if args.save_dir:
-                from PIL import Image
+    return photos
 
-                Path(args.save_dir).mkdir(parents=True, exist_ok=True)
-                Image.fromarray(img_r).save(Path(args.save_dir) / f"{key}_yaw{dy:+d}.png")
-        rows[key] = {"psnr": round(por.metrics["psnr"], 3), "ssim": round(por.metrics["ssim"], 4),
-                     "face_distance_vs_input": dists, "seconds": round(dt, 1),
-                     "align_s": round(por.timings["align_s"], 2), "invert_s": round(por.timings["invert_s"], 1),
-                     "camera_yaw_deg": round(math.degrees(yaw), 2), "camera_pitch_deg": round(math.degrees(pitch), 2)}
-        print(key, rows[key], flush=True)
-    out = {"model": name, "config": cfg.to_dict(), "threads": torch.get_num_threads(), "photos": rows}
-    return out
+
+def _load():
+    try:
+        return [round(v, 2) for v in os.getloadavg()]
+    except OSError:
+        return None
+
+
+def run_invert(args):
+    from pv3d_core import portrait as P
+
+    G, d_img, name = _model(args.ckpt, args.random)
+    over = _overrides(args.set)
+    methods = args.methods.split(",")
+    encoder = None
+    if "encoder" in methods:
+        encoder, why = P.find_encoder(G, args.encoder or "auto")
+        if encoder is None:
+            raise SystemExit(f"method 'encoder': {why}")
+    if args.save_dir:
+        Path(args.save_dir).mkdir(parents=True, exist_ok=True)
+    rows = {}
+    for key, img in _photos(args.photos).items():
+        rows[key] = {}
+        runs = {m: [] for m in methods}
+        for rep in range(args.repeats):
+            for m in methods:          # alternate, so that the machine's load falls on both alike
+                load0 = _load()
+                t0 = time.perf_counter()
+                por = P.prepare_and_invert(img, G, config=_config(m, over), d_img=d_img,
+                                           encoder=encoder if m == "encoder" else None)
+                wall = time.perf_counter() - t0
+                runs[m].append((por, wall, load0, _load()))
+                print(f"{key} {m} run {rep + 1}: {wall:.1f} s, PSNR {por.metrics['psnr']:.2f}", flush=True)
+        for m in methods:
+            por = runs[m][-1][0]
+            tm = [r[0].timings for r in runs[m]]
+
+            def med(k):
+                v = [t[k] for t in tm if k in t]
+                return round(statistics.median(v), 2) if v else None
+            row = {"psnr": round(por.metrics["psnr"], 3), "ssim": round(por.metrics["ssim"], 4),
+                   "seconds": round(statistics.median(r[1] for r in runs[m]), 1),
+                   "stages_s": {k: med(k) for k in ("align_s", "encode_s", "w_s", "wplus_s", "pti_s", "first_result_s",
+                                                   "total_s")},
+                   "load_avg_1min_before_after": [[r[2][0], r[3][0]] for r in runs[m] if r[2]],
+                   "camera_yaw_deg": round(por.transform["yaw_deg"], 2),
+                   "camera_pitch_deg": round(por.transform["pitch_deg"], 2)}
+            if "encoder_pose_deg" in por.timings:
+                row["encoder_yaw_pitch_deg"] = [round(v, 2) for v in por.timings["encoder_pose_deg"]]
+            row["identity"] = identity_figures(por, args.anim_frames, args.save_dir, f"{key}_{m}")
+            rows[key][m] = row
+            print(key, m, json.dumps(row), flush=True)
+        if "legacy" in methods:
+            for m in methods:
+                if m != "legacy":
+                    rows[key][f"{m}_vs_legacy_time_ratio"] = round(rows[key][m]["seconds"] / rows[key]["legacy"]["seconds"], 4)
+    return {"model": name, "methods": methods, "overrides": over, "threads": torch.get_num_threads(),
+            "repeats": args.repeats, "photos": rows}
+
+
+def run_video(args):
+    """A clip of the model's own: pv3d reconstruct with each method, side by side."""
+    from pv3d_core import portrait as P
+    from pv3d_core.data.layout import write_video
+    from pv3d_core.pipeline import FrameRenderer, RenderSettings
+
+    G, d_img, name = _model(args.ckpt, False)
+    r = FrameRenderer(G)
+    n = args.frames
+    frames = [r.render(RenderSettings(seed=args.seed, motion_seed=args.seed, t=i / (n - 1), psi=0.7,
+                                      yaw=math.radians(15) * math.sin(2 * math.pi * i / n), resolution=256)).numpy()
+              for i in range(n)]
+    out = {}
+    with tempfile.TemporaryDirectory() as tmp:
+        clip = Path(tmp) / "clip.mp4"
+        write_video(clip, frames, fps=25)
+        for m in args.methods.split(","):
+            cfg = _config(m, _overrides(args.set))
+            load0 = _load()
+            t0 = time.perf_counter()
+            s = P.reconstruct_video(clip, G, Path(tmp) / m, cfg, motion_steps=args.motion_steps, d_img=d_img,
+                                    encoder=cfg.encoder)
+            out[m] = {"seconds": round(time.perf_counter() - t0, 1), "psnr_mean": round(s["metrics"]["psnr_mean"], 3),
+                      "psnr_min": round(s["metrics"]["psnr_min"], 3), "frames_used": s["frames_used"],
+                      "start": s["start"], "stages_s": s["seconds"], "load_avg_1min_before_after": [load0, _load()]}
+            print(m, json.dumps(out[m]), flush=True)
+    if "legacy" in out:
+        for m in out:
+            if m != "legacy":
+                out[f"{m}_speedup_vs_legacy"] = round(out["legacy"]["seconds"] / out[m]["seconds"], 3)
+    return {"model": name, "frames": n, "motion_steps": args.motion_steps, "results": out}
 
 
 def _tennis():
@@ -171,14 +324,24 @@ def main():
     a = sub.add_parser("invert")
     a.add_argument("--ckpt", default=os.environ.get("PV3D_DEFAULT_CKPT"))
     a.add_argument("--random", action="store_true", help="an untrained tiny model instead of the default one")
-    a.add_argument("--photos", default="astronaut,astronaut_mirror,tennis")
-    a.add_argument("--w-steps", type=int)
-    a.add_argument("--pti-steps", type=int)
-    a.add_argument("--pti-lr", type=float)
-    a.add_argument("--geometry-weight", type=float)
+    a.add_argument("--photos", default="astronaut,tennis")
+    a.add_argument("--methods", default="legacy,encoder", help="legacy, optimise, encoder (comma-separated)")
+    a.add_argument("--encoder", help="encoder file (default: the one beside the model)")
+    a.add_argument("--repeats", type=int, default=1)
+    a.add_argument("--anim-frames", type=int, default=64)
+    a.add_argument("--set", action="append", metavar="FIELD=VALUE", help="InversionConfig override (every method)")
     a.add_argument("--threads", type=int, help="torch threads (default: torch's)")
     a.add_argument("--save-dir")
     a.add_argument("-o", "--output")
+    v = sub.add_parser("video")
+    v.add_argument("--ckpt", default=os.environ.get("PV3D_DEFAULT_CKPT"))
+    v.add_argument("--frames", type=int, default=16)
+    v.add_argument("--seed", type=int, default=3)
+    v.add_argument("--motion-steps", type=int, default=200)
+    v.add_argument("--methods", default="legacy,encoder")
+    v.add_argument("--set", action="append", metavar="FIELD=VALUE")
+    v.add_argument("--threads", type=int)
+    v.add_argument("-o", "--output")
     b = sub.add_parser("pnp")
     b.add_argument("--heads", type=int, default=8)
     b.add_argument("--yaw-deg", type=float, default=25.0, help="true yaw uniform in ±this (default 25)")
@@ -189,7 +352,7 @@ def main():
     args = ap.parse_args()
     if getattr(args, "threads", None):
         torch.set_num_threads(args.threads)
-    res = run_invert(args) if args.mode == "invert" else run_pnp(args)
+    res = {"invert": run_invert, "video": run_video, "pnp": run_pnp}[args.mode](args)
     text = json.dumps(res, indent=1)
     print(text)
     if args.output:
