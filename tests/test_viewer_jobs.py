@@ -71,19 +71,34 @@ def test_portrait_job_hands_back_the_latent(tmp_path, tiny_generator, monkeypatc
     fake = types.ModuleType("pv3d_core.portrait")
     calls = []
 
-    def prepare_and_invert(image_path, G, progress=None, cancel=None):
+    from pv3d_core.live import FitState
+
+    seen = {}
+
+    def prepare_and_invert(image_path, G, progress=None, cancel=None, on_state=None):
         # pv3d_core.portrait's progress signature: progress(stage, step, total, loss)
         calls.append(image_path)
-        progress("w", 1, 2, 0.5)
-        progress("pti", 2, 2, 0.1)
+        progress("align", 1, 1, 0.0)
+        seen["align"] = job.status
+        # then the fit's states (pv3d_core.live): the status names the stage and the time left
+        on_state(FitState("w+", 1, 2, torch.zeros(1, 3), G, eta_s=75.0))
+        progress("w+", 1, 2, 0.5)
+        seen["w+"] = job.status
+        on_state(FitState("pti", 2, 2, torch.ones(1, 3), G, final=True))
         return types.SimpleNamespace(ws=torch.ones(1, 3), generator=G, yaw_pitch=(0.3, -0.1))
     fake.prepare_and_invert = prepare_and_invert
     monkeypatch.setitem(sys.modules, "pv3d_core.portrait", fake)
     import pv3d_core
 
     monkeypatch.setattr(pv3d_core, "portrait", fake, raising=False)   # an earlier import set the attribute
-    job = run(J.Job("portrait", J.portrait_job(tmp_path / "face.png", tiny_generator)).start())
+    body = J.portrait_job(tmp_path / "face.png", tiny_generator)
+    job = J.Job("portrait", body)
+    job = run(job.start())
     assert job.error is None and torch.equal(job.result, torch.ones(1, 3)) and calls == [tmp_path / "face.png"]
+    assert seen == {"align": "align 1/1", "w+": "w+ 1/2, 1 min 15 s left"}
+    latest = body.latest.take()                 # the newest state, for the viewer to show (latest wins)
+    assert latest.stage == "pti" and latest.final and torch.equal(latest.ws, torch.ones(1, 3))
+    assert body.latest.take() is None
     # the app shows the tuned generator from the photo's camera
     assert job.tuned_generator is tiny_generator and job.portrait_view == (0.3, -0.1)
 
@@ -137,6 +152,10 @@ class _FakeWorker:
     def set_appearance(self, ws):
         self.calls.append(("set_appearance", None if ws is None else "ws"))
 
+    def show_preview(self, G, ws, name="portrait (fitting)"):
+        self.calls.append(("show_preview", name))
+        self.generator, self.model_name = G, name          # not a new model: the serial stays
+
     def load(self, path):
         self.calls.append(("load", str(path)))
         self.generator, self.model_name, self.model_serial = object(), str(path), self.model_serial + 1
@@ -152,7 +171,7 @@ def _viewer(monkeypatch, G):
                                 viewport_error=None, notice=None, portrait_active=False, settings=None)
     app.actions = Actions(app)
     fake = types.ModuleType("pv3d_core.portrait")
-    fake.prepare_and_invert = lambda path, G, progress=None, cancel=None: types.SimpleNamespace(
+    fake.prepare_and_invert = lambda path, G, progress=None, cancel=None, on_state=None: types.SimpleNamespace(
         ws="latent", generator=("tuned", G), yaw_pitch=(0.1, 0.0))
     import pv3d_core
 
@@ -194,6 +213,63 @@ def test_a_second_photo_is_fitted_on_the_model_not_on_the_first_portrait(monkeyp
     assert app.worker.generator == ("tuned", base)           # not ("tuned", ("tuned", base))
     app.actions.clear_portrait()
     assert app.worker.generator is base
+
+
+def _live_fit(monkeypatch, base):
+    """A viewer whose fit hands out one state, then waits until it is cancelled or let go."""
+    import threading
+    import types
+
+    import torch
+
+    from pv3d_core.errors import Cancelled
+    from pv3d_core.live import FitState
+
+    app = _viewer(monkeypatch, base)
+    go = threading.Event()
+
+    def prepare_and_invert(path, G, progress=None, cancel=None, on_state=None):
+        on_state(FitState("w+", 0, 4, torch.zeros(1, 3), G, camera=None))
+        while not go.is_set():
+            if cancel.is_set():
+                raise Cancelled("cancelled")
+            go.wait(0.01)
+        return types.SimpleNamespace(ws="latent", generator=("tuned", G), yaw_pitch=(0.1, 0.0))
+    sys.modules["pv3d_core.portrait"].prepare_and_invert = prepare_and_invert
+    job = app.actions.fit_portrait("face.png")
+    for _ in range(500):
+        if job.latest is not None and job.latest.serial:
+            break
+        job.join(0.01)
+    return app, job, go
+
+
+def test_a_running_fit_is_shown_live_and_a_cancelled_one_goes_back_to_the_model(monkeypatch):
+    base = object()
+    app, job, go = _live_fit(monkeypatch, base)
+    app.actions.update_fit_preview()            # the UI loop: the newest state goes to the worker
+    assert app.worker.calls[-1] == ("show_preview", "portrait (w+, fitting)") and app.portrait_active
+    n = len(app.worker.calls)
+    app.actions.update_fit_preview()            # nothing new: nothing sent
+    assert len(app.worker.calls) == n
+    job.cancel()
+    _finish(app, job)
+    assert app.worker.generator is base and not app.portrait_active and "cancelled" in app.message
+    assert app.actions.fit_job is None and app.actions.portrait_base is None
+    # finished normally, the tuned generator replaces the previews; the serial never changed meanwhile
+    app, job, go = _live_fit(monkeypatch, base)
+    app.actions.update_fit_preview()
+    go.set()
+    _finish(app, job)
+    assert app.worker.generator == ("tuned", base) and app.portrait_active and app.actions.fit_job is None
+    # a preview never shows over a model the user loaded meanwhile
+    app, job, go = _live_fit(monkeypatch, base)
+    app.actions.load_checkpoint("other.safetensors")
+    app.actions.update_fit_preview()
+    assert ("show_preview", "portrait (w+, fitting)") not in app.worker.calls
+    go.set()
+    _finish(app, job)
+    assert app.worker.model_name == "other.safetensors"
 
 
 def test_completion_callbacks_run_on_the_ui_thread_and_their_errors_are_not_swallowed(caplog):

@@ -177,3 +177,21 @@ def test_a_job_taken_off_the_queue_is_busy_at_once():
     assert not w.idle()                   # the queue is empty, but the render has started
     w.command(lambda worker: "done", "command")
     assert w._next()[0] == "command" and not w.idle()
+
+
+def test_a_fits_preview_shows_its_state_without_looking_like_a_new_model(worker):
+    """show_preview (a running portrait fit's state): the latest queued preview wins, the latent is set,
+    the cache starts over, and model_serial stays (the app tells a user's load by it)."""
+    gate = threading.Event()
+    worker.set_generator({"gate": gate, "started": threading.Event()}, name="base")
+    assert wait(lambda: worker.renderer is not None)
+    serial = worker.model_serial
+    worker.request(RenderSettings(seed=1))
+    assert wait(lambda: worker.renderer.G["started"].is_set())   # the worker is busy rendering
+    worker.show_preview({}, torch.zeros(1, 2), name="portrait (w+, fitting)")
+    worker.show_preview({"n": 2}, torch.ones(1, 2), name="portrait (pti, fitting)")
+    gate.set()
+    assert wait(worker.idle)
+    assert worker.renderer.G == {"n": 2} and torch.equal(worker.renderer.appearance_ws, torch.ones(1, 2))
+    assert worker.model_name == "portrait (pti, fitting)" and worker.model_serial == serial
+    assert worker.model_path is None

@@ -34,6 +34,7 @@ class Actions:
         self.app = app
         self.portrait_base: PortraitBase | None = None   # set while a fitted portrait is shown
         self.portrait_view = None      # (yaw, pitch) radians of a fitted photo, applied once on the UI thread
+        self.fit_job = None            # the portrait fit whose live states are shown
         self._drops: list = []
 
     # ------------------------------------------------------------------ buttons and keys
@@ -69,8 +70,11 @@ class Actions:
         app.worker.load(path)
 
     def clear_portrait(self) -> None:
-        """Back to the seeds of the model the portrait was fitted on."""
+        """Back to the seeds of the model the portrait was fitted on (a fit under way is cancelled)."""
         app = self.app
+        if self.fit_job is not None:
+            self.fit_job.cancel()
+            self.fit_job = None
         if self.portrait_base is not None:
             app.worker.set_generator(self.portrait_base.generator, name=self.portrait_base.name)
             self.portrait_base = None
@@ -133,15 +137,22 @@ class Actions:
             app.viewport_error = "load a model before dropping a portrait"
             return None
         base = self.portrait_base or PortraitBase(app.worker.generator, app.worker.model_name)
-        job = app.jobs.start("portrait", portrait_job(image_path, base.generator), self.job_done)
+        body = portrait_job(image_path, base.generator)
+        job = app.jobs.start("portrait", body, self.job_done)
         job.base = base
         job.model_serial = app.worker.model_serial
+        job.latest = body.latest
+        if self.fit_job is not None:
+            self.fit_job.cancel()
+        self.fit_job = job
         app.message = f"fitting portrait {Path(image_path).name} ..."
         return job
 
     def job_done(self, job) -> None:
         """A job finished (called on the UI thread by :meth:`JobManager.collect`)."""
         app = self.app
+        if job.name == "portrait" and (job.error or job.cancelled):
+            self._drop_fit_preview(job)
         if job.error:
             app.message = f"{job.name} failed: {job.error}"
         elif job.cancelled:
@@ -167,9 +178,44 @@ class Actions:
             app.worker.set_generator(tuned, name="portrait (pivotal-tuned)")
         self.portrait_base = job.base
         app.worker.set_appearance(job.result)
-        self.portrait_view = job.portrait_view
+        if not getattr(job, "previewed", False):     # the previews already turned to the photo's camera
+            self.portrait_view = job.portrait_view
+        if self.fit_job is job:
+            self.fit_job = None
         app.portrait_active = True
         app.message = "portrait fitted: animating it"
+
+    def _drop_fit_preview(self, job) -> None:
+        """A fit that failed or was cancelled after showing live states: back to the model it started
+        from (unless a newer fit, a "back to seeds" or another model has taken over the view since)."""
+        if self.fit_job is not job:
+            return
+        self.fit_job = None
+        if getattr(job, "previewed", False) and self.app.worker.model_serial == job.model_serial:
+            self.clear_portrait()
+
+    def update_fit_preview(self) -> None:
+        """Each UI frame: show the running fit's newest state, if there is a new one and the model shown
+        is still the one it fits (never waits: the worker installs it between renders)."""
+        app, job = self.app, self.fit_job
+        if job is None or job.done or getattr(job, "latest", None) is None:
+            return
+        if app.worker.model_serial != job.model_serial or app.worker.loading():
+            return                      # the user loaded another model meanwhile
+        s = job.latest.take()
+        if s is None:
+            return
+        app.worker.show_preview(s.generator, s.ws, name=f"portrait ({s.stage}, fitting)")
+        if not getattr(job, "previewed", False):
+            job.previewed = True        # the photo's camera once, at the first result; then orbit freely
+            if self.portrait_base is None:
+                self.portrait_base = job.base
+            if s.camera is not None:
+                from pv3d_core.render import cameras
+
+                pivot = tuple(job.base.generator.rendering_kwargs.get("avg_camera_pivot", cameras.DEFAULT_PIVOT))
+                self.portrait_view = cameras.yaw_pitch_of(s.camera, pivot)[:2]
+        app.portrait_active = True
 
     def apply_portrait_view(self) -> None:
         """After a photo is fitted, show it as it was taken: its camera, at t = 0 (then orbit/play freely)."""

@@ -67,7 +67,7 @@ class Job:
         a path stays, for the panel to show."""
         if not isinstance(self.result, str):
             self.result = None
-        for heavy in ("tuned_generator", "base"):
+        for heavy in ("tuned_generator", "base", "latest"):
             if hasattr(self, heavy):
                 setattr(self, heavy, None)
 
@@ -246,16 +246,33 @@ def ply_job(G, s: RenderSettings, path, resolution: int = 128, appearance_ws=Non
 
 
 def portrait_job(image_path, G):
-    """Job body: prepare and invert a portrait; the result is the appearance latent ``ws``."""
+    """Job body: prepare and invert a portrait; the result is the appearance latent ``ws``. While it
+    runs, ``job.latest`` (:class:`pv3d_core.live.LatestState`) holds the newest state of the fit for the
+    UI to show (the encoder's first result, then the refinement), and the status names the stage and
+    the time left."""
+    from pv3d_core.live import LatestState
+
     def body(job: Job):
         from pv3d_core import portrait
 
-        job.status = "fitting portrait"
-        out = portrait.prepare_and_invert(image_path, G, progress=lambda stage, i, n, loss=0.0: job.report(i, n, f"{stage} {i}/{n}"), cancel=job.cancel_event)
+        job.status = "finding the face"
+        seen = []
+
+        def progress(stage, i, n, loss=0.0):
+            if not seen:                # stages before the first state (alignment, the encoder)
+                job.report(i, n, f"{stage} {i}/{n}")
+
+        def on_state(s):
+            seen.append(True)
+            job.report(s.step, s.total, s.label())      # the stage and the time left
+            body.latest(s)
+        out = portrait.prepare_and_invert(image_path, G, progress=progress, cancel=job.cancel_event,
+                                          on_state=on_state)
         if job.cancel_event.is_set():
             raise Cancelled("cancelled")
         # pivotal tuning adapts the generator to the photo: the viewer shows the portrait with it
         job.tuned_generator = getattr(out, "generator", None)
         job.portrait_view = getattr(out, "yaw_pitch", None)     # the photo's camera (radians)
         return out.ws
+    body.latest = LatestState(min_interval_s=1.0)
     return body

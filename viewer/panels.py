@@ -163,7 +163,8 @@ class Panels:
                     else:
                         imgui.text_wrapped(f"{job.name} saved: {job.result}")
                 else:
-                    imgui.progress_bar(job.progress, imgui.ImVec2(-60, 0), f"{job.name} {int(job.progress * 100)}%")
+                    label = f"{job.name}: {job.status}" if job.name == "portrait" else f"{job.name} {int(job.progress * 100)}%"
+                    imgui.progress_bar(job.progress, imgui.ImVec2(-60, 0), label)   # portrait: stage, time left
                     imgui.same_line()
                     if imgui.button("Cancel"):
                         job.cancel()

@@ -227,6 +227,7 @@ class ViewerApp:
         self.actions.handle_drops()
         self.guarded("a finished job", self.jobs.collect)   # completions run here, on the UI thread
         self.collect_results()             # includes the texture upload of a new frame
+        self.actions.update_fit_preview()  # a running portrait fit's newest state, shown live
         self.actions.apply_portrait_view()
         t1 = time.perf_counter()
         if self.cpp_renderer:

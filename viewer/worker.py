@@ -219,6 +219,20 @@ class RenderWorker:
     def set_generator(self, G, name: str = "in-memory model") -> None:
         self.command(lambda w: (w._install(G, None, name), f"using {name}")[1], "model")
 
+    def show_preview(self, G, ws, name: str = "portrait (fitting)") -> None:
+        """Show a running fit's current state (:meth:`pv3d_core.live.FitState.snapshot`): its generator
+        and latent. Latest wins: a preview still queued is replaced. Unlike :meth:`set_generator` this
+        is not a new model (``model_serial`` stays), so a fit's previews never look like a user's load."""
+        def do(w: "RenderWorker"):
+            w.renderer = w._factory(G)
+            w.renderer.set_appearance(ws.to(w.device))
+            w.model_path, w.model_name = None, name
+            w._bump_epoch()
+            return None
+        with self._cond:
+            self._commands = collections.deque(c for c in self._commands if c[0] != "preview")
+        self.command(do, "preview")
+
     def set_appearance(self, ws) -> None:
         """Fixed appearance latent (an inverted portrait); None goes back to seeds."""
         def do(w: "RenderWorker"):
