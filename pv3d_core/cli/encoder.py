@@ -26,7 +26,8 @@ def add_arguments(p) -> None:
     p.add_argument("--ckpt", help="model checkpoint (default: the embedded model)")
     p.add_argument("-o", "--out", help="encoder file to write (default: beside the model, <model>-encoder.safetensors)")
     p.add_argument("--run", default="", help="folder for the resumable state and history (default: OUT.run/)")
-    p.add_argument("--init", help="start from this encoder's weights (e.g. the encoder of an earlier model)")
+    p.add_argument("--init", help="start from these weights: an encoder file, or another training run's folder "
+                                  "(OUT.run/: its averaged encoder), e.g. those of an earlier model")
     p.add_argument("--steps", type=int, default=d.steps, help=f"total steps (default {d.steps}; a resumed run continues to this)")
     p.add_argument("--batch", type=int, default=d.batch, help=f"samples per step, all processes together (default {d.batch})")
     p.add_argument("--fresh", type=int, default=d.fresh, help=f"new generator samples per step and process (default {d.fresh})")
@@ -37,6 +38,9 @@ def add_arguments(p) -> None:
     p.add_argument("--max-yaw", type=float, default=d.max_yaw_deg, help="camera yaw range of the samples, degrees")
     p.add_argument("--max-pitch", type=float, default=d.max_pitch_deg, help="camera pitch range of the samples, degrees")
     p.add_argument("--max-minutes", type=float, default=0.0, help="stop after this long, state saved (0 = no limit)")
+    p.add_argument("--write-on-stop", action="store_true",
+                   help="when the run stops early (--max-minutes, Ctrl-C, SIGTERM), write the encoder as it is "
+                        "too (a time budget); the same command still continues the run")
     p.add_argument("--checkpoint-every", type=int, default=d.checkpoint_every)
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--threads", type=int, default=0, help="torch threads per process (0 = torch's default)")
@@ -60,8 +64,8 @@ def config_from_args(args):
     return EncoderTrainConfig(
         ckpt=str(ckpt), out=out, run=args.run, init=args.init, steps=args.steps, batch=args.batch, fresh=args.fresh,
         pool=args.pool, image_samples=args.image_samples, lr=args.lr, max_yaw_deg=args.max_yaw,
-        max_pitch_deg=args.max_pitch, max_minutes=args.max_minutes, checkpoint_every=args.checkpoint_every,
-        seed=args.seed, threads=args.threads).validate()
+        max_pitch_deg=args.max_pitch, max_minutes=args.max_minutes, write_on_stop=args.write_on_stop,
+        checkpoint_every=args.checkpoint_every, seed=args.seed, threads=args.threads).validate()
 
 
 def _bar(show: bool):
@@ -111,7 +115,9 @@ def run_train_encoder(args) -> int:
     if main_process:
         print(json.dumps(summary, indent=1))
         if summary.get("interrupted"):
-            print(f"stopped at step {summary['steps']} of {summary['of']}; run the same command again to continue")
+            wrote = f"; wrote {summary['encoder']} as it is" if summary.get("encoder") else ""
+            print(f"stopped at step {summary['steps']} of {summary['of']}{wrote}; "
+                  "run the same command again to continue")
     return 0
 
 

@@ -18,8 +18,11 @@ faces), sensor noise. Losses:
 The saved encoder is an exponential moving average of the trained one. Runs resume from
 ``RUN/state.safetensors`` (encoder, average, optimiser, counters, RNG; the pool is refilled); Ctrl-C,
 SIGTERM and SIGHUP save the state and stop cleanly, as does ``max_minutes``. The encoder file itself is
-written (atomically) only when the last step is done. Under torchrun each process draws its own
-samples and gradients are averaged (:class:`pv3d_core.train.loop.Dist`).
+written (atomically) only when the last step is done, or, with ``write_on_stop`` (a time budget: "the
+best encoder in M minutes"), also when the run stops early; the run's state stays, to continue it.
+``init`` starts a new run from an encoder file or from another run's state (its averaged encoder). Under
+torchrun each process draws its own samples and gradients are averaged
+(:class:`pv3d_core.train.loop.Dist`).
 """
 from __future__ import annotations
 
@@ -53,7 +56,8 @@ class EncoderTrainConfig:
     ckpt: str = ""
     out: str = ""                     # the encoder file written at the end
     run: str = ""                     # state, history, samples ("" = OUT without suffix + ".run")
-    init: str | None = None           # start from this encoder's weights (e.g. one made for an earlier model)
+    init: str | None = None           # start from these weights: an encoder file, or a training run's folder
+                                      # (its averaged encoder), e.g. one made for an earlier model
     steps: int = 3000
     batch: int = 16                   # samples per step, all processes together
     fresh: int = 4                    # new generator samples per step (per process), the rest from the pool
@@ -77,6 +81,7 @@ class EncoderTrainConfig:
     eval_every: int = 250
     eval_samples: int = 32
     max_minutes: float = 0.0          # stop (state saved) after this long; 0 = no limit
+    write_on_stop: bool = False       # stopped early, write the (averaged) encoder as it is too
     seed: int = 0
     threads: int = 0
 
@@ -208,11 +213,7 @@ class EncoderTrainer:
             self.enc = PortraitEncoder(EncoderConfig.for_generator(self.G)).to(self.dev)
         self.init_note = None
         if cfg.init:
-            ef = load_encoder(cfg.init, device=self.dev)
-            if (ef.encoder.config.num_ws, ef.encoder.config.w_dim) != (self.G.num_ws, self.G.w_dim):
-                raise CheckpointError(f"--init {cfg.init} is an encoder for another latent layout")
-            self.enc = ef.encoder.train().requires_grad_(True)
-            self.init_note = f"started from {cfg.init}"
+            self._init_from(cfg.init)
         self.enc.set_latent_stats(self.w_avg, self.spread)
         d.broadcast_module(self.enc)
         self.ema = copy.deepcopy(self.enc).eval().requires_grad_(False)
@@ -228,6 +229,30 @@ class EncoderTrainer:
             self._resume()
 
     # ---------------------------------------------------------------- state
+    def _init_from(self, path) -> None:
+        """Start from an encoder file, or from a training run (``X.run/`` or its state file: the run's
+        averaged encoder, which is what its encoder file would have held), e.g. an earlier model's."""
+        p = Path(path)
+        state = p / STATE if p.is_dir() else p
+        if state.name == STATE or p.is_dir():
+            if not state.is_file():
+                raise CheckpointError(f"--init {path}: no encoder training state ({STATE}) in it")
+            from ..io import load_state_strict
+
+            ck = read_checkpoint(state)
+            if "encoder_training" not in ck.meta or not ck.has("encoder_ema"):
+                raise CheckpointError(f"--init {path} is not an encoder training run")
+            load_state_strict(self.enc, ck.part("encoder_ema"), f"--init {path} (the run's averaged encoder)")
+            st = ck.meta["encoder_training"]
+            self.init_note = f"started from the run {p} (step {st.get('step')})"
+        else:
+            ef = load_encoder(path, device=self.dev)
+            if (ef.encoder.config.num_ws, ef.encoder.config.w_dim) != (self.G.num_ws, self.G.w_dim):
+                raise CheckpointError(f"--init {path} is an encoder for another latent layout")
+            self.enc = ef.encoder
+            self.init_note = f"started from {path}"
+        self.enc = self.enc.to(self.dev).train().requires_grad_(True)
+
     def _resume(self) -> None:
         ck = read_checkpoint(self.run / STATE)
         st = ck.meta.get("encoder_training", {})
@@ -494,7 +519,8 @@ def train_encoder(cfg: EncoderTrainConfig, progress=None, cancel: threading.Even
     summary = {"steps": tr.step, "of": cfg.steps, "run": str(tr.run), "hours_total": round(tr.seconds / 3600, 3),
                "steps_this_run": tr.step - step0, "seconds_this_run": round(time.time() - t_start, 1),
                "generator_fingerprint": tr.fp, "interrupted": interrupted}
-    if not interrupted and tr.step >= cfg.steps and d.main:
+    finished = not interrupted and tr.step >= cfg.steps
+    if (finished or (interrupted and cfg.write_on_stop)) and d.main:
         summary["encoder"] = str(tr.export())
         meta = load_encoder(cfg.out).meta
         summary.update({k: meta[k] for k in ("eval_latent", "eval_latent_mean_face", "eval_pose_deg", "eval_psnr",
