@@ -100,6 +100,39 @@ def clip_settings(base: RenderSettings, spec: ClipSpec) -> list[RenderSettings]:
     return [base.with_(t=float(t), yaw=float(a[0]), pitch=float(a[1])) for t, a in zip(ts, angles)]
 
 
+def walk_settings(base: RenderSettings, frames: int) -> list[RenderSettings]:
+    """A latent walk: ``frames`` settings from ``base``'s seeds (blend 0) to its second seeds (blend 1),
+    for the appearance when ``base.seed_b`` is set and for the motion when ``base.motion_seed_b`` is;
+    the moment and the camera stay those of ``base``."""
+    if frames < 2:
+        raise ExportError("a walk needs at least 2 frames")
+    if base.seed_b is None and base.motion_seed_b is None:
+        raise ExportError("nothing to walk between: choose a second appearance or motion seed")
+    out = []
+    for i in range(frames):
+        a = i / (frames - 1)
+        out.append(base.with_(blend=a if base.seed_b is not None else 0.0,
+                              motion_blend=a if base.motion_seed_b is not None else 0.0))
+    return out
+
+
+def path_settings(base: RenderSettings, path, t0: float | None = None, t1: float | None = None,
+                  frames: int | None = None) -> list[RenderSettings]:
+    """One setting per frame of a keyframed camera path (:class:`pv3d_core.render.camera_path.CameraPath`):
+    its yaw, pitch and field of view; the timestamp runs from ``t0`` to ``t1`` (default: ``base.t``
+    throughout). ``frames``: resample the path to that many frames (default: its own, one per 1/fps s).
+    What the viewer's path export and `pv3d generate --camera-path` render."""
+    angles = path.angles(frames)
+    n = len(angles)
+    t0 = base.t if t0 is None else t0
+    t1 = t0 if t1 is None else t1
+    if not (0 <= t0 <= 1 and 0 <= t1 <= 1):
+        raise ExportError(f"timestamps must lie in [0, 1], got {t0}..{t1}")
+    ts = np.linspace(t0, t1, n) if n > 1 else np.array([t0])
+    return [base.with_(t=round(float(t), 6), yaw=float(np.radians(a[0])), pitch=float(np.radians(a[1])),
+                       fov=float(a[2])) for t, a in zip(ts, angles)]
+
+
 def render_clip(renderer: FrameRenderer, settings: list[RenderSettings],
                 progress: Callable[[int, int], None] | None = None,
                 cancel: threading.Event | None = None) -> Iterator[np.ndarray]:
@@ -113,4 +146,4 @@ def render_clip(renderer: FrameRenderer, settings: list[RenderSettings],
 
 
 __all__ = ["ExportError", "Cancelled", "write_atomic", "write_mp4", "write_png", "write_png_folder", "ClipSpec",
-           "clip_settings", "render_clip", "check_output"]
+           "clip_settings", "walk_settings", "path_settings", "render_clip", "check_output"]
