@@ -193,13 +193,19 @@ def _build(dims: tuple[int, int, int]) -> Library:
     raise CpuKernelsUnavailable("the CPU kernels did not compile (" + "; ".join(errors[-2:]) + ")")
 
 
-def library(dims) -> Library:
+def library(dims, wait: bool = True) -> Library:
     """The kernels for decoder sizes ``dims`` (cin, hidden, cout), built or loaded once per process;
-    a failure is remembered and re-raised as :class:`CpuKernelsUnavailable`."""
+    a failure is remembered and re-raised as :class:`CpuKernelsUnavailable`.
+
+    ``wait=False``: while another thread is building, raise :class:`CpuKernelsUnavailable` ("compiling")
+    at once instead of waiting for it (not remembered: the next call uses the finished build). The
+    viewer builds in a warm-up thread and its first frames render with PyTorch meanwhile."""
     key = tuple(int(x) for x in dims)
     hit = _libs.get(key)
     if hit is None:
-        with _lock:
+        if not _lock.acquire(blocking=wait):
+            raise CpuKernelsUnavailable("CPU kernels compiling in another thread (first use on this machine)")
+        try:
             hit = _libs.get(key)
             if hit is None:
                 _building.add(key)
@@ -212,6 +218,8 @@ def library(dims) -> Library:
                 finally:
                     _building.discard(key)
                 _libs[key] = hit
+        finally:
+            _lock.release()
     if isinstance(hit, Exception):
         raise hit
     return hit

@@ -457,8 +457,8 @@ def _decide_cpu(tensors: Sequence[torch.Tensor], problem: str | None, dims: Dims
             problem = "gradients are needed (the kernels are inference only)"
     lib = None
     if problem is None:
-        try:
-            lib = cpu_kernels.library(_dims_tuple(dims))
+        try:   # "auto" does not wait for a build another thread runs (the viewer's warm-up): PyTorch meanwhile
+            lib = cpu_kernels.library(_dims_tuple(dims), wait=mode == "on")
         except cpu_kernels.CpuKernelsUnavailable as e:
             problem = str(e)
     if problem is not None:
