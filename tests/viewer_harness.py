@@ -12,6 +12,7 @@ import pytest
 
 ROOT = Path(__file__).resolve().parent.parent
 ARTIFACTS = ROOT / "tests" / "artifacts"
+HOOKS = ROOT / "tests" / "gui_hooks"
 
 
 # ------------------------------------------------------------------------------------ harness
@@ -32,13 +33,18 @@ def xvfb_display():
 
 
 class App:
-    def __init__(self, display, tmp: Path, args=(), env=None):
+    def __init__(self, display, tmp: Path, args=(), env=None, hooks: bool = False):
+        """``hooks``: put tests/gui_hooks first on the app's path (its sitecustomize shortens portrait
+        fits to $PV3D_TEST_FIT_STEPS)."""
         from pv3d_viewer.control import HarnessError, launch_viewer
 
         self.display = display
+        self.tmp = tmp
         self.sock = str(tmp / "ctl.sock")
+        path = [str(HOOKS)] if hooks else []
+        path += [str(ROOT), os.environ.get("PYTHONPATH", "")]
         self.env = dict(os.environ, DISPLAY=display, PV3D_VIEWER_CONFIG=str(tmp / "cfg"),
-                        PYTHONPATH=str(ROOT) + os.pathsep + os.environ.get("PYTHONPATH", ""), **(env or {}))
+                        PYTHONPATH=os.pathsep.join(path), **(env or {}))
         self.log = open(tmp / "viewer.log", "wb")
         self.logpath = tmp / "viewer.log"
         try:

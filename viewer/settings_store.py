@@ -1,4 +1,4 @@
-"""Settings remembered between runs (last checkpoint, window size, export folder), as JSON.
+"""Settings remembered between runs (last checkpoint, window size, export folder, layout), as JSON.
 
 Location: ``$PV3D_VIEWER_CONFIG`` (a ``.json`` file, or a folder that gets ``viewer.json``), else
 ``$XDG_CONFIG_HOME/pv3d-studio/viewer.json`` (``~/.config/...``; ``%APPDATA%`` on Windows).
@@ -26,6 +26,17 @@ class ViewerSettings:
     export_frames: int = 48
     export_resolution: int = 256
     export_camera: str = "fixed"
+    # the layout and the last choices of the widgets (enumerations are checked where they are used)
+    panel_tab: str = "Scene"
+    show_performance: bool = False
+    playback_mode: str = "realtime"
+    mesh_resolution: int = 128
+    mesh_level: float = 10.0
+    mesh_format: str = "glb"
+    mesh_frames: int = 16
+    walk_frames: int = 48
+    walk_appearance: bool = True
+    walk_motion: bool = False
 
 
 def config_path() -> Path:
