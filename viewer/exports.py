@@ -103,7 +103,8 @@ class Exports:
                 length = S.timeline_length(app.st)
                 todo = [S.render_settings(app.st, pos=length * i / (n - 1)).with_(resolution=res) for i in range(n)]
                 path = path or self._name(base, "", "_meshes")
-                fps = n / max(1e-6, app.st.clip_seconds * length / max(1e-6, app.st.speed))
+                seconds = app.st.clip_seconds * length / max(1e-6, app.st.speed)     # the timeline played once
+                fps = (n - 1) / max(1e-6, seconds)           # n meshes from its start to its end
                 job = app.jobs.start("mesh sequence", mesh_sequence_job(G, todo, path, grid, level, fmt or default_fmt,
                                                                         fps=round(fps, 6), appearance_ws=ws),
                                      app.actions.job_done)

@@ -7,8 +7,8 @@ import time
 import numpy as np
 
 SERIES = ("ui", "frame", "mapping", "backbone", "render")
-LABELS = {"ui": "UI frame", "frame": "render (worker)", "mapping": "mapping", "backbone": "tri-plane backbone",
-          "render": "volume render + SR"}
+LABELS = {"ui": "UI frame", "frame": "frame", "mapping": "mapping", "backbone": "backbone",
+          "render": "render+SR"}
 
 
 class PerfHistory:

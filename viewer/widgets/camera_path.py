@@ -94,6 +94,7 @@ def _plot(app) -> None:
     kv = np.array([[k.yaw, k.pitch, k.fov] for k in ks], dtype=np.float64)
     if implot.begin_plot("##path", imgui.ImVec2(-1, 130)):
         implot.setup_axes("seconds", "degrees")
+        implot.setup_legend(implot.Location_.east.value, implot.LegendFlags_.outside.value)
         implot.setup_axes_limits(t0, t0 + d, float(curve.min()) - 5, float(curve.max()) + 5, implot.Cond_.always.value)
         for j, name in enumerate(("yaw", "pitch", "fov")):
             implot.plot_line(name, ts.copy(), np.ascontiguousarray(curve[:, j]))

@@ -37,7 +37,10 @@ def draw(app) -> None:
         imgui.text_wrapped("medians (ms): " + ", ".join(parts))
         if implot.begin_plot("##times", imgui.ImVec2(-1, -1)):
             implot.setup_axes("seconds", "ms")
-            implot.setup_axis_limits(implot.ImAxis_.x1.value, now - WINDOW_S, now, implot.Cond_.always.value)
+            implot.setup_legend(implot.Location_.north.value,
+                                implot.LegendFlags_.horizontal.value | implot.LegendFlags_.outside.value)
+            right = max(now, WINDOW_S)
+            implot.setup_axis_limits(implot.ImAxis_.x1.value, right - WINDOW_S, right, implot.Cond_.always.value)
             implot.setup_axis_limits(implot.ImAxis_.y1.value, 0, 150, implot.Cond_.once.value)
             for k in SERIES:
                 ts, vs = hist.series(k)
