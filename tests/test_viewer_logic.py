@@ -121,3 +121,28 @@ def test_exports_of_a_portrait_are_named_after_it(tmp_path):
     folder = J.output_name(tmp_path, s, "", "_meshes")
     folder.mkdir()
     assert J.output_name(tmp_path, s, "", "_meshes").name == folder.name + "-1"
+
+
+# ------------------------------------------------------------------------------------ remembered settings
+
+def test_remembered_layout_and_choices_fall_back_when_the_file_holds_nonsense(tmp_path, monkeypatch):
+    """The settings store checks types (viewer/settings_store.py); the values a widget offers are checked
+    where they are used, so a hand-edited or stale file cannot select a tab, format or mode that is not
+    there."""
+    monkeypatch.setenv("PV3D_VIEWER_CONFIG", str(tmp_path))
+    (tmp_path / "viewer.json").write_text(json.dumps({
+        "panel_tab": "Nope", "playback_mode": "backwards", "mesh_format": "stl", "mesh_resolution": 100000,
+        "mesh_level": -4, "show_performance": "yes", "walk_frames": 0}))
+    from pv3d_viewer.app import parse_args
+    from pv3d_viewer.exports import Exports
+    from pv3d_viewer.window import ViewerApp
+
+    app = ViewerApp(parse_args([]))
+    assert app.ui.requested_tab == "Scene" and app.st.playback_mode == "realtime" and not app.ui.perf_open
+    assert Exports(app).mesh_settings() == (128, 10.0, "glb")
+    assert app.settings.walk_frames == 48
+    (tmp_path / "viewer.json").write_text(json.dumps({"panel_tab": "Path", "playback_mode": "every frame",
+                                                      "mesh_format": "obj", "show_performance": True}))
+    app = ViewerApp(parse_args([]))
+    assert app.ui.requested_tab == "Path" and app.st.playback_mode == "every frame" and app.ui.perf_open
+    assert Exports(app).mesh_settings() == (128, 10.0, "obj")

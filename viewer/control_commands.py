@@ -175,6 +175,11 @@ class ControlCommands:
         job = self.app.actions.exports.export("mesh" if mesh else kind, path, fmt=kind if mesh else None)
         return {"job": None if job is None else job.id, "message": self.app.message}
 
+    def cmd_cancel_jobs(self, p):
+        """Cancel every running job (as their Cancel buttons do)."""
+        self.app.jobs.cancel_all()
+        return {}
+
     def cmd_jobs(self, p):
         return {"jobs": [job_dict(j) for j in self.app.jobs.jobs]}
 

@@ -32,7 +32,8 @@ from .progress import StagedProgress
 
 log = logging.getLogger(__name__)
 
-JOB_NICE = 10        # how much lower than the UI a background job runs (Linux nice steps)
+# how much lower than the UI a background job runs (Linux nice steps); $PV3D_JOB_NICE=0 turns it off (A/B runs)
+JOB_NICE = int(os.environ.get("PV3D_JOB_NICE", "10") or 0)
 
 
 def lower_thread_priority(step: int = JOB_NICE) -> int | None:
