@@ -14,7 +14,7 @@ from pv3d_core.paths import default_checkpoint
 
 pytestmark = pytest.mark.gui
 
-FIT_STEPS = "6,6"     # a real fit, shortened (tests/gui_hooks): 6 latent steps, 6 pivotal-tuning steps
+FIT_STEPS = "4,4"     # a real fit, shortened (tests/gui_hooks): 4 latent steps, 4 pivotal-tuning steps
 
 
 @pytest.fixture(scope="module")
