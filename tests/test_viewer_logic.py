@@ -18,32 +18,51 @@ from pv3d_viewer.recent import KEEP, RecentFiles
 # ------------------------------------------------------------------------------------ playback
 
 class SlowCache:
-    """A worker stand-in: each asked-for frame is ready ``delay`` seconds of simulated time later."""
+    """A worker stand-in: one render at a time, ``delay`` seconds of simulated time each; a direct request
+    goes before the render-ahead list (as in RenderWorker), and its result is shown when it is ready."""
 
     def __init__(self, delay):
         self.delay, self.now, self.ready = delay, 0.0, {}
         self.busy_until = 0.0
+        self.requested = {}              # direct requests being rendered -> when they are ready
 
-    def ask(self, settings_list):
-        for s in settings_list[:1]:              # one render at a time, the first of the list
-            if s not in self.ready and self.now >= self.busy_until:
-                self.busy_until = self.now + self.delay
-                self.ready[s] = self.busy_until
+    def ask(self, request, prefetch):
+        if self.now < self.busy_until:
+            return
+        todo = [(request, True)] if request is not None else []
+        todo += [(s, False) for s in prefetch if s not in self.ready][:1]
+        for s, direct in todo[:1]:
+            self.busy_until = self.now + self.delay
+            self.ready[s] = self.busy_until
+            if direct:
+                self.requested[s] = self.busy_until
 
     def cached(self, s):
         return "frame" if self.ready.get(s, 1e9) <= self.now else None
 
+    def results(self):
+        done = [s for s, t in self.requested.items() if t <= self.now]
+        for s in done:
+            del self.requested[s]
+        return done
 
-def play(mode, delay, seconds=4.0, dt=1 / 60):
+
+def play(mode, delay, seconds=4.0, dt=1 / 60, moving_camera=False):
     st = S.ViewerState(playing=True, playback_mode=mode, t=0.0)
     pb, cache, shown = Playback(), SlowCache(delay), None
     steps = int(seconds / dt)
-    for _ in range(steps):
+    for i in range(steps):
         cache.now += dt
+        if moving_camera:              # e.g. a camera path preview: nothing rendered ahead is ever used
+            st.yaw = 10 * i * dt
+        for s in cache.results():      # the result of a direct request, shown late (the app's ResultGate)
+            shown = s
+            if mode == "realtime":
+                pb.note_shown()
         step = pb.step(st, dt, cache.cached, delay, shown)
         if step.show:
             shown = step.show[1]
-        cache.ask(([step.request] if step.request else []) + step.prefetch)
+        cache.ask(step.request, step.prefetch)
     return pb, seconds
 
 
@@ -51,8 +70,12 @@ def test_realtime_playback_keeps_the_clock_and_drops_late_frames():
     pb, secs = play("realtime", delay=0.15)
     assert pb.distance / secs == pytest.approx(0.5, rel=0.02)          # 1 clip per 2 s, whatever the render time
     assert pb.dropped > 0 and pb.shown > 10
+    assert pb.shown / secs > 0.5 / 0.15, "fewer than half the frames it could render were shown"
     fast, secs = play("realtime", delay=0.01)
     assert fast.distance / secs == pytest.approx(0.5, rel=0.02) and fast.shown > pb.shown
+    # the camera moves while it plays: frames are asked for directly and shown late, never none
+    moving, secs = play("realtime", delay=0.15, moving_camera=True)
+    assert moving.distance / secs == pytest.approx(0.5, rel=0.02) and moving.shown / secs > 1.5
 
 
 def test_every_frame_playback_waits_for_each_frame():
@@ -78,6 +101,15 @@ def test_one_bar_over_stages_never_goes_back_and_says_the_time_left():
     status = seen[7][1]                                  # pti 3/6: 3 steps left at 1 s each
     assert status.startswith("PTI") and "3/6" in status and "3 s left" in status
     assert bar.update("w", 1, 4)[0] == 1.0              # a late report of an earlier stage does not pull it back
+    # weighted steps: with each PTI step taking 3.5 latent steps' time, the time left holds across stages
+    clock[0] = 0.0
+    bar = StagedProgress([("w", 10), ("pti", 10, 3.5)], clock=lambda: clock[0])
+    for i in range(1, 11):
+        clock[0] += 1.0
+        bar.update("w", i, 10)
+    clock[0] += 3.5
+    f, status = bar.update("pti", 1, 10)
+    assert f == pytest.approx(13.5 / 45) and "32 s left" in status       # 9 PTI steps of 3.5 s: 31.5 s
 
 
 # ------------------------------------------------------------------------------------ recent files

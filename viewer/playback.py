@@ -22,7 +22,7 @@ from dataclasses import dataclass, field
 from . import state as S
 
 RENDER_AHEAD = 12     # frames asked for ahead of the playhead (after the lead)
-STARVED_S = 0.25      # realtime: nothing shown for this long (beyond one render) -> ask for the playhead's frame
+STARVED_S = 0.1       # realtime: nothing shown for this long beyond one render -> ask for the playhead's frame
 
 
 @dataclass
@@ -46,6 +46,12 @@ class Playback:
 
     def stop(self) -> None:
         self._index = None
+        self._since_shown = 0.0
+
+    def note_shown(self) -> None:
+        """A frame asked for directly (when starved) was shown late: count it, and wait a render before
+        asking again, so that rendering ahead gets the worker in between."""
+        self.shown += 1
         self._since_shown = 0.0
 
     def step(self, st: S.ViewerState, dt: float, cached, render_s: float, shown_settings=None) -> Step:

@@ -2,9 +2,10 @@
 
 A portrait fit reports ``progress(stage, step, total)`` per stage (align 0..1, then w 1..200, then pti
 1..300): shown as it came, the bar climbed to 95 % in the first stage and fell back to 1 % in the next.
-:class:`StagedProgress` knows every stage's size up front and maps each report onto one monotonic bar:
-every step of every stage counts the same, the time left is the steps left times the recent seconds
-per step.
+:class:`StagedProgress` knows every stage's size up front and maps each report onto one monotonic bar.
+A stage may weigh its steps (a pivotal-tuning step costs about 3.5 latent steps: it also updates the
+generator and renders the regularisers' side views), so that the bar moves about evenly in time and the
+time left (the units left times the recent seconds per unit) holds across a change of stage.
 """
 from __future__ import annotations
 
@@ -27,11 +28,11 @@ def fmt_seconds(s: float) -> str:
 
 
 class StagedProgress:
-    """``stages``: [(name, steps), ...] in order. :meth:`update` takes a stage's report and gives
-    (fraction of the whole job in [0, 1], status line)."""
+    """``stages``: [(name, steps) or (name, steps, weight of a step), ...] in order. :meth:`update` takes
+    a stage's report and gives (fraction of the whole job in [0, 1], status line)."""
 
     def __init__(self, stages, clock=time.monotonic, window: int = 20):
-        self.stages = [(str(n), max(0, int(k))) for n, k in stages]
+        self.stages = [(str(st[0]), max(0, int(st[1])) * (float(st[2]) if len(st) > 2 else 1.0)) for st in stages]
         self.total = sum(k for _, k in self.stages) or 1
         self.clock = clock
         self.done = 0
@@ -48,9 +49,10 @@ class StagedProgress:
         return before, 0
 
     def update(self, stage: str, step: int, total: int) -> tuple[float, str]:
-        before, size = self._offset(stage)
+        before, size = self._offset(stage)           # in weighted units
         size = size or max(0, int(total))
-        done = before + min(max(0, int(step)), size) * (size / max(1, int(total)) if total else 1)
+        frac = min(1.0, max(0, int(step)) / max(1, int(total))) if total else 1.0
+        done = before + size * frac
         self.done = max(self.done, done)                  # never backwards
         self.fraction = min(1.0, self.done / self.total)
         now = self.clock()

@@ -325,6 +325,8 @@ class ViewerApp:
             self.viewport_error = None
             self.show((r.image, r.ready), r.settings, r.timings, r.info)
             self.render_times = (self.render_times + [time.perf_counter()])[-30:]
+            if self.st.playing:
+                self.playback.note_shown()
 
     def show(self, frame, settings, timings=None, info=None) -> None:
         """``frame``: (RGBA image, ready event or None), as results and the frame cache hold them."""
