@@ -267,3 +267,13 @@ def test_self_check_report_for_the_doctor(cpu_build, fresh_state):
     assert out["label"].startswith("CPU kernels (") and out["check_seconds"] > 0 and out["verdict_from"] == "checked"
     bad = cuda_ops.self_check("cuda", (12, 64, 32))
     assert bad["status"] == "unavailable" and "multiple of 8" in bad["reason"]
+
+
+def test_the_generator_reports_a_rejection(cpu_build, tiny_generator):
+    """What the viewer's status bar shows (PV3DGenerator.volume_rendering_backend)."""
+    assert tiny_generator.volume_rendering_backend().startswith("CPU kernels (")
+    cpu_build.write_text(cpu_build.read_text().replace("* 1.002f - 0.001f", "* 1.002f - 0.00101f"))
+    cpu_kernels._libs.clear()
+    kernel_check.forget()
+    line = tiny_generator.volume_rendering_backend()
+    assert line.startswith("PyTorch (the CPU (") and "failed their self-check: render rgb" in line, line
