@@ -154,8 +154,8 @@ def run(size: int, frames: int, context: str) -> dict:
         out["host"] = {"readback_matches": same, "ms": _median_ms(lambda: (host.upload(frame), gl.glFinish()), frames)}
         host.close()
         if not cuda:
-            out["interop"] = {"status": "skipped", "reason": "no CUDA device (torch "
-                              f"{torch.__version__}{'' if torch.version.cuda else ', a CPU build'})"}
+            why = "is a CPU build" if not torch.version.cuda else f"(CUDA {torch.version.cuda}) sees none"
+            out["interop"] = {"status": "skipped", "reason": f"no CUDA device: torch {torch.__version__} {why}"}
             return out
         dev = torch.device("cuda")
         gpu = frame.to(dev)
