@@ -438,6 +438,7 @@ def _any_launcher(device: torch.device) -> _Launcher:
 
 
 # ---------------------------------------------------------------------------------------------- devices
+@functools.lru_cache(maxsize=1)
 def driver_version() -> str | None:
     """The NVIDIA driver's version ("580.159.03" from /proc/driver/nvidia/version), else the CUDA driver
     API's ("CUDA 13.0" from cuDriverGetVersion), else None (no driver)."""
@@ -670,19 +671,35 @@ def _cpu_key(lib) -> str:
     return "|".join(["cpu", lib.path.name, f"torch {torch.__version__}", f"check {kernel_check.CHECK_VERSION}"])
 
 
+def _memo(obj, variant, fresh: bool, get) -> kernel_check.Verdict:
+    """The verdict kept on the module object itself, so that each op pays an attribute lookup, not a key
+    (valid until :func:`kernel_check.forget`)."""
+    memo = obj.__dict__.setdefault("_verdicts", {})
+    hit = memo.get(variant)
+    if hit is not None and not fresh and hit[0] == kernel_check.generation():
+        return hit[1]
+    v = get()
+    memo[variant] = (kernel_check.generation(), v)
+    return v
+
+
 def check_cuda(launcher: _Launcher, fresh: bool = False) -> kernel_check.Verdict:
     """The self-check verdict of a compiled CUDA module (run at its first use on this device, driver and
     model size; remembered: see :mod:`kernel_check`). ``fresh``: check again now."""
     half = half_planes_enabled()
-    where = f"CUDA ({device_identity(launcher.device)}, driver {driver_version() or '?'})" \
-        if launcher.device.type == "cuda" else f"CUDA ({launcher.label()})"
-    return kernel_check.verdict(_cuda_key(launcher, half), _CudaCheck(launcher), launcher.dims or Dims(), half,
-                                where, fresh)
+
+    def get():
+        where = f"CUDA ({device_identity(launcher.device)}, driver {driver_version() or '?'})" \
+            if launcher.device.type == "cuda" else f"CUDA ({launcher.label()})"
+        return kernel_check.verdict(_cuda_key(launcher, half), _CudaCheck(launcher), launcher.dims or Dims(), half,
+                                    where, fresh)
+    return _memo(launcher, half, fresh, get)
 
 
 def check_cpu(lib, fresh: bool = False) -> kernel_check.Verdict:
     """The self-check verdict of a built CPU kernel library (as :func:`check_cuda`)."""
-    return kernel_check.verdict(_cpu_key(lib), _CpuCheck(lib), lib.dims, False, f"CPU ({lib.label()})", fresh)
+    return _memo(lib, False, fresh, lambda: kernel_check.verdict(_cpu_key(lib), _CpuCheck(lib), lib.dims, False,
+                                                                 f"CPU ({lib.label()})", fresh))
 
 
 def _rejection(v: kernel_check.Verdict) -> str | None:

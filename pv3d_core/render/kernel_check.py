@@ -51,7 +51,7 @@ from .decoder import OSGDecoder
 from .rays import pixel_rays, split_camera
 
 __all__ = ["TOLERANCE", "CHECK_VERSION", "ENV_CHECK", "ENV_VERDICTS", "Verdict", "Backend", "check_mode",
-           "verdicts_path", "make_problem", "run_check", "verdict", "forget"]
+           "verdicts_path", "make_problem", "run_check", "verdict", "forget", "generation"]
 
 logger = logging.getLogger(__name__)
 
@@ -211,6 +211,11 @@ def run_check(backend: Backend, dims, half: bool = False) -> Verdict:
 _memory: dict[str, Verdict] = {}
 _warned: set[str] = set()
 _lock = threading.RLock()
+_generation = [0]                   # bumped by forget(): callers' own copies of verdicts are stale then
+
+
+def generation() -> int:
+    return _generation[0]
 
 
 def _read_file(path: Path) -> dict:
@@ -280,6 +285,7 @@ def verdict(key: str, backend: Backend, dims, half: bool = False, where: str = "
 def forget(key: str | None = None) -> None:
     """Drop remembered verdicts (all, or one key) from memory, and their warnings; the file is kept."""
     with _lock:
+        _generation[0] += 1
         if key is None:
             _memory.clear()
             _warned.clear()
