@@ -134,8 +134,10 @@ class Display:
                 self.path, self.reason, done = "interop", "CUDA-GL interop, checked against the host path", True
             except Exception as e:  # noqa: BLE001 - any failed step means the host path
                 self._interop_failed = True
-                why = str(e) if isinstance(e, InteropMismatch) else f"{type(e).__name__}: {e}"
-                self.reason = f"CUDA-GL interop {'failed its first-frame check' if isinstance(e, InteropMismatch) else 'unavailable'}: {why}"
+                if isinstance(e, InteropMismatch):
+                    self.reason = f"CUDA-GL interop failed its first-frame check: {e}"
+                else:
+                    self.reason = f"CUDA-GL interop unavailable: {type(e).__name__}: {e}"
                 self._release_interop()
         host = None
         if not done:
