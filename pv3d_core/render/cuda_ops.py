@@ -51,6 +51,7 @@ import ctypes
 import functools
 import glob
 import hashlib
+import math
 import os
 import re
 import sys
@@ -689,7 +690,7 @@ def check_cuda(launcher: _Launcher, fresh: bool = False) -> kernel_check.Verdict
     half = half_planes_enabled()
 
     def get():
-        where = f"CUDA ({device_identity(launcher.device)}, driver {driver_version() or '?'})" \
+        where = f"CUDA ({torch.cuda.get_device_name(launcher.device)}, driver {driver_version() or '?'})" \
             if launcher.device.type == "cuda" else f"CUDA ({launcher.label()})"
         return kernel_check.verdict(_cuda_key(launcher, half), _CudaCheck(launcher), launcher.dims or Dims(), half,
                                     where, fresh)
@@ -737,7 +738,7 @@ def self_check(device, dims: Dims | tuple = Dims(), fresh: bool = True) -> dict:
         out.update(status="unavailable", reason=str(e))
         return out
     out.update(status="ok" if v.ok else "rejected", reason="" if v.ok else _rejection(v),
-               max_error=v.max_error if v.max_error == v.max_error and v.max_error != float("inf") else None,
+               max_error=v.max_error if math.isfinite(v.max_error) else None,
                worst=v.worst, check_seconds=v.seconds, verdict_from=v.origin)
     return out
 
