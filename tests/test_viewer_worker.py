@@ -177,3 +177,16 @@ def test_a_job_taken_off_the_queue_is_busy_at_once():
     assert not w.idle()                   # the queue is empty, but the render has started
     w.command(lambda worker: "done", "command")
     assert w._next()[0] == "command" and not w.idle()
+
+
+def test_worker_says_what_volume_rendering_runs_on(tiny_generator):
+    """The status bar's "volume rendering: ..." comes from the model once installed (kernels compiled and
+    self-checked then, on the worker thread)."""
+    w = RenderWorker("cpu").start()
+    try:
+        w.set_generator(tiny_generator, "tiny")
+        assert wait(lambda: w.has_model, 60)
+        assert w.backend and w.backend == tiny_generator.volume_rendering_backend()
+        assert w.backend.startswith(("CPU kernels (", "PyTorch ("))
+    finally:
+        w.stop()

@@ -453,7 +453,9 @@ class ViewerApp:
         if fm:
             ui += f" ({fm[len(fm) // 2]:.1f} ms/frame)"
         parts = [ui, f"render {rfps:.1f} fps", stages or "-", f"device {self.worker.device}",
-                 f"display {self.display.path}", f"cache {len(self.worker.cache)} frames"]
+                 f"display {self.display.describe()}", f"cache {len(self.worker.cache)} frames"]
+        if self.worker.backend:
+            parts.append(f"volume rendering: {self.worker.backend}")
         if self.message:
             parts.append(self.message)
         return "  |  ".join(parts)

@@ -150,6 +150,7 @@ class RenderWorker:
         self.model_path: str | None = None
         self.model_name: str = "no model"
         self.model_serial = 0                      # bumped when another generator is installed
+        self.backend = ""                          # what volume rendering runs on, and why (status bar)
         self.cache = FrameCache(cache_bytes)       # (epoch, settings) -> (RGBA image, ready event)
         self.busy = False                          # a job taken off the queues is running (under the lock)
         self._running: str | None = None           # the label of the command running, if one is
@@ -262,6 +263,8 @@ class RenderWorker:
     # ------------------------------------------------------------------ worker thread side
     def _install(self, G, path: str | None, name: str | None = None) -> None:
         self.renderer = self._factory(G)
+        # compiles and self-checks the kernels for this model now, on this thread (the first render would)
+        self.backend = G.volume_rendering_backend() if hasattr(G, "volume_rendering_backend") else ""
         self.model_path = path
         self.model_name = name or (path.rsplit("/", 1)[-1] if path else "model")
         self.model_serial += 1

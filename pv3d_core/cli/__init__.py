@@ -7,10 +7,10 @@ from __future__ import annotations
 
 import argparse
 
-from . import data, evaluate, generate, mesh, portraits, train
+from . import data, doctor, evaluate, generate, mesh, portraits, train
 from .runner import EXIT_BUG, EXIT_INTERRUPTED, EXIT_OK, EXIT_USAGE, run_command
 
-COMMAND_GROUPS = (generate, data, train, mesh, evaluate, portraits)
+COMMAND_GROUPS = (generate, data, train, mesh, evaluate, portraits, doctor)
 
 
 def build_parser() -> argparse.ArgumentParser:
