@@ -84,8 +84,9 @@ class _FFmpegEncoder:
         extra = {"start_new_session": True} if sys.platform != "win32" else \
             {"creationflags": getattr(subprocess, "CREATE_NEW_PROCESS_GROUP", 0)}
         try:
-            self.proc = subprocess.Popen(cmd, stdin=subprocess.PIPE, stdout=subprocess.DEVNULL, stderr=self.log,
-                                         **extra)
+            with files.signals_deferred():    # an interrupt inside Popen would leave ffmpeg running, unknown
+                self.proc = subprocess.Popen(cmd, stdin=subprocess.PIPE, stdout=subprocess.DEVNULL, stderr=self.log,
+                                             **extra)
         except OSError as e:
             raise ExportError(f"cannot run ffmpeg ({cmd[0]}): {e.strerror or e}") from None
         self.size = (h, w)

@@ -16,10 +16,12 @@ no process holds their lock, and only once they are :data:`STALE_AFTER_S` second
 """
 from __future__ import annotations
 
+import contextlib
 import logging
 import os
 import re
 import shutil
+import signal
 import stat
 import tempfile
 import threading
@@ -85,6 +87,27 @@ def _lock(fd: int) -> bool:
         return False
     except OSError:          # a file system without flock: the age rule alone protects it
         return True
+
+
+_STOP_SIGNALS = {getattr(signal, n) for n in ("SIGINT", "SIGTERM", "SIGHUP") if hasattr(signal, n)}
+
+
+@contextlib.contextmanager
+def signals_deferred():
+    """Within: Ctrl-C, SIGTERM and SIGHUP wait (blocked in this thread) and arrive right after.
+
+    For the few steps that must not be cut in two: creating a temporary and taking its lock (an
+    interrupt between the two would leave it behind), starting a child process (an interrupt inside
+    Popen leaves the child running, unknown to the caller, writing into a file already removed). A
+    child started within inherits the blocked mask; ours are only ever stopped with SIGKILL or EOF."""
+    if not hasattr(signal, "pthread_sigmask"):
+        yield
+        return
+    old = signal.pthread_sigmask(signal.SIG_BLOCK, _STOP_SIGNALS)
+    try:
+        yield
+    finally:
+        signal.pthread_sigmask(signal.SIG_SETMASK, old)
 
 
 _swept: set = set()
@@ -160,9 +183,10 @@ def check_writable(path, error: type[Exception] = ExportError, folder_ok: bool =
     except OSError as e:
         raise error(f"cannot create folder {parent}: {_reason(e)}") from None
     try:  # the only reliable test (root, read-only mounts, special file systems)
-        fd, probe = tempfile.mkstemp(prefix=TMP_MARK, suffix=".probe", dir=parent)
-        os.close(fd)
-        os.unlink(probe)
+        with signals_deferred():
+            fd, probe = tempfile.mkstemp(prefix=TMP_MARK, suffix=".probe", dir=parent)
+            os.close(fd)
+            os.unlink(probe)
     except OSError as e:
         raise error(f"cannot write to {parent}: {_reason(e)}") from None
     _sweep_once(parent)
@@ -194,8 +218,9 @@ def atomic_write(path, write: Callable[[str], None], error: type[Exception] = Ex
     untouched; OS errors (a full disk...) become ``error`` with a one-line reason, anything else
     propagates as it is. A replaced file keeps its permissions."""
     path = check_writable(path, error)
-    fd, tmp = tempfile.mkstemp(prefix=_tmp_prefix(path.stem), suffix=path.suffix or ".tmp", dir=path.parent)
-    _lock(fd)                      # held until the end: the temporary is alive
+    with signals_deferred():       # never a temporary without its lock and its clean-up below
+        fd, tmp = tempfile.mkstemp(prefix=_tmp_prefix(path.stem), suffix=path.suffix or ".tmp", dir=path.parent)
+        _lock(fd)                  # held until the end: the temporary is alive
     try:
         write(tmp)
         _fsync(tmp)                # a full disk may only show here (delayed allocation, NFS)
@@ -248,9 +273,10 @@ def atomic_folder(folder, fill: Callable[[Path], None], error: type[Exception] =
     """Call ``fill(tmp_dir)`` on a temporary sibling folder, then rename it to ``folder`` (which must
     be absent or empty). On failure the temporary folder is removed and ``folder`` is untouched."""
     folder = check_empty_folder(folder, error)
-    tmp = Path(tempfile.mkdtemp(prefix=_tmp_prefix(folder.name), dir=folder.parent))
-    fd = os.open(tmp, os.O_RDONLY | getattr(os, "O_DIRECTORY", 0))
-    _lock(fd)
+    with signals_deferred():
+        tmp = Path(tempfile.mkdtemp(prefix=_tmp_prefix(folder.name), dir=folder.parent))
+        fd = os.open(tmp, os.O_RDONLY | getattr(os, "O_DIRECTORY", 0))
+        _lock(fd)
     try:
         fill(tmp)
         mode = stat.S_IMODE(os.stat(folder).st_mode) if folder.is_dir() else DIR_MODE
