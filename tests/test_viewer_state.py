@@ -152,9 +152,11 @@ def test_corrupt_or_wrongly_typed_settings_fall_back_to_defaults(tmp_path):
                              "last_checkpoint": 7, "unknown": 1, "export_frames": 30, "export_camera": "spiral"}))
     s, warn = SS.load(p)
     d = SS.ViewerSettings()
-    assert warn is None
-    assert s.window_width == d.window_width and s.window_height == 8192 and s.export_fps == d.export_fps
+    for name in ("window_width", "window_height", "export_fps", "last_checkpoint", "export_camera"):
+        assert name in warn, warn               # each value reset to its default is named in the note
+    assert s.window_width == d.window_width and s.window_height == d.window_height and s.export_fps == d.export_fps
     assert s.last_checkpoint is None and s.export_frames == 30 and s.export_camera == d.export_camera
+    assert s.unknown_keys == {"unknown": 1}
 
 
 def test_save_failure_leaves_the_old_file(tmp_path, monkeypatch):

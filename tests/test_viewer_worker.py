@@ -224,3 +224,16 @@ def test_the_kernel_build_never_delays_the_first_frame(tiny_generator, monkeypat
     finally:
         w.stop()
     assert isinstance(w.renderer.G, torch.nn.Module)
+
+
+def test_worker_says_what_volume_rendering_runs_on(tiny_generator):
+    """The status bar's "volume rendering: ..." comes from the model once installed (kernels compiled and
+    self-checked then, on the warm-up thread)."""
+    w = RenderWorker("cpu").start()
+    try:
+        w.set_generator(tiny_generator, "tiny")
+        assert wait(lambda: w.has_model and w.backend, 60)
+        assert w.backend and w.backend == tiny_generator.volume_rendering_backend()
+        assert w.backend.startswith(("CPU kernels (", "PyTorch ("))
+    finally:
+        w.stop()

@@ -51,6 +51,7 @@ class ViewerApp:
 
         self.settings, warn = settings_store.load()
         self.message = warn or ""
+        self.settings_note = warn         # kept in the status bar past the first model's message
         self.st = S.ViewerState(seed=max(0, args.seed),
                                 playback_mode=choice(self.settings.playback_mode, S.PLAYBACK_MODES, "realtime"))
         if args.resolution:
@@ -301,7 +302,8 @@ class ViewerApp:
                 else:
                     self.notice = None
                     self.viewport_error = None
-                    self.message = r.message or ""
+                    self.message = "; ".join(m for m in (r.message, self.settings_note) if m)
+                    self.settings_note = None
                     if self.worker.model_path:       # a checkpoint, not a portrait's generator
                         self.actions.model_loaded()
                         self.settings.last_checkpoint = str(Path(self.worker.model_path).resolve())

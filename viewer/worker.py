@@ -163,6 +163,7 @@ class RenderWorker:
         self.model_path: str | None = None
         self.model_name: str = "no model"
         self.model_serial = 0                      # bumped when another generator is installed
+        self.backend = ""                          # what volume rendering runs on, and why (status bar)
         self.cache = FrameCache(cache_bytes)       # (epoch, settings) -> (RGBA image, ready event)
         self.busy = False                          # a job taken off the queues is running (under the lock)
         self._running: str | None = None           # the label of the command running, if one is
@@ -302,15 +303,20 @@ class RenderWorker:
         self.model_serial += 1
         self._bump_epoch()
         if self._warm_up and (self._warm_thread is None or not self._warm_thread.is_alive()):
-            self._warm_thread = threading.Thread(target=self._describe_kernels, name="pv3d-kernel-warm-up",
+            self._warm_thread = threading.Thread(target=self._describe_kernels, args=(G,), name="pv3d-kernel-warm-up",
                                                  daemon=True)
             self._warm_thread.start()
 
-    def _describe_kernels(self) -> None:
-        """Warm-up thread: which volume renderer runs here, building it if needed (never on the render thread)."""
+    def _describe_kernels(self, G=None) -> None:
+        """Warm-up thread: which volume renderer runs here for this model's size, building and self-checking
+        the kernels if needed (never on the render thread, so the first frame never waits for a compiler)."""
         self.kernels = "volume renderer: checking (a first use builds the CPU kernels, 1-2 s)"
         try:
-            self.kernels = cuda_ops.describe(self.device)
+            if hasattr(G, "volume_rendering_backend"):
+                self.backend = G.volume_rendering_backend()
+            else:
+                self.backend = cuda_ops.describe(self.device)
+            self.kernels = self.backend
         except Exception as e:  # noqa: BLE001 - a status line, never fatal
             log.warning("could not tell which volume renderer runs: %s", e)
             self.kernels = f"volume renderer: unknown ({type(e).__name__}: {e})"

@@ -6,8 +6,8 @@ import json
 from pathlib import Path
 
 from ..device import pick_device
-from ..errors import UsageError
-from .common import add_device, resolve_checkpoint
+from ..rules import SEED, Float, Int
+from .common import FPS, PSI, TIME, add_device, resolve_checkpoint
 
 
 def add_parser(sub) -> None:
@@ -16,22 +16,23 @@ def add_parser(sub) -> None:
                                    "The mesh is in world units, +Y up, the face towards +Z.")
     p.add_argument("--ckpt", help="checkpoint (default: the embedded model)")
     p.add_argument("--portrait", help="a saved portrait (pv3d animate / invert output) instead of a seed")
-    p.add_argument("--seed", type=int, default=0, help="appearance seed")
-    p.add_argument("--motion-seed", type=int, default=0)
-    p.add_argument("--t", type=float, default=0.0, help="timestamp in [0, 1]")
-    p.add_argument("--frames", type=int, default=1, help="export a sequence: this many frames from --t to --t1, "
-                                                         "one file each in the folder -o (with index.json)")
-    p.add_argument("--t1", type=float, default=1.0)
-    p.add_argument("--psi", type=float, default=0.7)
-    p.add_argument("--res", type=int, default=256, help="grid resolution (default 256)")
-    p.add_argument("--level", type=float, default=10.0, help="density iso-level (raw sigma, default 10)")
+    p.add_argument("--seed", type=SEED.flag, default=0, help="appearance seed")
+    p.add_argument("--motion-seed", type=SEED.flag, default=0)
+    p.add_argument("--t", type=TIME.flag, default=0.0, help="timestamp in [0, 1]")
+    p.add_argument("--frames", type=Int(1, 10_000).flag, default=1,
+                   help="export a sequence: this many frames from --t to --t1, one file each in the folder -o "
+                        "(with index.json)")
+    p.add_argument("--t1", type=TIME.flag, default=1.0)
+    p.add_argument("--psi", type=PSI.flag, default=0.7)
+    p.add_argument("--res", type=Int(16, 512).flag, default=256, help="grid resolution, 16-512 (default 256)")
+    p.add_argument("--level", type=Float(-1e6, 1e6).flag, default=10.0, help="density iso-level (raw sigma, default 10)")
     p.add_argument("--all-components", action="store_true", help="keep floaters (default: the largest part)")
     p.add_argument("--full-grid", action="store_true",
                    help="evaluate every grid point (default: a coarse pass, then exact values near the surface)")
     add_device(p)
     p.add_argument("--format", choices=["ply", "obj", "glb"],
                    help="file format (default: the suffix of -o; for a sequence folder without one, ply)")
-    p.add_argument("--fps", type=float, default=25.0, help="a sequence's frame rate, for the index's times")
+    p.add_argument("--fps", type=FPS.flag, default=25.0, help="a sequence's frame rate, for the index's times")
     p.add_argument("-o", "--output", required=True,
                    help="output file (.ply, .obj, .glb), or with --frames > 1 the sequence's folder "
                         "(a name with a suffix, e.g. head.glb, gives the folder head/ of .glb files)")
@@ -42,14 +43,11 @@ def run_mesh(args) -> int:
     import numpy as np
     from tqdm import tqdm
 
+    from ..export import check_output
     from ..io import load_generator
     from ..mesh import extract_mesh, mesh_format, write_mesh, write_mesh_sequence
     from ..pipeline import FrameRenderer
 
-    if not 0 <= args.t <= 1 or not 0 <= args.t1 <= 1:
-        raise UsageError("timestamps must be within [0, 1]")
-    if args.frames < 1:
-        raise UsageError("--frames must be at least 1")
     out = Path(args.output)
     if args.frames > 1:
         fmt = mesh_format(out, args.format or (out.suffix.lstrip(".") or "ply"))
@@ -57,6 +55,7 @@ def run_mesh(args) -> int:
             out = out.with_suffix("")
     else:
         fmt = mesh_format(out, args.format)
+        check_output(out)                              # before loading the model and extracting
     dev = pick_device(args.device)
     if args.portrait:
         from ..invert import load_portrait

@@ -335,10 +335,11 @@ def project_planes(planes_cl: torch.Tensor, params: torch.Tensor, dims) -> torch
 
 
 def render_rays(lib: Library, planes_cl: torch.Tensor, params: torch.Tensor, origins, dirs, options: dict,
-                deterministic: bool):
+                deterministic: bool, projection: bool | None = None):
     """:func:`volume.render_rays` on channels-last planes (N, 3, H, W, C) and packed decoder ``params``.
 
     Random sampling draws the reference's random numbers with the same calls in the same order.
+    ``projection``: render from projected planes (True) or not (False); None: :func:`set_projection`'s choice.
     Returns features (N, R, C) in [-1, 1], depth (N, R, 1), accumulated weight (N, R, 1).
     """
     b, r, _ = origins.shape
@@ -368,7 +369,8 @@ def render_rays(lib: Library, planes_cl: torch.Tensor, params: torch.Tensor, ori
     wsum = torch.empty(n_rays)
     st = (ctypes.c_int64 * 2)(0, 0)
     if n_rays:
-        proj = project_planes(planes_cl, params, lib.dims) if _use_projection(planes_cl, lib.dims) else None
+        use = _use_projection(planes_cl, lib.dims) if projection is None else projection
+        proj = project_planes(planes_cl, params, lib.dims) if use else None
         _check(lib.lib.pv3d_cpu_render(_ptr(planes_cl), proj.data_ptr() if proj is not None else None,
                                        planes_cl.shape[2], planes_cl.shape[3], _ptr(params), _ptr(o),
                                        _ptr(d), n_rays, r, _ptr(depths_c), c_stride, n_c, _ptr(u), u_stride, n_f,
