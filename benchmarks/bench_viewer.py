@@ -1,15 +1,20 @@
-"""Viewer performance: UI frame time while rendering, and render fps of the viewer's paths.
+"""Viewer performance: the UI loop while rendering, orbiting, playback, and the render paths.
 
     python benchmarks/bench_viewer.py [--ckpt PATH] [--seconds 6] [--frames 12] [--no-ui] [--device cpu]
 
-* UI: the real app (under its own Xvfb when $DISPLAY is unset) renders continuously (the camera
-  orbits through the control socket, so every UI frame asks for a new render); reports the median
-  and 95th percentile of the UI frame's work time and the UI frame rate, and the host-path texture
-  upload at 512².
-* Render: the viewer's FrameRenderer at the default model size (the embedded checkpoint, or a
-  random ``tiny`` model with the same size when it is missing), torch threads = cores - 1 as in the
-  viewer: orbit with the tri-plane cache (camera changes only), scrubbing the timeline without it
-  (every frame recomputes the backbone), and the progressive-refinement preview (raw 16² render).
+* Render: the viewer's renderer (``pv3d_viewer.worker.fast_renderer``: NHWC, the fused CPU kernels when
+  they build) on the default model (the embedded checkpoint, or a random ``tiny`` model of the same
+  size when it is missing), torch threads = cores - 1 as in the viewer: orbit with the tri-plane cache
+  (camera changes only), scrubbing the timeline without it (every frame recomputes the backbone), and
+  the progressive-refinement previews (raw 16² and 32² renders, upscaled).
+* UI (the real app under its own Xvfb when $DISPLAY is unset), :func:`interactive`:
+  - drag: the mouse held down on the viewport and moved every 20 ms with xdotool, as a person orbits;
+    the UI loop's frame rate (the spacing of its frames), the frames shown per second (previews while
+    the mouse moves) and the UI frame's work time;
+  - orbit: the camera moved through the control socket every 50 ms, full-quality frames shown per second;
+  - playback: the timeline played in the real-time mode, timeline speed (clips per second, 0.5 is real
+    time) and frames shown per second; the same in "every frame" mode.
+  ``benchmarks/bench_viewer_jobs.py load`` runs the same measurements with a portrait fit running.
 * With CUDA: fps at 512² of the interop vs host display paths (needs a GL context: Xvfb or a display).
 """
 from __future__ import annotations
@@ -48,12 +53,12 @@ def render_bench(ckpt: Path, frames: int, device: str) -> list[tuple[str, float,
     import torch
 
     from pv3d_core.io import load_generator
-    from pv3d_core.pipeline import FrameRenderer
     from pv3d_viewer import state as S
+    from pv3d_viewer.worker import fast_renderer
 
     torch.set_num_threads(max(1, (os.cpu_count() or 2) - 1))
     G = load_generator(ckpt, device=device)
-    r = FrameRenderer(G)
+    r = fast_renderer(G)
     base = S.render_settings(S.ViewerState(resolution=G.img_resolution, t=0.3))
     rows = []
 
@@ -71,10 +76,84 @@ def render_bench(ckpt: Path, frames: int, device: str) -> list[tuple[str, float,
         [base.with_(yaw=math.radians(-30 + 60 * i / frames)) for i in range(frames + 1)])
     run(f"scrub t, no cache ({G.img_resolution}²)",
         [base.with_(t=round(i / (frames + 1), 6), use_cache=False) for i in range(frames + 1)])
-    run("drag preview: raw 16² upscaled, cache",
-        [S.render_settings(S.ViewerState(resolution=G.img_resolution, t=0.3, yaw=-30 + 60 * i / frames),
-                           preview=True) for i in range(frames + 1)])
+    for nr in (16, 32):
+        run(f"drag preview: raw {nr}² upscaled, cache",
+            [S.render_settings(S.ViewerState(resolution=G.img_resolution, t=0.3, yaw=-30 + 60 * i / frames),
+                               preview=True).with_(neural_resolution=nr) for i in range(frames + 1)])
     return rows
+
+
+# ------------------------------------------------------------------------------------ the real app
+
+def xdo(env, *args) -> str:
+    import subprocess
+
+    return subprocess.run(["xdotool", *args], env=env, check=True, capture_output=True, text=True).stdout
+
+
+def interactive(c, env, seconds: float = 6.0) -> dict:
+    """Drag, orbit and playback measurements on a running viewer (control client ``c``, its ``env``)."""
+    out = {}
+    c.call("set", playing=False, t=0.3, yaw=0.0)
+    while not c.call("state")["settled"]:
+        time.sleep(0.1)
+    # drag with the mouse (xdotool): the UI loop runs flat out, previews are shown while the mouse moves
+    s = c.call("state")
+    x, y, w, h = s["viewport"]
+    wid = xdo(env, "search", "--name", "PV3D Studio").split()[0]
+    xdo(env, "windowfocus", "--sync", wid)
+    xdo(env, "mousemove", "--window", wid, str(x + w // 2), str(y + h // 2))
+    xdo(env, "mousedown", "1")
+    s0 = c.call("state")
+    t0 = time.time()
+    while time.time() - t0 < seconds:
+        step = 4 if int(time.time() - t0) % 2 == 0 else -4      # back and forth, a second each way
+        xdo(env, "mousemove_relative", "--", str(step), "0")
+        time.sleep(0.02)
+    s1 = c.call("state")
+    xdo(env, "mouseup", "1")
+    dt = time.time() - t0
+    ms = sorted(s1["ui_frame_ms"])
+    out["drag"] = {"ui_fps": s1["ui_fps"], "frames_shown_per_s": (s1["frames_shown"] - s0["frames_shown"]) / dt,
+                   "ui_frame_ms_median": statistics.median(ms), "ui_frame_ms_p95": ms[int(0.95 * (len(ms) - 1))]}
+    while not c.call("state")["settled"]:
+        time.sleep(0.1)
+    # orbit through the control socket: every shown frame is a full one
+    s0 = c.call("state")
+    t0 = time.time()
+    i = 0
+    while time.time() - t0 < seconds:
+        c.call("set", yaw=float(-30 + (i * 3) % 60))
+        i += 1
+        time.sleep(0.05)
+    s1 = c.call("state")
+    out["orbit_full_frames_per_s"] = (s1["frames_shown"] - s0["frames_shown"]) / (time.time() - t0)
+    # playback, both clocks
+    for mode in ("realtime", "every frame"):
+        c.call("set", playing=False, t=0.0, speed=1.0, playback_mode=mode)
+        c.call("set", playing=True)
+        time.sleep(1.0)
+        s0 = c.call("state")
+        t0 = time.time()
+        time.sleep(seconds)
+        s1 = c.call("state")
+        dt = time.time() - t0
+        c.call("set", playing=False)
+        out[f"playback_{mode}"] = {
+            "clips_per_s": (s1["playback"]["distance"] - s0["playback"]["distance"]) / dt,
+            "frames_shown_per_s": (s1["frames_shown"] - s0["frames_shown"]) / dt,
+            "dropped_per_s": (s1["playback"]["dropped"] - s0["playback"]["dropped"]) / dt,
+            "ui_fps": s1["ui_fps"], "render_ms": s1["render_ms"]}
+    c.call("set", playback_mode="realtime", t=0.3)
+    out["kernels"] = s1["kernels"]
+    return out
+
+
+def load_average() -> str:
+    try:
+        return " ".join(open("/proc/loadavg").read().split()[:3])
+    except OSError:
+        return "?"
 
 
 def ui_bench(ckpt: Path, seconds: float, tmp: Path) -> dict:
@@ -94,36 +173,21 @@ def ui_bench(ckpt: Path, seconds: float, tmp: Path) -> dict:
             raise SystemExit(str(e)) from None
         while not c.call("state")["settled"]:
             time.sleep(0.1)
-        # continuous rendering: the camera moves every 50 ms (the worker is always busy)
-        end = time.time() + seconds
-        i = 0
-        c.call("state")
-        first_shown = c.call("state")["frames_shown"]
-        t_start = time.time()
-        while time.time() < end:
-            c.call("set", yaw=-30 + (i * 3) % 60)
-            i += 1
-            time.sleep(0.05)
-        s = c.call("state")
-        ms = sorted(s["ui_frame_ms"])
-        out = {"ui_ms_median": statistics.median(ms), "ui_ms_p95": ms[int(0.95 * (len(ms) - 1))],
-               "ui_fps": s["ui_fps"], "frames_shown_per_s": (s["frames_shown"] - first_shown) / (time.time() - t_start)}
-        out["parts"] = s["ui_frame_parts"]
-        # the same with the worker idle: a two-frame loop plays from the cache
+        out = interactive(c, env, seconds)
+        # the UI with the worker idle: a two-frame loop plays from the cache
         c.call("set", frames_per_clip=2, t=0.0, playing=True)
         time.sleep(3)
-        s2 = c.call("state")
-        time.sleep(2)
         s2 = c.call("state")
         ms2 = sorted(s2["ui_frame_ms"])
         out["idle_ms_median"] = statistics.median(ms2)
         out["idle_parts"] = s2["ui_frame_parts"]
+        out["idle_ui_fps"] = s2["ui_fps"]
         c.call("set", playing=False)
         c.call("set", resolution=512, yaw=0.0)
         while not c.call("state")["settled"]:
             time.sleep(0.1)
         out["upload_512_ms"] = c.call("state")["upload_ms"]
-        out["display_path"] = s["display_path"]
+        out["display_path"] = c.call("state")["display_path"]
         c.call("quit")
         app.wait(60)
         return out
@@ -134,6 +198,18 @@ def ui_bench(ckpt: Path, seconds: float, tmp: Path) -> dict:
         if xvfb is not None:
             xvfb.terminate()
             xvfb.wait(10)
+
+
+def print_interactive(u: dict) -> None:
+    d = u["drag"]
+    print(f"{'drag (xdotool): UI loop':46s} {d['ui_fps']:7.1f} fps  (work {d['ui_frame_ms_median']:.1f} ms median, "
+          f"{d['ui_frame_ms_p95']:.1f} p95)")
+    print(f"{'drag: frames shown (previews)':46s} {d['frames_shown_per_s']:7.1f} /s")
+    print(f"{'orbit (socket): full frames shown':46s} {u['orbit_full_frames_per_s']:7.1f} /s")
+    for mode in ("realtime", "every frame"):
+        p = u[f"playback_{mode}"]
+        print(f"{'playback ' + mode + ': timeline speed':46s} {p['clips_per_s']:7.3f} clips/s (0.5 = real time), "
+              f"{p['frames_shown_per_s']:.1f} frames/s shown, {p['dropped_per_s']:.1f} dropped/s, UI {p['ui_fps']:.0f} fps")
 
 
 def main(argv=None) -> int:
@@ -148,22 +224,19 @@ def main(argv=None) -> int:
         tmp = Path(d)
         ckpt, label = model_path(args.ckpt, tmp)
         print(f"model: {label}   device: {args.device}   cores: {os.cpu_count()}   torch threads: "
-              f"{max(1, (os.cpu_count() or 2) - 1)}")
+              f"{max(1, (os.cpu_count() or 2) - 1)}   load average: {load_average()}")
         rows = render_bench(ckpt, args.frames, args.device)
         print(f"\n{'render case':46s} {'fps':>7s} {'ms/frame':>9s}")
         for name, fps, ms in rows:
             print(f"{name:46s} {fps:7.2f} {ms:9.1f}")
         if not args.no_ui:
             u = ui_bench(ckpt, args.seconds, tmp)
-            print(f"\n{'UI while rendering (real app, Xvfb + Mesa)':46s} {'value':>9s}")
-            print(f"{'UI frame work time, median (ms)':46s} {u['ui_ms_median']:9.1f}")
-            print(f"{'UI frame work time, p95 (ms)':46s} {u['ui_ms_p95']:9.1f}")
-            print(f"{'UI fps this allows (1000 / median)':46s} {1000 / u['ui_ms_median']:9.1f}")
-            print(f"{'new frames shown per second':46s} {u['frames_shown_per_s']:9.2f}")
-            print(f"{'texture upload 512² (' + u['display_path'] + ' path, ms)':46s} {u['upload_512_ms']:9.2f}")
-            print(f"{'UI frame work time, worker idle, median (ms)':46s} {u['idle_ms_median']:9.1f}")
-            for label, parts in (("while rendering", u["parts"]), ("worker idle", u["idle_parts"])):
-                print(f"  parts {label}: " + ", ".join(f"{k} {v:.1f} ms" for k, v in parts.items()))
+            print(f"\nreal app under Xvfb + Mesa ({u['display_path']} display; {u['kernels']})")
+            print_interactive(u)
+            print(f"{'UI while idle (2-frame loop from the cache)':46s} {u['idle_ui_fps']:7.1f} fps, "
+                  f"{u['idle_ms_median']:.1f} ms work/frame")
+            print(f"{'texture upload 512² (ms)':46s} {u['upload_512_ms']:9.2f}")
+    print(f"load average at the end: {load_average()}")
     return 0
 
 

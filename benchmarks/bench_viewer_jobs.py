@@ -3,11 +3,17 @@ its control socket (the same handlers as the widgets and glfw's drop callback).
 
     python benchmarks/bench_viewer_jobs.py export [--runs 3] [--frames 64] [--root DIR ...]
     python benchmarks/bench_viewer_jobs.py portrait [--photo PATH] [--out DIR]
+    python benchmarks/bench_viewer_jobs.py load [--seconds 6] [--job-nice 10 0]
 
 `export` times a mp4 export job on the default model; give several ``--root`` checkouts (e.g. a
 worktree of an older commit and this one) to compare them in alternating runs of one session.
 `portrait` drops a photo (default: scikit-image's astronaut), times the fit, saves the frames at the
-photo's camera turned -20/0/+20 degrees and exports the portrait's clip. Needs Xvfb.
+photo's camera turned -20/0/+20 degrees and exports the portrait's clip.
+`load` measures the viewer while a portrait fit shares the CPU (issue 14): drag (UI fps, previews),
+orbit (full frames per second) and playback (timeline speed, frames shown) from
+``bench_viewer.interactive``, first with nothing else running, then during a fit of the astronaut, for
+each ``--job-nice`` (how many nice levels the job's thread drops; 0 = the same priority as the UI).
+Needs Xvfb.
 """
 from __future__ import annotations
 
@@ -22,13 +28,16 @@ from pathlib import Path
 
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
+sys.path.insert(0, str(ROOT / "benchmarks"))
 
 
 class Viewer:
-    def __init__(self, display: str, root: Path, tmp: Path):
+    def __init__(self, display: str, root: Path, tmp: Path, env: dict | None = None):
         from pv3d_viewer.control import HarnessError, launch_viewer
 
-        env = dict(os.environ, DISPLAY=display, PV3D_VIEWER_CONFIG=str(tmp / "cfg"), PYTHONPATH=str(root))
+        env = dict(os.environ, DISPLAY=display, PV3D_VIEWER_CONFIG=str(tmp / "cfg"), PYTHONPATH=str(root),
+                   **(env or {}))
+        self.env = env
         t0 = time.perf_counter()
         try:
             self.proc, self.c = launch_viewer(
@@ -112,6 +121,37 @@ def run_portrait(args, display):
             "export_s": round(export_s, 1), "export": e["result"], "frames": frames}
 
 
+def run_load(args, display):
+    import skimage.data
+    from PIL import Image
+
+    from bench_viewer import interactive, load_average, print_interactive
+
+    out = {}
+    with tempfile.TemporaryDirectory() as d:
+        photo = Path(d) / "astronaut.png"
+        Image.fromarray(skimage.data.astronaut()).save(photo)
+        for nice in args.job_nice:
+            (Path(d) / f"nice{nice}").mkdir()
+            v = Viewer(display, ROOT, Path(d) / f"nice{nice}", env={"PV3D_JOB_NICE": str(nice)})
+            res = {"alone": interactive(v.c, v.env, args.seconds), "load_before": load_average()}
+            r = v.c.call("drop", paths=[str(photo)])
+            job = v.state()["jobs"][-1]
+            time.sleep(10)                               # past the face detection: the fit's steps run now
+            res["fit"] = interactive(v.c, v.env, args.seconds)
+            j = next(j for j in v.state()["jobs"] if j["id"] == job["id"])
+            res["fit_progress"], res["fit_status"] = j["progress"], j["status"]
+            v.c.call("cancel_jobs")
+            res["load_after"] = load_average()
+            v.quit()
+            out[f"job_nice_{nice}"] = res
+            for case in ("alone", "fit"):
+                print(f"\n--- job nice {nice}, {'nothing else running' if case == 'alone' else 'portrait fit running'}"
+                      f" (drop: {r.get('outcomes')}; load {res['load_before']} -> {res['load_after']})", flush=True)
+                print_interactive(res[case])
+    return out
+
+
 def main():
     ap = argparse.ArgumentParser()
     sub = ap.add_subparsers(dest="mode", required=True)
@@ -119,6 +159,9 @@ def main():
     a.add_argument("--runs", type=int, default=3)
     a.add_argument("--frames", type=int, default=64)
     a.add_argument("--root", action="append", help="a checkout to run the viewer from (repeatable)")
+    c = sub.add_parser("load")
+    c.add_argument("--seconds", type=float, default=6.0)
+    c.add_argument("--job-nice", type=int, nargs="+", default=[10, 0])
     b = sub.add_parser("portrait")
     b.add_argument("--photo")
     b.add_argument("--out", default="bench_viewer_portrait")
@@ -127,7 +170,8 @@ def main():
 
     xv, display = start_xvfb()
     try:
-        res = run_export(args, display) if args.mode == "export" else run_portrait(args, display)
+        run = {"export": run_export, "portrait": run_portrait, "load": run_load}[args.mode]
+        res = run(args, display)
     finally:
         xv.terminate()
     print(json.dumps(res, indent=1))

@@ -23,6 +23,11 @@ class UsageError(UserError):
     """An option or argument with a value that cannot be used (out of range, unknown name...)."""
 
 
+class ConfigError(UsageError):
+    """A configuration value (model, training, viewer settings...) of the wrong type or out of range;
+    the message names the field. Raised by the config classes' ``validate``, before anything is built."""
+
+
 class CheckpointError(UserError):
     """A checkpoint that cannot be used (missing, corrupt, unsafe, another architecture)."""
 
@@ -55,11 +60,21 @@ class Cancelled(Exception):
     """A long job stopped because the user cancelled it; nothing partial is left behind."""
 
 
+class Terminated(KeyboardInterrupt):
+    """SIGTERM or SIGHUP (a batch scheduler's stop, a closed terminal), raised like Ctrl-C's
+    KeyboardInterrupt so that the same clean-up runs; ``signum`` says which."""
+
+    def __init__(self, signum: int, name: str = ""):
+        super().__init__(f"stopped by {name or f'signal {signum}'}")
+        self.signum = signum
+        self.name = name or f"signal {signum}"
+
+
 def one_line(e: BaseException) -> str:
     """The first line of an exception's message, or its class name when it has none."""
     s = str(e).strip()
     return s.splitlines()[0] if s else type(e).__name__
 
 
-__all__ = ["REPORT_BUG", "UserError", "UsageError", "CheckpointError", "DatasetError", "ExportError", "FaceError",
-           "MetricError", "MissingDependency", "KernelUnavailable", "Cancelled", "one_line"]
+__all__ = ["REPORT_BUG", "UserError", "UsageError", "ConfigError", "CheckpointError", "DatasetError", "ExportError", "FaceError",
+           "MetricError", "MissingDependency", "KernelUnavailable", "Cancelled", "Terminated", "one_line"]

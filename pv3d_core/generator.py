@@ -130,6 +130,11 @@ class PV3DGenerator(nn.Module):
                 "image_alpha": alpha.permute(0, 2, 1).reshape(n, 1, res, res),
                 "ray_origins": origins, "ray_directions": dirs}
 
+    def volume_rendering_backend(self) -> str:
+        """What :meth:`ray_march` runs on for this model's device and decoder size, in one line: the fused
+        kernels, or PyTorch and why (kernels that did not compile or failed their self-check...)."""
+        return cuda_ops.describe(next(self.parameters()).device, self.decoder)
+
     def render_planes(self, planes, ws, c, neural_rendering_resolution=None, deterministic: bool = True,
                       fused_modconv=None, superresolution: bool = True) -> dict:
         """Volume render + super-resolve tri-planes from cameras ``c`` (N, 25).

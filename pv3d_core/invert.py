@@ -31,6 +31,7 @@ import torch.nn.functional as F
 from .errors import Cancelled
 from .live import FitState, OnState, StageClock
 from .render import cameras
+from .rules import Bool, Float, Int, check_fields
 
 
 @dataclass
@@ -76,6 +77,23 @@ class InversionConfig:
     def legacy(cls, **kw) -> "InversionConfig":
         """The optimisation as it was before issue 15 (PTI's own motion, motion layers tuned): for comparisons."""
         return cls(**{"preserve_motion": False, "freeze_motion": False, **kw})
+
+    def validate(self) -> "InversionConfig":
+        """Every option's type and range (:data:`INVERSION_RULES`), before any work."""
+        check_fields(self, INVERSION_RULES)
+        return self
+
+
+_STEPS, _W = Int(0, 100_000), Float(0, 1e6)
+#: the accepted range of every inversion option (the portrait commands' flags use the same rules)
+INVERSION_RULES = {
+    "w_steps": _STEPS, "wplus_steps": _STEPS, "pti_steps": _STEPS, "w_lr": Float(0, 10, lo_open=True),
+    "pti_lr": Float(0, 1, lo_open=True), "pixel_weight": _W, "raw_weight": _W, "ssim_weight": _W,
+    "perceptual_weight": _W, "locality_weight": _W, "locality_alpha": Float(0, 100), "locality_yaw": Float(0, 1.5),
+    "geometry_weight": _W, "w_avg_samples": Int(1, 1_000_000), "seed": Int(0, 2 ** 32 - 1),
+    "wplus_lr": Float(0, 10, lo_open=True), "preserve_motion": Bool(), "freeze_motion": Bool(),
+    "coarse_fraction": Float(0, 1),
+}
 
 
 @dataclass
@@ -219,7 +237,7 @@ def invert(G, target: torch.Tensor, camera, config: InversionConfig | None = Non
     ``start``: an initial latent (1, num_ws, w_dim), e.g. a portrait encoder's; the ``w`` phase is then
     skipped and the ``w+`` phase refines it. ``on_state``: see :mod:`pv3d_core.live` (called with the
     starting latent, then after every step)."""
-    cfg = config or InversionConfig()
+    cfg = (config or InversionConfig()).validate()
     dev = next(G.parameters()).device
     if target.ndim != 4 or target.shape[:2] != (1, 3) or target.shape[-1] != G.img_resolution:
         raise ValueError(f"target must be (1, 3, {G.img_resolution}, {G.img_resolution}), got {tuple(target.shape)}")
@@ -408,6 +426,7 @@ def load_portrait(path, device="cpu"):
     if ck.meta.get("kind") != "portrait" or "extra.ws" not in ck.tensors:
         raise CheckpointError(f"{path} is not a saved portrait (no latent in it)")
     G = generator_from_checkpoint(ck, device=device)
+    check_latents(path, G, {k: ck.tensors[f"extra.{k}"] for k in ("ws", "camera") if f"extra.{k}" in ck.tensors})
     return G, ck.tensors["extra.ws"].to(device), ck.meta
 
 
@@ -444,7 +463,7 @@ def invert_video(G, frames: torch.Tensor, cams, config: InversionConfig | None =
 
     ``start``: an appearance latent to start from instead of fitting one from the mean latent (the
     mean of a portrait encoder's per-frame latents: :func:`pv3d_core.portrait.reconstruct_video`)."""
-    cfg = config or InversionConfig()
+    cfg = (config or InversionConfig()).validate()
     dev = next(G.parameters()).device
     frames = frames.to(dev, torch.float32)
     cams_t = torch.as_tensor(np.asarray(cams, dtype=np.float32), device=dev)
@@ -522,5 +541,32 @@ def load_reconstruction(path, device="cpu"):
     if ck.meta.get("kind") not in ("portrait", "video") or "extra.ws" not in ck.tensors:
         raise CheckpointError(f"{path} is not a saved portrait or video reconstruction")
     G = generator_from_checkpoint(ck, device=device)
-    extras = {k[len("extra."):]: v.to(device) for k, v in ck.tensors.items() if k.startswith("extra.")}
-    return G, extras, ck.meta
+    extras = {k[len("extra."):]: v for k, v in ck.tensors.items() if k.startswith("extra.")}
+    check_latents(path, G, extras)
+    return G, {k: v.to(device) for k, v in extras.items()}, ck.meta
+
+
+def check_latents(path, G, extras: dict) -> None:
+    """The shapes a saved portrait's or reconstruction's tensors must have for its generator, and
+    finite values: a hostile or damaged file is refused here, not in a matrix product later."""
+    from .io import CheckpointError
+    from .rules import MAX_FRAMES
+
+    n = extras["ts"].shape[0] if "ts" in extras and extras["ts"].ndim == 1 else None
+    want = {"ws": (1, G.num_ws, G.w_dim), "camera": (25,), "z_motion": (1, G.motion_dim), "ts": (n,),
+            "cameras": (n, 25)}
+    if "z_motion" in extras or "ts" in extras or "cameras" in extras:
+        missing = [k for k in ("ws", "z_motion", "ts", "cameras") if k not in extras]
+        if missing:
+            raise CheckpointError(f"{path} is a video reconstruction without {', '.join(missing)}")
+        if n is None or not 1 <= n <= MAX_FRAMES:
+            raise CheckpointError(f"{path}: ts must hold 1..{MAX_FRAMES} timestamps, got shape "
+                                  f"{tuple(extras['ts'].shape)}")
+    for k, shape in want.items():
+        v = extras.get(k)
+        if v is None:
+            continue
+        if tuple(v.shape) != shape:
+            raise CheckpointError(f"{path}: {k} has shape {tuple(v.shape)}, but this generator needs {shape}")
+        if not v.is_floating_point() or not bool(torch.isfinite(v).all()):
+            raise CheckpointError(f"{path}: {k} holds values that are not finite numbers")

@@ -51,6 +51,8 @@ def _check_file(path) -> Path:
         raise CheckpointError(f"checkpoint not found: {path}")
     if path.is_dir():
         raise CheckpointError(f"{path} is a folder, not a checkpoint file")
+    if not path.is_file():          # a FIFO, a device...: reading it could block or never end
+        raise CheckpointError(f"{path} is not a regular file, so not a checkpoint")
     if path.stat().st_size == 0:
         raise CheckpointError(f"checkpoint {path} is empty")
     return path
@@ -74,16 +76,21 @@ def _read_ours(path: Path) -> Checkpoint:
     try:
         with safe_open(str(path), framework="pt", device="cpu") as f:
             meta = f.metadata() or {}
+            if "pv3d_config" not in meta:
+                raise CheckpointError(f"{path} is a safetensors file but not a PV3D Studio checkpoint "
+                                      "(no pv3d_config metadata)")
+            try:      # the config is checked before any tensor is read or any module built
+                config = ModelConfig.from_dict(json.loads(meta["pv3d_config"]))
+                extra = json.loads(meta.get("pv3d_meta", "{}"))
+                if not isinstance(extra, dict):
+                    raise ValueError("pv3d_meta is not a JSON object")
+            except Exception as e:  # noqa: BLE001 - JSON, types, ranges, recursion: all the file's fault
+                raise CheckpointError(f"{path} has an invalid model config: {_first_line(e)}") from None
             tensors = {k: f.get_tensor(k) for k in f.keys()}
+    except CheckpointError:
+        raise
     except Exception as e:
         raise CheckpointError(f"{path} is not a readable safetensors file ({_first_line(e)})") from None
-    if "pv3d_config" not in meta:
-        raise CheckpointError(f"{path} is a safetensors file but not a PV3D Studio checkpoint (no pv3d_config metadata)")
-    try:
-        config = ModelConfig.from_dict(json.loads(meta["pv3d_config"]))
-        extra = json.loads(meta.get("pv3d_meta", "{}"))
-    except Exception as e:
-        raise CheckpointError(f"{path} has an invalid model config: {_first_line(e)}") from None
     return Checkpoint(config=config, tensors=tensors, meta=extra, source="ours")
 
 
@@ -108,9 +115,10 @@ def _read_official(path: Path) -> Checkpoint:
         gcfg = GeneratorConfig.from_dict(gkw)
         training = cfg.get("training", {}) or {}
         if "rendering_resolution" in training:
-            gcfg.neural_rendering_resolution = int(training["rendering_resolution"])
-        d_img = DiscriminatorConfig.from_dict(_resolve_d(pv3d.get("img_discriminator", {}), gkw))
-        d_vid = DiscriminatorConfig.from_dict(_resolve_d(pv3d.get("vid_discriminator", {}), gkw))
+            gcfg.neural_rendering_resolution = training["rendering_resolution"]
+            gcfg.validate()
+        d_img = DiscriminatorConfig.from_dict(_resolve_d(pv3d.get("img_discriminator", {}), gkw), "img_discriminator")
+        d_vid = DiscriminatorConfig.from_dict(_resolve_d(pv3d.get("vid_discriminator", {}), gkw), "vid_discriminator")
     except Exception as e:
         raise CheckpointError(f"{path}: unsupported model config ({_first_line(e)})") from None
     tensors = {k: v for k, v in obj["model"].items() if isinstance(v, torch.Tensor)}
@@ -120,6 +128,8 @@ def _read_official(path: Path) -> Checkpoint:
 
 
 def _resolve_d(d: dict, gkw: dict) -> dict:
+    if not isinstance(d, dict):
+        return d                            # refused, with its name, by DiscriminatorConfig.from_dict
     d = dict(d)
     if isinstance(d.get("c_dim"), str):  # an unresolved "${...generator.c_dim}" interpolation
         d["c_dim"] = gkw.get("c_dim", 25)
@@ -171,12 +181,22 @@ def generator_from_checkpoint(ckpt: Checkpoint, which: str = "generator_ema", de
         if not ckpt.has(alt):
             raise CheckpointError("checkpoint holds no generator weights")
         which = alt
-    G = build_generator(ckpt.config)
     state = ckpt.part(which)
+    check_finite(state, f"the checkpoint's {which}")
+    G = build_generator(ckpt.config)
     if any(k.startswith("motion_reference.") for k in state):     # a portrait keeping its model's motion
         G.set_motion_reference(G.backbone.synthesis)
     load_state_strict(G, state, f"the checkpoint's {which}")
     return G.to(device).eval().requires_grad_(False)
+
+
+def check_finite(state: dict, what: str) -> None:
+    """Refuse weights holding NaN or infinity: such a model renders black frames without an error."""
+    for k, v in state.items():
+        if v.is_floating_point() and not bool(torch.isfinite(v).all()):
+            n = int((~torch.isfinite(v)).sum())
+            raise CheckpointError(f"{what} holds {n} NaN or infinite value(s) in {k} (a training that diverged?); "
+                                  "it would render black frames")
 
 
 def load_generator(path, device="cpu", which: str = "generator_ema"):
@@ -218,7 +238,26 @@ def save_checkpoint(path, config: ModelConfig, parts: dict, meta: dict | None = 
     for k, v in (extra or {}).items():
         tensors[f"extra.{k}"] = torch.as_tensor(v).detach().to("cpu").contiguous().clone()
     metadata = {"format": FORMAT, "pv3d_config": config.to_json(), "pv3d_meta": json.dumps(meta or {})}
-    return files.atomic_write(path, lambda tmp: save_file(tensors, tmp, metadata=metadata), CheckpointError)
+
+    def write(tmp):
+        try:
+            save_file(tensors, tmp, metadata=metadata)
+        except Exception as e:     # safetensors' error wraps the OS error ("No space left on device")
+            why = _io_reason(e)
+            if why is None:
+                raise
+            raise CheckpointError(f"cannot write {path}: {why}") from None
+
+    return files.atomic_write(path, write, CheckpointError)
+
+
+def _io_reason(e: BaseException) -> str | None:
+    """The OS error inside a SafetensorError's message ("I/O error: No space left on device (os error
+    28)" -> "No space left on device"), or None when it is not one."""
+    import re
+
+    m = re.search(r"I/O error: (.*?)(?: \(os error \d+\))?$", _first_line(e))
+    return m.group(1) if m else None
 
 
 def save_generator(path, G, meta: dict | None = None, name: str | None = None) -> Path:

@@ -14,9 +14,16 @@
 - Coordinates are the model's world frame in scene units (the camera orbits at radius 2.7 around
   (0, 0, 0.2)): +Y up, the face looks towards +Z, so the mesh opens the right way up, facing the
   viewer, in Blender (Y-up import) and MeshLab. A clip exported frame by frame shares this frame.
+- Formats (:func:`write_mesh`, chosen by the file's suffix): binary PLY and OBJ with vertex colours
+  (sRGB, as Blender and MeshLab read them; OBJ's colours are the common ``v x y z r g b`` extension),
+  and GLB (binary glTF 2.0, +Y up like our world) with smooth normals and ``COLOR_0`` converted to
+  linear light as glTF requires, for web viewers (three.js, model-viewer) and Blender.
+- A sequence over the timeline (:func:`write_mesh_sequence`): one file per frame in a folder, and an
+  ``index.json`` with each frame's file, timestamp t, time in seconds and size.
 """
 from __future__ import annotations
 
+import json
 import threading
 from pathlib import Path
 
@@ -25,6 +32,10 @@ import torch
 
 from .errors import UsageError
 from .export import Cancelled, ExportError, write_atomic
+from .files import atomic_folder, atomic_write_text
+
+MESH_FORMATS = ("ply", "obj", "glb")
+SEQUENCE_INDEX = "index.json"
 
 
 def _check(cancel):
@@ -185,7 +196,69 @@ def extract_mesh(G, ws, z_motion, t, resolution: int = 256, level: float = 10.0,
 
 def write_ply(path, mesh) -> Path:
     """Binary PLY (with vertex colours), written to a temporary file and renamed into place."""
+    return write_mesh(path, mesh, "ply")
+
+
+def mesh_format(path, fmt: str | None = None) -> str:
+    """The format of ``path`` (its suffix), or ``fmt``; :class:`UsageError` if it is not one we write."""
+    f = (fmt or Path(path).suffix.lstrip(".")).lower()
+    if f not in MESH_FORMATS:
+        raise UsageError(f"mesh format must be one of {', '.join(MESH_FORMATS)} (from the file name's suffix), "
+                         f"got {f or 'no suffix'!r}")
+    return f
+
+
+def _srgb_to_linear(c: np.ndarray) -> np.ndarray:
+    x = c.astype(np.float64) / 255.0
+    return np.where(x <= 0.04045, x / 12.92, ((x + 0.055) / 1.055) ** 2.4)
+
+
+def mesh_bytes(mesh, fmt: str) -> bytes:
+    """The file contents of ``mesh`` in ``fmt`` (see the module's notes on colours)."""
+    fmt = mesh_format("", fmt)
     if not len(mesh.faces):
         raise ExportError("the mesh is empty; nothing written")
-    data = mesh.export(file_type="ply", encoding="binary")
+    if fmt == "ply":
+        return mesh.export(file_type="ply", encoding="binary")
+    if fmt == "obj":
+        data = mesh.export(file_type="obj", include_color=True, include_normals=False, include_texture=False)
+        return data.encode() if isinstance(data, str) else data
+    m = mesh.copy()
+    cols = np.asarray(mesh.visual.vertex_colors)
+    if cols.size:
+        lin = cols.copy()
+        lin[:, :3] = np.round(_srgb_to_linear(cols[:, :3]) * 255).astype(np.uint8)
+        m.visual.vertex_colors = lin
+    return m.export(file_type="glb", include_normals=True)
+
+
+def write_mesh(path, mesh, fmt: str | None = None) -> Path:
+    """``mesh`` as PLY, OBJ or GLB (by the suffix of ``path``, or ``fmt``), written atomically."""
+    data = mesh_bytes(mesh, mesh_format(path, fmt))
     return write_atomic(path, lambda tmp: Path(tmp).write_bytes(data))
+
+
+def write_mesh_sequence(folder, meshes, fmt: str = "glb", fps: float | None = None,
+                        cancel: threading.Event | None = None) -> Path:
+    """Meshes of a clip into ``folder`` (created, or empty): ``frame_0000.<fmt>``... and ``index.json``
+    (format, frame list with file, t, time_s, vertices, faces). ``meshes`` yields (t, mesh). Written into
+    a temporary folder renamed into place: a cancel or an error leaves nothing."""
+    fmt = mesh_format("", fmt)
+
+    def fill(tmp: Path):
+        frames = []
+        for i, (t, m) in enumerate(meshes):
+            _check(cancel)
+            name = f"frame_{i:04d}.{fmt}"
+            (tmp / name).write_bytes(mesh_bytes(m, fmt))
+            entry = {"file": name, "t": float(t), "vertices": int(len(m.vertices)), "faces": int(len(m.faces))}
+            if fps:
+                entry["time_s"] = round(i / float(fps), 6)
+            frames.append(entry)
+        if not frames:
+            raise ExportError("no frames to write")
+        index = {"format": "pv3d-mesh-sequence", "version": 1, "mesh_format": fmt, "fps": fps,
+                 "coordinates": "world: +Y up, face towards +Z, scene units", "frames": frames}
+        atomic_write_text(tmp / SEQUENCE_INDEX, json.dumps(index, indent=2) + "\n")
+
+    return atomic_folder(folder, fill, ExportError)

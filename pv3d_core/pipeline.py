@@ -2,6 +2,10 @@
 
 settings (seeds, t, camera, psi) -> ws (appearance mapping) + motion code -> tri-planes (cached by
 appearance, motion and t) -> volume render -> super-resolution -> frame.
+
+Two seeds blend: ``seed_b`` and ``blend`` mix the appearance latents w of two seeds linearly (after
+the mapping network and truncation); ``motion_seed_b`` and ``motion_blend`` mix two motion codes along
+the great circle between them (the codes are Gaussian: a straight line would shrink them halfway).
 """
 from __future__ import annotations
 
@@ -13,7 +17,7 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-from .render import cameras
+from .render import cameras, colormap
 
 VIEW_MODES = ("final", "raw", "depth", "normals")
 
@@ -37,6 +41,10 @@ class RenderSettings:
     view: str = "final"            # final | raw | depth | normals
     neural_resolution: int | None = None
     use_cache: bool = True
+    seed_b: int | None = None      # blend towards this appearance seed ...
+    blend: float = 0.0             # ... by this much (0 = seed, 1 = seed_b)
+    motion_seed_b: int | None = None
+    motion_blend: float = 0.0
 
     def camera(self, pivot=cameras.DEFAULT_PIVOT) -> np.ndarray:
         return cameras.OrbitCamera(self.yaw, self.pitch, self.radius, tuple(pivot), self.fov).c()
@@ -51,6 +59,7 @@ class Frame:
     timings: dict                  # stage -> milliseconds
     cached_planes: bool
     settings: RenderSettings
+    info: dict = field(default_factory=dict)   # e.g. "depth_range": (near, far) of the depth view
 
     def numpy(self) -> np.ndarray:
         return self.image.cpu().numpy()
@@ -116,6 +125,20 @@ class FrameRenderer:
             return self.motion_code.to(self.device)
         return seed_latent(10_000_019 + int(motion_seed), self.G.motion_dim).to(self.device)
 
+    def appearance(self, s: RenderSettings) -> torch.Tensor:
+        """The ws of ``s``: its seed's, blended towards ``seed_b``'s (a fixed appearance ignores both)."""
+        ws = self.ws_for(s.seed, s.psi)
+        if self.appearance_ws is None and s.seed_b is not None and s.blend:
+            ws = torch.lerp(ws, self.ws_for(s.seed_b, s.psi), float(s.blend))
+        return ws
+
+    def motion(self, s: RenderSettings) -> torch.Tensor:
+        """The motion code of ``s``: its motion seed's, blended towards ``motion_seed_b``'s."""
+        z = self.motion_for(s.motion_seed)
+        if self.motion_code is None and s.motion_seed_b is not None and s.motion_blend:
+            z = slerp(z, self.motion_for(s.motion_seed_b), float(s.motion_blend))
+        return z
+
     def set_motion(self, z_motion: torch.Tensor | None) -> None:
         """Use a fixed motion code (a reconstructed video's) instead of motion seeds; None restores seeds."""
         self.motion_code = z_motion
@@ -132,18 +155,19 @@ class FrameRenderer:
 
     # -------------------------------------------------------------- rendering
     def planes_for(self, s: RenderSettings, timings: dict):
-        key = (id(self.appearance_ws) if self.appearance_ws is not None else s.seed, s.psi,
-               id(self.motion_code) if self.motion_code is not None else s.motion_seed, round(float(s.t), 6))
+        key = (id(self.appearance_ws) if self.appearance_ws is not None else (s.seed, s.seed_b, s.blend), s.psi,
+               id(self.motion_code) if self.motion_code is not None else (s.motion_seed, s.motion_seed_b,
+                                                                          s.motion_blend), round(float(s.t), 6))
         if s.use_cache:
             p = self._planes.get_item(key)
             if p is not None:
                 return p[0], p[1], True
         t0 = time.perf_counter()
-        ws = self.ws_for(s.seed, s.psi)
+        ws = self.appearance(s)
         timings["mapping"] = (time.perf_counter() - t0) * 1e3
         t0 = time.perf_counter()
         with torch.no_grad():
-            planes = self.G.planes(ws, self.motion_for(s.motion_seed), torch.tensor([float(s.t)], device=self.device),
+            planes = self.G.planes(ws, self.motion(s), torch.tensor([float(s.t)], device=self.device),
                                    noise_mode="const")
         _sync(self.device)
         timings["backbone"] = (time.perf_counter() - t0) * 1e3
@@ -157,6 +181,7 @@ class FrameRenderer:
         if not 0.0 <= s.t <= 1.0:
             raise ValueError(f"timestamp must be within [0, 1], got {s.t}")
         timings: dict = {}
+        info: dict = {}
         ws, planes, cached = self.planes_for(s, timings)
         c = torch.from_numpy(s.camera(self.pivot)).to(self.device).unsqueeze(0)
         t0 = time.perf_counter()
@@ -167,20 +192,27 @@ class FrameRenderer:
             else:
                 out = self.render_raw(planes, ws, c, s.neural_resolution)
                 img = {"raw": out["image_raw"], "depth": out["depth_vis"], "normals": out["normals"]}[s.view]
+                if s.view == "depth":
+                    info["depth_range"] = out["depth_range"]
         _sync(self.device)
         timings["render"] = (time.perf_counter() - t0) * 1e3
         res = s.resolution or self.G.img_resolution
         image = to_uint8(img, res)
-        return Frame(image=image, timings=timings, cached_planes=cached, settings=s)
+        return Frame(image=image, timings=timings, cached_planes=cached, settings=s, info=info)
 
     def render_raw(self, planes, ws, c, neural_resolution=None):
-        """The raw neural render, a depth visualisation and normals from depth (no super-resolution)."""
+        """The raw neural render, a depth visualisation and normals from depth (no super-resolution).
+
+        The depth view (:mod:`pv3d_core.render.colormap`): turbo over the surface's depth range, near in
+        red, far in blue, empty space black; ``depth_range`` gives that range (distance from the camera,
+        scene units) for a legend."""
         G = self.G
         out = G.render_planes(planes, ws, c, neural_resolution, deterministic=True, superresolution=False)
         raw, d = out["image_raw"], out["image_depth"]
         res = d.shape[-1]
-        lo, hi = G.rendering_kwargs["ray_start"], G.rendering_kwargs["ray_end"]
-        depth_vis = (1 - (d - lo) / (hi - lo)).clamp(0, 1).repeat(1, 3, 1, 1) * 2 - 1
+        near, far = colormap.depth_range(d, out["image_alpha"],
+                                         (G.rendering_kwargs["ray_start"], G.rendering_kwargs["ray_end"]))
+        depth_vis = colormap.depth_colours(d, out["image_alpha"], near, far)
         depth = d.reshape(1, res * res, 1)
         pts = (out["ray_origins"] + out["ray_directions"] * depth).reshape(1, res, res, 3)
         dx = pts[:, :, 1:] - pts[:, :, :-1]
@@ -190,7 +222,7 @@ class FrameRenderer:
         n = F.pad(n.permute(0, 3, 1, 2), (0, 1, 0, 1), mode="replicate")
         # world normals -> colours; the face looks towards +z, so it shows bluish
         normals = -n
-        return {"image_raw": raw, "depth_vis": depth_vis, "normals": normals, "depth": d}
+        return {"image_raw": raw, "depth_vis": depth_vis, "normals": normals, "depth": d, "depth_range": (near, far)}
 
 
 def render_grid(renderer: "FrameRenderer", seeds=(0, 1, 2, 3), ts=(0.0, 0.5, 1.0), yaws=(-0.35, 0.35),
@@ -205,6 +237,17 @@ def render_grid(renderer: "FrameRenderer", seeds=(0, 1, 2, 3), ts=(0.0, 0.5, 1.0
                for t in ts for y in yaws]
         rows.append(np.concatenate(row, 1))
     return np.concatenate(rows, 0)
+
+
+def slerp(a: torch.Tensor, b: torch.Tensor, t: float) -> torch.Tensor:
+    """Spherical interpolation between two codes (rows), their lengths interpolated linearly."""
+    na, nb = a.norm(dim=-1, keepdim=True), b.norm(dim=-1, keepdim=True)
+    ua, ub = a / na.clamp_min(1e-12), b / nb.clamp_min(1e-12)
+    omega = torch.arccos((ua * ub).sum(-1, keepdim=True).clamp(-1 + 1e-7, 1 - 1e-7))
+    so = torch.sin(omega)
+    u = torch.where(so > 1e-6, (torch.sin((1 - t) * omega) * ua + torch.sin(t * omega) * ub) / so,
+                    torch.lerp(ua, ub, t))
+    return u * torch.lerp(na, nb, t)
 
 
 def to_uint8(img: torch.Tensor, resolution: int | None = None) -> torch.Tensor:

@@ -27,7 +27,7 @@ from typing import Callable
 import numpy as np
 import torch
 
-from .export import Cancelled, ClipSpec, check_output, clip_settings, render_clip, write_mp4
+from .export import Cancelled, ClipSpec, clip_settings, render_clip, write_mp4
 from .invert import InversionConfig, InversionResult, invert, invert_video, save_portrait
 from .live import OnState
 from .pipeline import FrameRenderer, RenderSettings
@@ -283,18 +283,20 @@ def reconstruct_video(video, G, output_dir, config: InversionConfig | PortraitCo
     With the model's portrait encoder (``encoder`` as in :class:`PortraitConfig`) every frame is
     encoded and the mean of their latents is the starting appearance (the encoder reads the canonical
     face whatever the expression, so the mean averages its errors out); ``config`` None then means
-    :meth:`InversionConfig.after_encoder`."""
+    :meth:`InversionConfig.after_encoder`.
+
+    DIR must be absent or empty (an earlier reconstruction there is never mixed with this one). The
+    files are written into a temporary sibling folder renamed to DIR once all are complete, so a failed
+    or interrupted run leaves DIR as it was."""
+    from . import files
     from .data.layout import read_video
-    from .files import atomic_write_bytes
+    from .errors import ExportError
     from .faces import align_frames
     from .invert import save_video_reconstruction
 
-    out = Path(output_dir)
-    check_output(out / "summary.json")        # creates the folder; a clear error before any work
+    out = files.check_empty_folder(output_dir, ExportError)      # a clear error before any work
     t_start = time.perf_counter()
-    frames = read_video(video)
-    if max_frames:
-        frames = frames[:max_frames]
+    frames = read_video(video, max_frames=max_frames)
     src_fps = fps or _video_fps(video) or 25.0
     prog = (lambda i, n: progress("faces", i, n, 0.0)) if progress else None
     tr = align_frames(frames, size=G.img_resolution, progress=prog, cancel=cancel)
@@ -303,7 +305,6 @@ def reconstruct_video(video, G, output_dir, config: InversionConfig | PortraitCo
 
         raise FaceError(f"{video}: a face was found in {len(tr['kept'])} of {len(frames)} frames; "
                         "at least 2 are needed")
-    write_mp4(out / "aligned.mp4", tr["crops"], fps=src_fps, cancel=cancel)
     targets = torch.cat([image_to_tensor(c, G.img_resolution) for c in tr["crops"]])
     t0 = time.perf_counter()
     pcfg = config if isinstance(config, PortraitConfig) else PortraitConfig(inversion=config, encoder=encoder)
@@ -317,24 +318,30 @@ def reconstruct_video(video, G, output_dir, config: InversionConfig | PortraitCo
     res = invert_video(G, targets, tr["cameras"], cfg, motion_steps=motion_steps, d_img=d_img,
                        progress=progress, cancel=cancel, start=start)
     t_inv = time.perf_counter() - t0
-    path = save_video_reconstruction(out / "reconstruction.safetensors", res,
-                                     extra_meta={"source": str(video), "kept_frames": tr["kept"],
-                                                 "dropped_frames": {str(k): v for k, v in tr["dropped"].items()},
-                                                 "fps": src_fps})
-    write_mp4(out / "reconstruction.mp4",
-              render_sequence(res.generator, res.ws, res.z_motion, res.ts, res.cameras, progress, cancel),
-              fps=src_fps, cancel=cancel)
-    sweep = cameras.camera_path("yaw", len(res.ts), yaw_range=novel_yaw, focal=_focal(G))
-    write_mp4(out / "novel_view.mp4",
-              render_sequence(res.generator, res.ws, res.z_motion, res.ts, sweep, progress, cancel,
-                              stage="novel view"), fps=src_fps, cancel=cancel)
     summary = {"video": str(video), "frames": int(len(frames)), "frames_used": len(tr["kept"]),
                "frames_without_face": len(tr["dropped"]), "metrics": res.metrics,
-               "timestamps": [round(float(t), 4) for t in res.ts], "reconstruction": str(path),
-               "start": "encoder (mean of the frames' latents)" if start is not None else f"mean latent ({why})",
-               "seconds": {"total": time.perf_counter() - t_start, "inversion": t_inv,
-                           **{k: round(v, 2) for k, v in res.timings.items()}}}
-    atomic_write_bytes(out / "summary.json", json.dumps(summary, indent=1).encode())
+               "timestamps": [round(float(t), 4) for t in res.ts],
+               "reconstruction": str(out / "reconstruction.safetensors"),
+               "start": "encoder (mean of the frames' latents)" if start is not None else f"mean latent ({why})"}
+
+    def fill(tmp: Path):
+        write_mp4(tmp / "aligned.mp4", tr["crops"], fps=src_fps, cancel=cancel)
+        save_video_reconstruction(tmp / "reconstruction.safetensors", res,
+                                  extra_meta={"source": str(video), "kept_frames": tr["kept"],
+                                              "dropped_frames": {str(k): v for k, v in tr["dropped"].items()},
+                                              "fps": src_fps})
+        write_mp4(tmp / "reconstruction.mp4",
+                  render_sequence(res.generator, res.ws, res.z_motion, res.ts, res.cameras, progress, cancel),
+                  fps=src_fps, cancel=cancel)
+        sweep = cameras.camera_path("yaw", len(res.ts), yaw_range=novel_yaw, focal=_focal(G))
+        write_mp4(tmp / "novel_view.mp4",
+                  render_sequence(res.generator, res.ws, res.z_motion, res.ts, sweep, progress, cancel,
+                                  stage="novel view"), fps=src_fps, cancel=cancel)
+        summary["seconds"] = {"total": time.perf_counter() - t_start, "inversion": t_inv,
+                              **{k: round(v, 2) for k, v in res.timings.items()}}
+        files.atomic_write_bytes(tmp / "summary.json", json.dumps(summary, indent=1).encode())
+
+    files.atomic_folder(out, fill, ExportError)
     return summary
 
 

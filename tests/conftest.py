@@ -52,3 +52,17 @@ def tiny_ckpt(tmp_path_factory, tiny_generator):
     path = tmp_path_factory.mktemp("ckpt") / "tiny.safetensors"
     save_generator(path, tiny_generator, name="tiny")
     return path
+
+
+@pytest.fixture(scope="session", autouse=True)
+def _kernel_verdicts(tmp_path_factory):
+    """The kernels' self-check verdicts of a test session go to a file of its own, never the user's cache
+    (subprocesses of the tests inherit it)."""
+    path = tmp_path_factory.mktemp("kernel-verdicts") / "selfcheck.json"
+    old = os.environ.get("PV3D_KERNEL_VERDICTS")
+    os.environ["PV3D_KERNEL_VERDICTS"] = str(path)
+    yield path
+    if old is None:
+        os.environ.pop("PV3D_KERNEL_VERDICTS", None)
+    else:
+        os.environ["PV3D_KERNEL_VERDICTS"] = old

@@ -28,12 +28,13 @@ def compiler() -> str | None:
     return shutil.which(os.environ.get("CXX", "g++"))
 
 
-def build(dims: cuda_ops.Dims = cuda_ops.Dims()) -> ctypes.CDLL:
-    """Compile (cached by content) and load the emulated kernels for ``dims``."""
+def build(dims: cuda_ops.Dims = cuda_ops.Dims(), source: Path | None = None) -> ctypes.CDLL:
+    """Compile (cached by content) and load the emulated kernels for ``dims``, from ``source`` (default: the
+    kernel source cuda_ops compiles)."""
     cxx = compiler()
     if cxx is None:
         raise RuntimeError("no C++ compiler (g++) to build the kernel emulation")
-    src = cuda_ops.kernel_source_path()
+    src = Path(source) if source is not None else cuda_ops.kernel_source_path()
     files = [src, HERE / "host_shim.h", HERE / "harness.cpp"]
     flags = ["-std=c++20", "-O1", "-ffp-contract=off", "-fPIC", "-shared", "-pthread", "-Wall",
              "-Wno-unknown-pragmas", f"-I{HERE}", f'-DPV3D_KERNEL_SOURCE="{src}"', *dims.defines()]
@@ -60,11 +61,18 @@ class EmulatedLauncher(cuda_ops._Launcher):
     (tensor -> pointer, int -> int32, float -> double)."""
 
     name = "CPU emulation"
+    device = torch.device("cpu")
 
-    def __init__(self, dims: cuda_ops.Dims = cuda_ops.Dims(), num_sms: int = 2):
-        self.lib = build(dims)
+    def __init__(self, dims: cuda_ops.Dims = cuda_ops.Dims(), num_sms: int = 2, source: Path | None = None):
+        self.lib = build(dims, source)
+        self.dims = dims
         self.num_sms = num_sms
+        self.source = source
         self.launches: list[tuple[str, int, int]] = []
+
+    def identity(self) -> str:
+        """Stands in for (GPU, driver): the build (another source is another "device")."""
+        return f"{self.name} of {self.source or 'the shipped source'}"
 
     def launch(self, kernel, grid, block, args):
         conv = [ctypes.c_uint(int(grid)), ctypes.c_uint(int(block))]

@@ -23,10 +23,10 @@ def test_a_bug_shows_its_traceback_and_how_to_report_it(monkeypatch, tmp_path, c
 
 @pytest.mark.parametrize("argv, message", [
     (["info", "{tmp}/missing.safetensors"], "checkpoint not found"),
-    (["generate", "--frames", "0", "-o", "{tmp}/a.mp4"], "--frames must be at least 1"),
+    (["generate", "--frames", "0", "-o", "{tmp}/a.mp4"], "argument --frames: must be an integer within 1.."),
     (["generate", "--device", "warp-drive", "-o", "{tmp}/a.mp4"], "is not a device"),
     (["train", "--data", "{tmp}", "--set", "no_such_option=1"], "unknown training option"),
-    (["edit", "{tmp}", "--speed", "0", "-o", "{tmp}/a.mp4"], "--speed must be positive"),
+    (["edit", "{tmp}", "--speed", "0", "-o", "{tmp}/a.mp4"], "argument --speed: must be a finite number >= 0.01"),
 ])
 def test_user_errors_are_one_line_and_exit_2(argv, message, tmp_path, capsys):
     rc = main([a.replace("{tmp}", str(tmp_path)) for a in argv])

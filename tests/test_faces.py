@@ -205,6 +205,43 @@ def test_huge_non_jpeg_is_refused_with_a_message(tmp_path, monkeypatch):
         align_face(path)
 
 
+def test_16_bit_grayscale_photo_is_scaled_not_clipped_to_white(tmp_path, astronaut):
+    """Pillow converts "I;16" to RGB by clipping at 255: a 16-bit grayscale photo became all white and
+    "no face found". It is now scaled to 8 bits, as a 16-bit array is."""
+    from PIL import Image
+
+    from pv3d_core.faces.detect import load_image
+
+    grey16 = (astronaut.mean(2) * 257).astype(np.uint16)
+    path = tmp_path / "grey16.png"
+    Image.fromarray(grey16).save(path)
+    assert Image.open(path).mode.startswith("I")
+    img, _ = load_image(path)
+    grey8 = np.rint(astronaut.mean(2)).astype(np.uint8)
+    assert img.dtype == np.uint8 and np.abs(img[..., 0].astype(int) - grey8).max() <= 1
+    # the face found is the one of the same photo in 8 bits
+    assert np.allclose(find_face(path).box, find_face(np.repeat(grey8[..., None], 3, axis=2)).box, atol=2)
+    arr, _ = load_image(grey16)                        # the same as an array (the viewer's drop path)
+    assert np.abs(arr.astype(int) - img.astype(int)).max() <= 1
+
+
+def test_decompression_bomb_is_refused_from_its_header(tmp_path):
+    """A 389 KB PNG claiming 20000x20000 pixels used to be decoded in full (2.6 GB, 16 s) with Pillow's
+    limit switched off; it is refused before decoding, and Pillow's limit stays in force."""
+    import time
+
+    from PIL import Image
+
+    from hostile_files import bomb_png
+
+    path = bomb_png(tmp_path / "bomb.png", 20000, 20000)
+    limit = Image.MAX_IMAGE_PIXELS
+    t0 = time.time()
+    with pytest.raises(FaceError, match="too large"):
+        align_face(path)
+    assert time.time() - t0 < 2 and Image.MAX_IMAGE_PIXELS == limit and path.stat().st_size < 500_000
+
+
 def test_pnp_starts_from_the_given_camera(monkeypatch):
     """The frontal camera's rotation is a half turn about x (and every camera at pitch 0 is a half turn).
     The hand-written rotation-vector conversion turned a half turn into no rotation at all, so those

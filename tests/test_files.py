@@ -106,3 +106,59 @@ def test_png_folder_refuses_a_non_empty_folder_and_keeps_it(tmp_path):
     with pytest.raises(ExportError, match="not empty"):
         write_png_folder(f, [np.zeros((4, 4, 3), np.uint8)])
     assert (f / "mine.txt").read_text() == "keep"
+
+
+def test_replacing_a_file_keeps_its_mode(tmp_path):
+    """Overwriting an output used to reset it to 0666 minus the umask (a 0600 file became readable)."""
+    dst = tmp_path / "private.json"
+    dst.write_text("{}")
+    os.chmod(dst, 0o600)
+    files.atomic_write_text(dst, '{"a": 1}')
+    assert _mode(dst) == 0o600 and dst.read_text() == '{"a": 1}'
+    os.chmod(dst, 0o664)
+    write_png(dst.with_suffix(".png"), np.zeros((2, 2, 3), np.uint8))
+    files.atomic_write_text(dst, "{}")
+    assert _mode(dst) == 0o664
+
+
+def test_temporaries_are_named_and_locked_while_written(tmp_path):
+    import fcntl
+
+    seen = []
+
+    def write(tmp):
+        seen.append(os.path.basename(tmp))
+        fd = os.open(tmp, os.O_RDONLY)
+        try:                   # another process (or descriptor) cannot take the lock: it is alive
+            with pytest.raises(BlockingIOError):
+                fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        finally:
+            os.close(fd)
+        os.utime(tmp, (0, 0))                  # even an old-looking live temporary is kept
+        assert files.remove_stale_temporaries(tmp_path) == []
+        with open(tmp, "wb") as f:
+            f.write(b"data")
+
+    files.atomic_write(tmp_path / "out.bin", write)
+    assert files.is_temporary_name(seen[0]) and seen[0].startswith(".out.pv3d-tmp.") and seen[0].endswith(".bin")
+    assert (tmp_path / "out.bin").read_bytes() == b"data"
+
+
+def test_only_our_unlocked_old_temporaries_are_swept(tmp_path):
+    import time
+
+    old = time.time() - 3600
+    ours = tmp_path / ".clip.pv3d-tmp.abcdefgh.mp4"
+    young = tmp_path / ".clip.pv3d-tmp.ijklmnop.mp4"
+    users = [tmp_path / ".clip.mp4", tmp_path / "clip.pv3d-tmp.abcdefgh.mp4", tmp_path / ".clip.abcdefgh.mp4"]
+    for p in [ours, young, *users]:
+        p.write_bytes(b"x")
+    link = tmp_path / ".link.pv3d-tmp.abcdefgh.mp4"
+    link.symlink_to(users[0])
+    fifo = tmp_path / ".fifo.pv3d-tmp.abcdefgh.mp4"
+    os.mkfifo(fifo)
+    for p in [ours, *users, fifo]:
+        os.utime(p, (old, old))
+    os.utime(link, (old, old), follow_symlinks=False)
+    assert files.remove_stale_temporaries(tmp_path) == [ours]
+    assert young.exists() and link.is_symlink() and fifo.exists() and all(p.exists() for p in users)

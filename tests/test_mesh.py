@@ -1,4 +1,5 @@
 """Mesh export: silhouette agrees with the renderer, PLY with colours loads, errors are clear."""
+import json
 import threading
 
 import numpy as np
@@ -80,6 +81,62 @@ def test_ply_roundtrip_with_colours(default_model, tmp_path):
     assert not list(tmp_path.glob("*.tmp")) and not list(tmp_path.glob(".head*"))
 
 
+def _glb_json(data: bytes) -> dict:
+    import struct
+
+    assert data[:4] == b"glTF" and struct.unpack("<I", data[4:8])[0] == 2
+    n, kind = struct.unpack("<II", data[12:20])
+    assert kind == 0x4E4F534A            # the JSON chunk comes first
+    return json.loads(data[20:20 + n])
+
+
+def test_obj_and_glb_with_vertex_colours(default_model, tmp_path):
+    """OBJ (v x y z r g b, sRGB) and GLB (COLOR_0 in linear light, NORMAL, +Y up) hold the same mesh and
+    colours as the PLY; readers (trimesh here, Blender and three.js by the same rules) get them back."""
+    import trimesh
+
+    G, r, ws, zm, planes, m = default_model
+    srgb = np.asarray(m.visual.vertex_colors)[:, :3].astype(float)
+    obj = mesh.write_mesh(tmp_path / "head.obj", m)
+    lines = [ln.split() for ln in obj.read_text().splitlines() if ln.startswith("v ")]
+    assert len(lines) == len(m.vertices) and all(len(ln) == 7 for ln in lines[:50])
+    cols = np.array([[float(x) for x in ln[4:7]] for ln in lines]) * 255
+    assert np.abs(cols - srgb).max() <= 1.0
+    glb = mesh.write_mesh(tmp_path / "head.glb", m)
+    js = _glb_json(glb.read_bytes())
+    attrs = js["meshes"][0]["primitives"][0]["attributes"]
+    assert {"POSITION", "NORMAL", "COLOR_0"} <= set(attrs)
+    back = trimesh.load(glb, force="mesh")
+    assert len(back.faces) == len(m.faces) and len(back.vertices) == len(m.vertices)
+    lin = np.asarray(back.visual.vertex_colors)[:, :3].astype(float) / 255
+    expect = np.where(srgb / 255 <= 0.04045, srgb / 255 / 12.92, ((srgb / 255 + 0.055) / 1.055) ** 2.4)
+    assert np.abs(lin - expect).max() <= 1 / 255 + 1e-9
+    np.testing.assert_allclose(back.vertices, m.vertices, atol=1e-6)
+    with pytest.raises(UsageError, match="mesh format"):
+        mesh.write_mesh(tmp_path / "head.stl", m)
+
+
+def test_mesh_sequence_folder_and_index(default_model, tmp_path):
+    G, r, ws, zm, planes, m = default_model
+    folder = mesh.write_mesh_sequence(tmp_path / "seq", [(0.0, m), (0.5, m)], "glb", fps=25.0)
+    index = json.loads((folder / "index.json").read_text())
+    assert index["format"] == "pv3d-mesh-sequence" and index["mesh_format"] == "glb"
+    assert [(f["file"], f["t"], f["time_s"]) for f in index["frames"]] == [("frame_0000.glb", 0.0, 0.0),
+                                                                          ("frame_0001.glb", 0.5, 0.04)]
+    assert sorted(p.name for p in folder.iterdir()) == ["frame_0000.glb", "frame_0001.glb", "index.json"]
+    # cancelled half-way: nothing is left
+    ev = threading.Event()
+
+    def meshes():
+        yield 0.0, m
+        ev.set()
+        yield 1.0, m
+
+    with pytest.raises(Cancelled):
+        mesh.write_mesh_sequence(tmp_path / "seq2", meshes(), "ply", cancel=ev)
+    assert not (tmp_path / "seq2").exists() and not list(tmp_path.glob(".seq2*"))
+
+
 def test_cancel_and_clear_errors(tiny_generator, tmp_path):
     G = tiny_generator
     ws = G.mapping(torch.randn(1, G.z_dim), torch.from_numpy(cameras.frontal())[None])
@@ -118,7 +175,17 @@ def test_mesh_cli(tiny_ckpt, tmp_path, capsys):
     level = float(np.median(g))
     assert main(["mesh", "--ckpt", str(tiny_ckpt), "--res", "32", "--level", str(level), "--frames", "2",
                  "-o", str(tmp_path / "m.ply")]) == 0
-    assert (tmp_path / "m_0000.ply").exists() and (tmp_path / "m_0001.ply").exists()
+    # a sequence: the folder m/ with one PLY per frame and an index of their timestamps
+    index = json.loads((tmp_path / "m" / "index.json").read_text())
+    assert [f["file"] for f in index["frames"]] == ["frame_0000.ply", "frame_0001.ply"]
+    assert [f["t"] for f in index["frames"]] == [0.0, 1.0] and index["mesh_format"] == "ply"
+    assert all((tmp_path / "m" / f["file"]).stat().st_size > 0 for f in index["frames"])
+    # one moment as GLB and OBJ, the format from the suffix
+    for ext in ("glb", "obj"):
+        assert main(["mesh", "--ckpt", str(tiny_ckpt), "--res", "32", "--level", str(level),
+                     "-o", str(tmp_path / f"one.{ext}")]) == 0
+        assert (tmp_path / f"one.{ext}").stat().st_size > 0
+    assert main(["mesh", "--ckpt", str(tiny_ckpt), "--res", "32", "-o", str(tmp_path / "x.stl")]) == 2
 
 
 from mesh_shapes import CENTRE_N, Q, shape_model as _shape_model  # noqa: E402

@@ -199,6 +199,23 @@ def test_bad_inputs_give_clear_errors(dataset, tmp_path):
     assert main(["train", "--data", str(dataset), "--set", "no_such_option=1"]) == 2
 
 
+def test_resume_refuses_a_mistyped_run_folder_and_skips_a_corrupt_latest_checkpoint(dataset, tmp_path, caplog):
+    """--resume with a wrong folder used to start from scratch silently; a corrupt latest checkpoint
+    (a disk error, a copy cut short) used to stop the resume although an older one was kept."""
+    from pv3d_core.errors import UsageError
+
+    for folder in (tmp_path / "typo", tmp_path):
+        with pytest.raises(UsageError, match="--resume: the run folder"):
+            Trainer(_cfg(dataset, folder), resume=True)
+    run = tmp_path / "run"
+    train(_cfg(dataset, run, steps=2, checkpoint_every=1), progress=False)
+    latest = list_checkpoints(run)[-1]
+    latest.write_bytes(latest.read_bytes()[:1000])          # cut short
+    with caplog.at_level("WARNING", logger="pv3d_core"):
+        tr = Trainer(_cfg(dataset, run, steps=4), resume=True)
+    assert tr.step == 1 and "skipping the unreadable checkpoint" in caplog.text and latest.name in caplog.text
+
+
 def test_fine_tune_starts_from_the_checkpoint(dataset, tmp_path):
     train(_cfg(dataset, tmp_path / "a", steps=1), progress=False)
     ck = list_checkpoints(tmp_path / "a")[-1]

@@ -2,7 +2,6 @@
 mouse and keyboard, glReadPixels screenshots (saved in tests/artifacts/viewer_*.png)."""
 import math
 import os
-import shutil
 import subprocess
 import sys
 import time
@@ -10,96 +9,14 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-
-ROOT = Path(__file__).resolve().parent.parent
-ARTIFACTS = ROOT / "tests" / "artifacts"
+from viewer_harness import ROOT, App, diff, job_by_id, xdnd_drop, xvfb_display
 
 pytestmark = pytest.mark.gui
 
 
-# ------------------------------------------------------------------------------------ harness
-
 @pytest.fixture(scope="module")
 def xvfb():
-    from pv3d_viewer.control import HarnessError, start_xvfb
-
-    if shutil.which("Xvfb") is None:
-        pytest.skip("Xvfb is not installed (apt-get install xvfb; .ci/run installs it)")
-    try:
-        proc, display = start_xvfb()
-    except HarnessError as e:
-        pytest.skip(str(e))
-    yield display
-    proc.terminate()
-    proc.wait(10)
-
-
-class App:
-    def __init__(self, display, tmp: Path, args=(), env=None):
-        from pv3d_viewer.control import HarnessError, launch_viewer
-
-        self.display = display
-        self.sock = str(tmp / "ctl.sock")
-        self.env = dict(os.environ, DISPLAY=display, PV3D_VIEWER_CONFIG=str(tmp / "cfg"),
-                        PYTHONPATH=str(ROOT) + os.pathsep + os.environ.get("PYTHONPATH", ""), **(env or {}))
-        self.log = open(tmp / "viewer.log", "wb")
-        self.logpath = tmp / "viewer.log"
-        try:
-            self.proc, self.c = launch_viewer(self.sock, args, self.env, str(ROOT), self.log)
-        except HarnessError as e:
-            raise AssertionError(f"{e}:\n{self.logpath.read_text()}") from None
-
-    def call(self, cmd, **kw):
-        r = self.c.call(cmd, **kw)
-        assert r.get("ok"), r
-        return r
-
-    def state(self):
-        return self.call("state")
-
-    def settle(self, timeout=90):
-        end = time.time() + timeout
-        while time.time() < end:
-            s = self.state()
-            if s["settled"]:
-                return s
-            time.sleep(0.05)
-        raise AssertionError(f"viewer did not settle: {s}")
-
-    def wait_for(self, pred, timeout=30, what="condition"):
-        end = time.time() + timeout
-        while time.time() < end:
-            s = self.state()
-            if pred(s):
-                return s
-            time.sleep(0.05)
-        raise AssertionError(f"timed out waiting for {what}: {s['state']}")
-
-    def set(self, **fields):
-        self.call("set", **fields)
-        return self.settle()
-
-    def shot(self, name):
-        r = self.call("screenshot", path=str(ARTIFACTS / f"viewer_{name}.png"))
-        from PIL import Image
-        img = np.asarray(Image.open(r["path"]))
-        x, y, w, h = r["viewport"]
-        return img, img[y:y + h, x:x + w]
-
-    def xdo(self, *args):
-        return subprocess.run(["xdotool", *args], env=self.env, check=True, capture_output=True, text=True).stdout
-
-    def window_id(self):
-        return self.xdo("search", "--name", "PV3D Studio").split()[0]
-
-    def quit(self):
-        try:
-            self.c.call("quit")
-        except (ConnectionError, OSError):
-            pass
-        rc = self.proc.wait(60)
-        self.log.close()
-        return rc
+    yield from xvfb_display()
 
 
 @pytest.fixture(scope="module")
@@ -108,14 +25,6 @@ def app(xvfb, tiny_ckpt, tmp_path_factory):
     yield a
     rc = a.quit()
     assert rc == 0, a.logpath.read_text()
-
-
-def job_by_id(app, job_id):
-    return next(j for j in app.call("jobs")["jobs"] if j["id"] == job_id)
-
-
-def diff(a, b):
-    return float(np.abs(a.astype(np.float32) - b.astype(np.float32)).mean())
 
 
 # ------------------------------------------------------------------------------------ tests
@@ -132,8 +41,9 @@ def test_without_a_display_it_exits_2_and_names_the_cli(tmp_path):
 def test_launch_draws_the_first_frame(app):
     s = app.settle()
     assert s["has_model"] and s["error"] is None and s["notice"] is None and s["frames_shown"] >= 1
-    assert s["display_path"] == "host" and "device cpu" in s["status_line"] and "display host" in s["status_line"]
-    assert "backbone" in s["status_line"] and "fps" in s["status_line"]
+    # the status bar says which volume renderer runs (issue 14) and which display path
+    assert s["display_path"] == "host" and "display host" in s["status_line"]
+    assert ("CPU kernels" in s["status_line"] or "PyTorch (" in s["status_line"]) and "fps" in s["status_line"]
     full, vp = app.shot("first_frame")
     assert full.shape == (800, 1280, 3)
     assert vp.std() > 5, "the viewport is blank"
@@ -143,7 +53,7 @@ def test_launch_draws_the_first_frame(app):
 
 
 CHANGES = [("seed", 1), ("motion_seed", 3), ("t", 0.8), ("psi", 0.3), ("yaw", 25.0), ("pitch", 15.0),
-           ("radius", 2.2), ("fov", 12.0), ("resolution", 64), ("view", "raw"), ("view", "depth"),
+           ("fov", 12.0), ("resolution", 64), ("view", "raw"), ("view", "depth"),
            ("view", "normals"), ("view", "final"), ("long_clip", True), ("phase", 1.6)]
 
 
@@ -166,7 +76,7 @@ def test_each_control_changes_the_image(app):
     _, vp = app.shot("control_no_cache")
     assert diff(vp, prev) < 0.5 and s["shown"]["use_cache"] is False
     app.set(use_cache=True, long_clip=False, phase=0.0, resolution=128, t=0.5, yaw=0.0, pitch=0.0,
-            radius=2.7, fov=18.837, psi=0.7)
+            fov=18.837, psi=0.7)
 
 
 def test_mouse_drag_orbits_with_a_preview_while_dragging(app):
@@ -195,10 +105,10 @@ def test_mouse_drag_orbits_with_a_preview_while_dragging(app):
     assert s["shown"]["view"] == "final" and s["shown"]["neural_resolution"] is None
     _, after = app.shot("after_drag")
     assert diff(after, before) > 0.5
-    # the wheel zooms
+    # the wheel zooms (by field of view: tests/test_viewer_bugs.py)
     app.xdo("click", "4")
     s2 = app.settle()
-    assert s2["state"]["radius"] < s["state"]["radius"]
+    assert s2["state"]["fov"] < s["state"]["fov"]
 
 
 def test_keyboard_shortcuts(app, tmp_path):
@@ -208,7 +118,7 @@ def test_keyboard_shortcuts(app, tmp_path):
     app.settle()
     app.xdo("key", "r")
     s = app.wait_for(lambda s: s["state"]["yaw"] == 0.0, what="R to reset the view")
-    assert s["state"]["radius"] == pytest.approx(2.7)
+    assert s["state"]["fov"] == pytest.approx(18.837, abs=0.01)
     app.xdo("key", "space")
     app.wait_for(lambda s: s["state"]["playing"], what="space to start playback")
     app.xdo("key", "space")
@@ -369,58 +279,6 @@ def test_png_and_ply_exports(app, tmp_path):
 
 
 # ------------------------------------------------------------------------------------ a real OS drop
-
-def xdnd_drop(display_name: str, target_id: int, path, x: int, y: int, timeout: float = 20.0) -> None:
-    """Drag ``path`` onto window ``target_id`` at window position (x, y) with the XDND protocol, as a
-    file manager would: Enter, Position, (Status), Drop, serve the selection, (Finished)."""
-    from pathlib import Path as _P
-
-    from Xlib import X, display
-    from Xlib.protocol import event
-
-    d = display.Display(display_name)
-    atom = lambda name: d.intern_atom(name)
-    root = d.screen().root
-    src = root.create_window(0, 0, 1, 1, 0, X.CopyFromParent)
-    target = d.create_resource_object("window", target_id)
-    uri_list = atom("text/uri-list")
-    payload = (_P(path).resolve().as_uri() + "\r\n").encode()
-    src.set_selection_owner(atom("XdndSelection"), X.CurrentTime)
-    origin = target.translate_coords(root, 0, 0)        # root origin in window coordinates
-    rx, ry = x - origin.x, y - origin.y
-
-    def send(name, data):
-        ev = event.ClientMessage(window=target, client_type=atom(name), data=(32, data))
-        target.send_event(ev, event_mask=0)
-        d.flush()
-
-    def wait_for(pred):
-        end = time.time() + timeout
-        while time.time() < end:
-            while d.pending_events():
-                ev = d.next_event()
-                if ev.type == X.SelectionRequest:
-                    req = ev.requestor
-                    req.change_property(ev.property, ev.target, 8, payload)
-                    note = event.SelectionNotify(time=ev.time, requestor=req, selection=ev.selection,
-                                                 target=ev.target, property=ev.property)
-                    req.send_event(note)
-                    d.flush()
-                elif pred(ev):
-                    return ev
-            time.sleep(0.01)
-        raise AssertionError("the XDND drop timed out")
-
-    is_msg = lambda name: (lambda ev: ev.type == X.ClientMessage and ev.client_type == atom(name))
-    send("XdndEnter", [src.id, 5 << 24, uri_list, 0, 0])
-    send("XdndPosition", [src.id, 0, (rx << 16) | ry, X.CurrentTime, atom("XdndActionCopy")])
-    status = wait_for(is_msg("XdndStatus"))
-    assert status.data[1][1] & 1, "the window did not accept the drop"
-    send("XdndDrop", [src.id, 0, X.CurrentTime, 0, 0])
-    wait_for(is_msg("XdndFinished"))
-    src.destroy()
-    d.close()
-
 
 def test_a_real_xdnd_drop_reaches_the_drop_callback(app, tiny_ckpt, tmp_path):
     pytest.importorskip("Xlib", reason="python-xlib is needed to act as an XDND drag source")

@@ -63,28 +63,42 @@ def test_png_job(tmp_path):
     assert job.error is None and np.array_equal(np.asarray(Image.open(tmp_path / "f.png")), img)
 
 
+def fake_portrait_module():
+    """A stand-in for pv3d_core.portrait with its config and a model without an encoder; tests set
+    ``prepare_and_invert``."""
+    import types
+
+    from pv3d_core.portrait import PortraitConfig
+
+    fake = types.ModuleType("pv3d_core.portrait")
+    fake.PortraitConfig = PortraitConfig
+    fake.find_encoder = lambda G, which="auto": (None, "no encoder beside the model")
+    return fake
+
+
 def test_portrait_job_hands_back_the_latent(tmp_path, tiny_generator, monkeypatch):
     import types
 
     import torch
 
-    fake = types.ModuleType("pv3d_core.portrait")
+    fake = fake_portrait_module()
     calls = []
 
     from pv3d_core.live import FitState
 
     seen = {}
 
-    def prepare_and_invert(image_path, G, progress=None, cancel=None, on_state=None):
+    def prepare_and_invert(image_path, G, progress=None, cancel=None, on_state=None, config=None, encoder=None):
         # pv3d_core.portrait's progress signature: progress(stage, step, total, loss)
         calls.append(image_path)
         progress("align", 1, 1, 0.0)
-        seen["align"] = job.status
-        # then the fit's states (pv3d_core.live): the status names the stage and the time left
-        on_state(FitState("w+", 1, 2, torch.zeros(1, 3), G, eta_s=75.0))
-        progress("w+", 1, 2, 0.5)
-        seen["w+"] = job.status
-        on_state(FitState("pti", 2, 2, torch.ones(1, 3), G, final=True))
+        seen["align"] = (job.status, job.progress)
+        # then the fit's states (pv3d_core.live) for the viewer to show, and the steps for the bar
+        on_state(FitState("w", 1, 200, torch.zeros(1, 3), G, eta_s=75.0))
+        progress("w", 100, 200, 0.5)
+        seen["w"] = (job.status, job.progress)
+        on_state(FitState("pti", 300, 300, torch.ones(1, 3), G, final=True))
+        progress("pti", 300, 300, 0.1)
         return types.SimpleNamespace(ws=torch.ones(1, 3), generator=G, yaw_pitch=(0.3, -0.1))
     fake.prepare_and_invert = prepare_and_invert
     monkeypatch.setitem(sys.modules, "pv3d_core.portrait", fake)
@@ -95,7 +109,9 @@ def test_portrait_job_hands_back_the_latent(tmp_path, tiny_generator, monkeypatc
     job = J.Job("portrait", body)
     job = run(job.start())
     assert job.error is None and torch.equal(job.result, torch.ones(1, 3)) and calls == [tmp_path / "face.png"]
-    assert seen == {"align": "align 1/1", "w+": "w+ 1/2, 1 min 15 s left"}
+    # one bar over the stages, weighted (no encoder here: 200 latent steps, then 300 PTI steps at 3.5 each)
+    assert seen["align"][0] == "finding the face 1/1" and seen["w"][0].startswith("fitting the latent 100/200")
+    assert 0 < seen["align"][1] < seen["w"][1] < 0.2 and job.progress == 1.0
     latest = body.latest.take()                 # the newest state, for the viewer to show (latest wins)
     assert latest.stage == "pti" and latest.final and torch.equal(latest.ws, torch.ones(1, 3))
     assert body.latest.take() is None
@@ -138,6 +154,7 @@ class _FakeWorker:
 
     def __init__(self, G, name="model.safetensors"):
         self.generator, self.model_name, self.model_serial = G, name, 1
+        self.model_path, self.device = None, "cpu"
         self.renderer = None
         self.queued_load = False
         self.calls = []
@@ -145,7 +162,7 @@ class _FakeWorker:
     def loading(self):
         return self.queued_load
 
-    def set_generator(self, G, name="in-memory model"):
+    def set_generator(self, G, name="in-memory model", path=None):
         self.calls.append(("set_generator", name))
         self.generator, self.model_name, self.model_serial = G, name, self.model_serial + 1
 
@@ -170,8 +187,8 @@ def _viewer(monkeypatch, G):
     app = types.SimpleNamespace(st=S.ViewerState(), worker=_FakeWorker(G), jobs=J.JobManager(), message="",
                                 viewport_error=None, notice=None, portrait_active=False, settings=None)
     app.actions = Actions(app)
-    fake = types.ModuleType("pv3d_core.portrait")
-    fake.prepare_and_invert = lambda path, G, progress=None, cancel=None, on_state=None: types.SimpleNamespace(
+    fake = fake_portrait_module()
+    fake.prepare_and_invert = lambda path, G, **kw: types.SimpleNamespace(
         ws="latent", generator=("tuned", G), yaw_pitch=(0.1, 0.0))
     import pv3d_core
 
@@ -194,7 +211,7 @@ def test_a_portrait_fitted_while_another_model_loaded_is_not_shown_over_it(monke
     job = app.actions.fit_portrait("face.png")
     app.actions.load_checkpoint("other.safetensors")        # the user loads another model meanwhile
     _finish(app, job)
-    assert not app.portrait_active and ("set_generator", "portrait (pivotal-tuned)") not in app.worker.calls
+    assert not app.portrait_active and not any("pivotal-tuned" in c[1] for c in app.worker.calls)
     assert "another model was loaded" in app.message
     # undisturbed, the fit is shown, and "back to seeds" restores the model it was fitted on
     app = _viewer(monkeypatch, base)
@@ -228,7 +245,7 @@ def _live_fit(monkeypatch, base):
     app = _viewer(monkeypatch, base)
     go = threading.Event()
 
-    def prepare_and_invert(path, G, progress=None, cancel=None, on_state=None):
+    def prepare_and_invert(path, G, progress=None, cancel=None, on_state=None, **kw):
         on_state(FitState("w+", 0, 4, torch.zeros(1, 3), G, camera=None))
         while not go.is_set():
             if cancel.is_set():

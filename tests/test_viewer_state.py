@@ -20,11 +20,11 @@ def test_default_state_maps_to_default_render_settings():
 
 
 def test_every_field_reaches_the_render_settings():
-    st = S.ViewerState(seed=5, motion_seed=9, t=0.25, psi=0.5, yaw=30, pitch=-10, radius=3.0, fov=15,
+    st = S.ViewerState(seed=5, motion_seed=9, t=0.25, psi=0.5, yaw=30, pitch=-10, fov=15,
                        resolution=256, view="depth", use_cache=False)
     s = S.render_settings(st)
-    assert (s.seed, s.motion_seed, s.t, s.psi, s.radius, s.fov, s.resolution, s.view, s.use_cache) == \
-        (5, 9, 0.25, 0.5, 3.0, 15, 256, "depth", False)
+    assert (s.seed, s.motion_seed, s.t, s.psi, s.fov, s.resolution, s.view, s.use_cache) == \
+        (5, 9, 0.25, 0.5, 15, 256, "depth", False)
     assert s.yaw == pytest.approx(math.radians(30)) and s.pitch == pytest.approx(math.radians(-10))
 
 
@@ -98,17 +98,26 @@ def test_drag_orbits_and_wheel_zooms_within_limits():
     assert st.yaw == pytest.approx(30) and st.pitch == pytest.approx(-15)
     S.apply_drag(st, 10_000, 10_000)
     assert st.yaw == S.YAW_LIMIT and st.pitch == S.PITCH_LIMIT
-    r0 = st.radius
-    S.apply_wheel(st, 1)
-    assert st.radius < r0
-    S.apply_wheel(st, -1000)
-    assert st.radius == S.RADIUS_RANGE[1]
-    st.zoom_mode = "fov"
     f0 = st.fov
-    S.apply_wheel(st, 2)
-    assert st.fov < f0
+    S.apply_wheel(st, 2)                  # zoom is by field of view: the camera never moves
+    assert st.fov < f0 and S.render_settings(st).radius == S.render_settings(S.ViewerState()).radius
+    S.apply_wheel(st, -1000)
+    assert st.fov == S.FOV_RANGE[1]
+    S.apply_wheel(st, 1000)
+    assert st.fov == S.FOV_RANGE[0]
     S.reset_view(st)
-    assert (st.yaw, st.pitch, st.radius, st.fov) == (0.0, 0.0, S.DEFAULT_RADIUS, S.DEFAULT_FOV)
+    assert (st.yaw, st.pitch, st.fov) == (0.0, 0.0, S.DEFAULT_FOV)
+
+
+def test_out_of_the_training_range():
+    assert S.out_of_range(S.ViewerState(yaw=35.0, pitch=-20.0)) == []
+    assert S.out_of_range(S.ViewerState(yaw=-36.0, pitch=21.0)) == ["yaw", "pitch"]
+
+
+def test_blend_reaches_the_render_settings_only_when_used():
+    s = S.render_settings(S.ViewerState(seed=2, seed_b=9, blend=0.0, motion_seed_b=4, motion_blend=0.25))
+    assert s.seed_b is None and s.blend == 0.0 and s.motion_seed_b == 4 and s.motion_blend == 0.25
+    assert S.render_settings(S.ViewerState(seed_b=9, blend=0.5)).seed_b == 9
 
 
 # ------------------------------------------------------------------------------- settings store
@@ -143,9 +152,11 @@ def test_corrupt_or_wrongly_typed_settings_fall_back_to_defaults(tmp_path):
                              "last_checkpoint": 7, "unknown": 1, "export_frames": 30, "export_camera": "spiral"}))
     s, warn = SS.load(p)
     d = SS.ViewerSettings()
-    assert warn is None
-    assert s.window_width == d.window_width and s.window_height == 8192 and s.export_fps == d.export_fps
+    for name in ("window_width", "window_height", "export_fps", "last_checkpoint", "export_camera"):
+        assert name in warn, warn               # each value reset to its default is named in the note
+    assert s.window_width == d.window_width and s.window_height == d.window_height and s.export_fps == d.export_fps
     assert s.last_checkpoint is None and s.export_frames == 30 and s.export_camera == d.export_camera
+    assert s.unknown_keys == {"unknown": 1}
 
 
 def test_save_failure_leaves_the_old_file(tmp_path, monkeypatch):

@@ -179,6 +179,66 @@ def test_a_job_taken_off_the_queue_is_busy_at_once():
     assert w._next()[0] == "command" and not w.idle()
 
 
+def test_the_kernel_build_never_delays_the_first_frame(tiny_generator, monkeypatch):
+    """The worker builds the CPU kernels in a warm-up thread when a model is installed; frames asked for
+    meanwhile render with the PyTorch reference instead of waiting for the compiler."""
+    from pv3d_core.render import cpu_kernels, cuda_ops
+    from pv3d_viewer.worker import RenderWorker
+
+    if cuda_ops.kernels_mode() == "off" or cpu_kernels.compiler() is None:
+        pytest.skip("no CPU kernels here")
+    real_build = cpu_kernels._build
+    started = threading.Event()
+
+    def slow_build(dims):
+        started.set()
+        time.sleep(2.0)                  # a first compile on a slow machine
+        return real_build(dims)          # (the disk cache makes the real one quick)
+
+    monkeypatch.setattr(cpu_kernels, "_libs", {})
+    monkeypatch.setattr(cpu_kernels, "_build", slow_build)
+    w = RenderWorker("cpu").start()
+    try:
+        w.set_generator(tiny_generator, "tiny")
+        assert started.wait(10)
+        t0 = time.perf_counter()
+        w.request(RenderSettings(resolution=32))
+        frame = None
+        while frame is None and time.perf_counter() - t0 < 30:
+            frame = next((r for r in w.poll() if r.kind == "frame"), None)
+            time.sleep(0.005)
+        first = time.perf_counter() - t0
+        assert frame is not None and frame.error is None
+        assert first < 1.5, f"the first frame waited {first:.2f} s for the compiler"
+        assert w.last_path["path"] == "pytorch" and "compiling" in w.last_path["reason"]
+        assert "compiling" in w.kernels or "checking" in w.kernels
+        end = time.time() + 30
+        while not w.kernels.startswith("CPU kernels") and time.time() < end:
+            time.sleep(0.05)
+        assert w.kernels.startswith("CPU kernels")
+        w.request(RenderSettings(resolution=32, yaw=0.1))
+        end = time.time() + 30
+        while not any(r.kind == "frame" for r in w.poll()) and time.time() < end:
+            time.sleep(0.005)
+        assert w.last_path["path"] == "cpu-kernels"
+    finally:
+        w.stop()
+    assert isinstance(w.renderer.G, torch.nn.Module)
+
+
+def test_worker_says_what_volume_rendering_runs_on(tiny_generator):
+    """The status bar's "volume rendering: ..." comes from the model once installed (kernels compiled and
+    self-checked then, on the warm-up thread)."""
+    w = RenderWorker("cpu").start()
+    try:
+        w.set_generator(tiny_generator, "tiny")
+        assert wait(lambda: w.has_model and w.backend, 60)
+        assert w.backend and w.backend == tiny_generator.volume_rendering_backend()
+        assert w.backend.startswith(("CPU kernels (", "PyTorch ("))
+    finally:
+        w.stop()
+
+
 def test_a_fits_preview_shows_its_state_without_looking_like_a_new_model(worker):
     """show_preview (a running portrait fit's state): the latest queued preview wins, the latent is set,
     the cache starts over, and model_serial stays (the app tells a user's load by it)."""

@@ -1,9 +1,10 @@
-"""What the user asks for, carried out: loading models, drops, exports, portrait fits.
+"""What the user asks for, carried out: opening files (models, photos, portraits, camera paths), portraits,
+drops, the camera path's edits; exports are in :mod:`viewer.exports`.
 
 :class:`Actions` works on the app's state (its worker, jobs, settings, messages); the widgets, the
-keyboard shortcuts, the drop callback and the control socket all come here, so every path runs the
-same code. Everything here runs on the UI thread: job completions too (:meth:`JobManager.collect`
-calls them from the frame loop), so they may touch the app freely.
+keyboard shortcuts, the drop callback, the file dialogs and the control socket all come here, so every
+path runs the same code. Everything here runs on the UI thread: job completions too
+(:meth:`JobManager.collect` calls them from the frame loop), so they may touch the app freely.
 """
 from __future__ import annotations
 
@@ -16,7 +17,8 @@ from pv3d_core.errors import UserError
 
 from . import drop as D
 from . import state as S
-from .jobs import mp4_job, output_name, ply_job, png_job, portrait_job
+from .exports import Exports
+from .jobs import open_portrait_job, portrait_job, save_portrait_job
 from .messages import missing_model_notice
 
 log = logging.getLogger(__name__)
@@ -24,21 +26,26 @@ log = logging.getLogger(__name__)
 
 @dataclass
 class PortraitBase:
-    """The model a portrait fit started from: restored by "back to seeds"."""
+    """The model a portrait was fitted on (or opened over): restored by "back to seeds"."""
     generator: object
     name: str
+    path: str | None = None
 
 
 class Actions:
     def __init__(self, app):
         self.app = app
-        self.portrait_base: PortraitBase | None = None   # set while a fitted portrait is shown
-        self.portrait_view = None      # (yaw, pitch) radians of a fitted photo, applied once on the UI thread
+        self.exports = Exports(app)
+        self.portrait_base: PortraitBase | None = None   # set while a portrait is shown
+        self.portrait = None           # the pv3d_core.portrait.Portrait shown (to save it)
+        self.portrait_name: str | None = None
+        self.portrait_view = None      # (yaw, pitch) radians of a portrait's photo, applied once on the UI thread
         self.fit_job = None            # the portrait fit whose live states are shown
         self._drops: list = []
 
     # ------------------------------------------------------------------ buttons and keys
-    def do(self, action: str):
+    def do(self, action: str, **kw):
+        """Carry out ``action`` (a widget's, a key's or the control socket's); returns a job if it started one."""
         app, st = self.app, self.app.st
         if action == "toggle_play":
             st.playing = not st.playing
@@ -46,6 +53,7 @@ class Actions:
                 app.worker.prefetch([])
         elif action == "reset_view":
             S.reset_view(st)
+            app.path_editor.previewing = False
         elif action == "load_default":
             from pv3d_core.paths import default_checkpoint
             p = default_checkpoint()
@@ -55,79 +63,116 @@ class Actions:
                 app.viewport_error = missing_model_notice(p)
         elif action == "clear_portrait":
             self.clear_portrait()
-        elif action == "export_mp4":
-            return self.export("mp4")
-        elif action == "export_png":
-            return self.export("png")
-        elif action == "export_ply":
-            return self.export("ply")
+        elif action == "save_portrait":
+            return self.save_portrait(kw.get("path"))
+        elif action == "open":
+            return self.open_path(kw["path"])
+        elif action == "open_dialog":
+            self.open_dialog(kw.get("kind", "any"))
+        elif action == "dismiss_error":
+            app.viewport_error = None
+        elif action == "toggle_perf":
+            app.ui.perf_open = not app.ui.perf_open
+            app.settings.show_performance = app.ui.perf_open
+        elif action == "add_keyframe":
+            app.path_editor.add_view(st)
+        elif action == "remove_keyframe":
+            app.path_editor.remove(int(kw.get("index", -1)))
+        elif action == "clear_keyframes":
+            app.path_editor.clear()
+        elif action == "preview_path":
+            app.path_editor.toggle_preview()
+        elif action == "save_path":
+            self.save_path(kw.get("path"))
+        elif action == "load_path":
+            self.load_path(kw["path"])
+        elif action in Exports.ACTIONS:
+            return self.exports.do(action, **kw)
+        else:
+            raise KeyError(f"unknown action {action!r}")
         return None
 
+    # ------------------------------------------------------------------ models
     def load_checkpoint(self, path) -> None:
         app = self.app
         app.notice = f"loading {Path(path).name} ..."
         app.viewport_error = None
         app.worker.load(path)
 
+    def model_loaded(self) -> None:
+        """A checkpoint finished loading: a portrait shown before is gone with its model."""
+        self._forget_portrait()
+        if self.app.worker.model_path:
+            self.remember(self.app.worker.model_path, "model")
+
     def clear_portrait(self) -> None:
-        """Back to the seeds of the model the portrait was fitted on (a fit under way is cancelled)."""
+        """Back to the seeds of the model the portrait was fitted on (or opened over); a fit under way
+        is cancelled."""
         app = self.app
         if self.fit_job is not None:
             self.fit_job.cancel()
             self.fit_job = None
         if self.portrait_base is not None:
-            app.worker.set_generator(self.portrait_base.generator, name=self.portrait_base.name)
-            self.portrait_base = None
+            app.worker.set_generator(self.portrait_base.generator, name=self.portrait_base.name,
+                                     path=self.portrait_base.path)
         app.worker.set_appearance(None)
-        app.portrait_active = False
+        self._forget_portrait()
 
-    def model_loaded(self) -> None:
-        """A checkpoint finished loading: a portrait shown before is gone with its model."""
+    def _forget_portrait(self) -> None:
         self.portrait_base = None
+        self.portrait = None
+        self.portrait_name = None
         self.app.portrait_active = False
 
-    # ------------------------------------------------------------------ exports
-    def export(self, kind: str, path=None):
-        from pv3d_core.export import ClipSpec, ExportError, clip_settings
+    # ------------------------------------------------------------------ opening files
+    def open_path(self, path):
+        """Open any file the viewer knows: a checkpoint, a saved portrait, a photo (fitted) or a camera path.
+        Returns the job it started, if any."""
+        return self._open(path)[1]
 
+    def _open(self, path) -> tuple[str, object]:
+        """(outcome, job): "checkpoint", "portrait" (a fit or a saved portrait), "path", "rejected" or
+        "no-model"; a refusal is shown in the viewport."""
         app = self.app
-        G = app.worker.generator
-        if G is None:
-            app.message = "nothing to export: no model loaded"
-            return None
-        cfg = app.settings
-        ws = app.worker.renderer.appearance_ws if app.worker.renderer is not None else None
-        base = S.render_settings(app.st).with_(resolution=int(cfg.export_resolution))
-        folder = Path(cfg.export_folder).expanduser()
-        try:
-            if kind == "mp4":
-                n = max(2, int(cfg.export_frames))
-                spec = ClipSpec(frames=n, camera=cfg.export_camera)
-                cams = clip_settings(base, spec)
-                length = S.timeline_length(app.st)
-                todo = [S.render_settings(app.st, pos=length * i / (n - 1)).with_(
-                    resolution=int(cfg.export_resolution), yaw=c.yaw, pitch=c.pitch) for i, c in enumerate(cams)]
-                path = path or output_name(folder, base, "mp4", f"_{cfg.export_camera}")
-                job = app.jobs.start("MP4", mp4_job(G, base, spec, cfg.export_fps, path, ws, settings_list=todo),
-                                     self.job_done)
-            elif kind == "png":
-                path = path or output_name(folder, base, "png")
-                from .jobs import job_renderer
+        kind, why = D.classify(path)
+        if kind == "image":
+            why = D.image_problem(path)
+            kind = "reject" if why else kind
+        if kind == "reject":
+            app.viewport_error = f"cannot open it: {why}"
+            return "rejected", None
+        if kind == "path":
+            try:
+                self.load_path(path)
+            except UserError as e:
+                app.viewport_error = f"cannot open it: {e}"
+                return "rejected", None
+            return "path", None
+        if kind == "image":
+            job = self.fit_portrait(path)
+            if job is not None:
+                self.remember(path, "photo")
+            return ("portrait" if job is not None else "no-model"), job
+        from pv3d_core.invert import is_portrait
 
-                def body(job, G=G, base=base, path=path, ws=ws):
-                    img = job_renderer(G, ws).render(base).numpy()
-                    return png_job(img, path)(job)
-                job = app.jobs.start("PNG", body, self.job_done)
-            elif kind == "ply":
-                path = path or output_name(folder, base, "ply")
-                job = app.jobs.start("PLY", ply_job(G, base, path, appearance_ws=ws), self.job_done)
-            else:
-                raise ExportError(f"unknown export kind {kind!r}")
-        except UserError as e:
-            app.message = f"export failed: {e}"
-            return None
-        app.message = f"exporting {Path(path).name} ..."
-        return job
+        if Path(path).suffix.lower() == ".safetensors" and is_portrait(path):
+            job = self.open_portrait(path)
+            return ("portrait" if job is not None else "no-model"), job
+        self.load_checkpoint(path)
+        return "checkpoint", None
+
+    def open_dialog(self, kind: str = "any") -> None:
+        titles = {"model": "Open a checkpoint or portrait", "photo": "Open a portrait photo",
+                  "path": "Open a camera path", "any": "Open"}
+        start = self.app.settings.last_checkpoint or ""
+        self.app.dialogs.open_file(titles.get(kind, "Open"), lambda p: self.app.guarded("opening", self.open_path, p),
+                                   kind if kind in ("model", "photo", "path") else "any", start)
+
+    def remember(self, path, kind: str) -> None:
+        app = self.app
+        app.recent.add(path, kind)
+        if app.recent.warning:
+            app.message = app.recent.warning
 
     # ------------------------------------------------------------------ portraits
     def fit_portrait(self, image_path):
@@ -136,16 +181,47 @@ class Actions:
         if app.worker.generator is None:
             app.viewport_error = "load a model before dropping a portrait"
             return None
-        base = self.portrait_base or PortraitBase(app.worker.generator, app.worker.model_name)
+        base = self.portrait_base or PortraitBase(app.worker.generator, app.worker.model_name, app.worker.model_path)
         body = portrait_job(image_path, base.generator)
         job = app.jobs.start("portrait", body, self.job_done)
         job.base = base
+        job.portrait_name = Path(image_path).stem
         job.model_serial = app.worker.model_serial
         job.latest = body.latest
         if self.fit_job is not None:
             self.fit_job.cancel()
         self.fit_job = job
         app.message = f"fitting portrait {Path(image_path).name} ..."
+        return job
+
+    def open_portrait(self, path):
+        """Open a saved portrait (its tuned generator and latent) over the model shown."""
+        app = self.app
+        base = self.portrait_base or (PortraitBase(app.worker.generator, app.worker.model_name, app.worker.model_path)
+                                      if app.worker.generator is not None else None)
+        job = app.jobs.start("open portrait", open_portrait_job(path, app.worker.device), self.job_done)
+        job.base = base
+        job.portrait_name = Path(path).stem
+        job.model_serial = app.worker.model_serial
+        job.source = str(path)
+        return job
+
+    def save_portrait(self, path=None):
+        """Save the portrait shown as `pv3d animate --save-portrait` does (a file that opens again here and
+        in `pv3d animate portrait.safetensors`). Without a path, asks for one."""
+        app = self.app
+        if self.portrait is None:
+            app.message = "no portrait to save: drop or open a photo first"
+            return None
+        if path is None:
+            start = str(Path(app.settings.export_folder).expanduser() / f"{self.portrait_name or 'portrait'}.safetensors")
+            app.dialogs.save_file("Save the portrait", lambda p: app.guarded("saving", self.save_portrait, p),
+                                  "portrait", start)
+            return None
+        if not str(path).endswith(".safetensors"):
+            path = f"{path}.safetensors"
+        job = app.jobs.start("save portrait", save_portrait_job(self.portrait, path), self.job_done)
+        app.message = f"saving {Path(path).name} ..."
         return job
 
     def job_done(self, job) -> None:
@@ -155,19 +231,27 @@ class Actions:
             self._drop_fit_preview(job)
         if job.error:
             app.message = f"{job.name} failed: {job.error}"
+            if job.name in ("portrait", "open portrait"):     # the user waits on these: say it in the viewport
+                app.viewport_error = f"{job.name} failed: {job.error}"
         elif job.cancelled:
             app.message = f"{job.name} cancelled"
-        elif job.name == "portrait":
+        elif job.name in ("portrait", "open portrait"):
             self._show_portrait(job)
         else:
             app.message = f"saved {job.result}"
-            try:
-                app.settings.export_folder = str(Path(job.result).parent)
-            except TypeError:
-                pass
+            if job.name == "save portrait":
+                self.remember(job.result, "portrait")
+            elif job.name not in ("save portrait",):
+                try:
+                    app.settings.export_folder = str(Path(job.result).parent)
+                except TypeError:
+                    pass
 
     def _show_portrait(self, job) -> None:
         app = self.app
+        if job.base is None:
+            app.message = "open a model first"
+            return
         if app.worker.model_serial != job.model_serial or app.worker.loading():
             # another model was loaded while the photo was being fitted: keep the user's model
             app.message = (f"portrait fitted on {job.base.name}, but another model was loaded meanwhile; "
@@ -175,15 +259,19 @@ class Actions:
             return
         tuned = job.tuned_generator
         if tuned is not None:
-            app.worker.set_generator(tuned, name="portrait (pivotal-tuned)")
+            app.worker.set_generator(tuned, name=f"portrait {job.portrait_name} (pivotal-tuned)")
         self.portrait_base = job.base
+        self.portrait = getattr(job, "portrait", None)
+        self.portrait_name = job.portrait_name
         app.worker.set_appearance(job.result)
         if not getattr(job, "previewed", False):     # the previews already turned to the photo's camera
             self.portrait_view = job.portrait_view
         if self.fit_job is job:
             self.fit_job = None
         app.portrait_active = True
-        app.message = "portrait fitted: animating it"
+        app.message = f"portrait {job.portrait_name}: animating it"
+        if getattr(job, "source", None):
+            self.remember(job.source, "portrait")
 
     def _drop_fit_preview(self, job) -> None:
         """A fit that failed or was cancelled after showing live states: back to the model it started
@@ -228,6 +316,27 @@ class Actions:
             st.t = 0.0
             st.playing = False
 
+    # ------------------------------------------------------------------ camera paths
+    def save_path(self, path=None) -> None:
+        app = self.app
+        if path is None:
+            start = app.path_editor.file or str(Path(app.settings.export_folder).expanduser() / "camera_path.json")
+            app.dialogs.save_file("Save the camera path", lambda p: app.guarded("saving the path", self.save_path, p),
+                                  "path", start)
+            return
+        if not str(path).endswith(".json"):
+            path = f"{path}.json"
+        saved = app.path_editor.save(path)
+        self.remember(saved, "path")
+        app.message = f"saved {saved}"
+
+    def load_path(self, path) -> None:
+        app = self.app
+        app.path_editor.load(path)
+        self.remember(path, "path")
+        app.message = f"camera path {Path(path).name}: {len(app.path_editor.keyframes)} keyframes"
+        app.ui.requested_tab = "Path"
+
     # ------------------------------------------------------------------ drag and drop
     def on_drop(self, window, paths) -> None:
         """glfw drop callback: queue; handled at the start of the next frame."""
@@ -235,18 +344,8 @@ class Actions:
 
     def handle_drops(self) -> list[str]:
         app = self.app
-        outcomes = []
         drops, self._drops = self._drops, []
-        for p in drops[:1]:   # one file at a time: the first one wins
-            kind, why = D.classify(p)
-            if kind == "checkpoint":
-                self.load_checkpoint(p)
-                outcomes.append("checkpoint")
-            elif kind == "image":
-                outcomes.append("portrait" if self.fit_portrait(p) is not None else "no-model")
-            else:
-                app.viewport_error = f"cannot open the dropped file: {why}"
-                outcomes.append("rejected")
+        outcomes = [self._open(p)[0] for p in drops[:1]]     # one file at a time: the first one wins
         if len(drops) > 1:
             app.message = f"{len(drops)} files dropped: used the first one"
         return outcomes

@@ -12,7 +12,10 @@ import os
 import sys
 import traceback
 
+from pv3d_core.rules import SEED, Int
+
 from .messages import EXIT_USAGE, NO_DISPLAY
+from .state import RESOLUTIONS
 
 
 def parse_args(argv=None) -> argparse.Namespace:
@@ -20,8 +23,9 @@ def parse_args(argv=None) -> argparse.Namespace:
     p.add_argument("--ckpt", help="checkpoint to open (ours .safetensors or an official .ckpt); "
                                   "default: $PV3D_DEFAULT_CKPT, the last one used, or the embedded model")
     p.add_argument("--device", default="auto", help="cpu, cuda or auto (default)")
-    p.add_argument("--seed", type=int, default=0, help="appearance seed to start with")
-    p.add_argument("--resolution", type=int, default=None, help="output resolution to start with")
+    p.add_argument("--seed", type=SEED.flag, default=0, help="appearance seed to start with")
+    p.add_argument("--resolution", type=Int(min(RESOLUTIONS), max(RESOLUTIONS)).flag, default=None,
+                   help=f"output resolution to start with ({min(RESOLUTIONS)}-{max(RESOLUTIONS)})")
     # automation (tests, scripts): a JSON command socket, and the commands that inject faults
     p.add_argument("--control-socket", default=os.environ.get("PV3D_VIEWER_CONTROL"), help=argparse.SUPPRESS)
     p.add_argument("--control-test-faults", action="store_true", help=argparse.SUPPRESS)

@@ -1,12 +1,13 @@
 """The commands of the test/automation control socket (:mod:`.control` carries them), run on the UI
 thread against the running app through the same code paths as the widgets and callbacks.
 
-Fault injection (``break_generator`` / ``fix_generator``, which patch the model to fail every render)
-exists only when the viewer was started with its hidden ``--control-test-faults`` flag: without it
+Fault injection (``break_generator`` / ``fix_generator``, which patch the model to fail every render;
+``slow_render``, which makes every frame take longer, as a CPU shared with another job does) exists only when the viewer was started with its hidden ``--control-test-faults`` flag: without it
 those commands are unknown, like any other name.
 """
 from __future__ import annotations
 
+import time
 import typing
 from dataclasses import asdict, fields
 from pathlib import Path
@@ -25,7 +26,8 @@ class ControlCommands:
         self.commands = {name[len("cmd_"):]: getattr(self, name) for name in dir(self) if name.startswith("cmd_")}
         if test_faults:
             faults = FaultInjection(app)
-            self.commands.update(break_generator=faults.break_generator, fix_generator=faults.fix_generator)
+            self.commands.update(break_generator=faults.break_generator, fix_generator=faults.fix_generator,
+                                 slow_render=faults.slow_render)
         self._screenshots: list = []
 
     # ------------------------------------------------------------------ dispatch (UI thread, once a frame)
@@ -59,6 +61,8 @@ class ControlCommands:
     # ------------------------------------------------------------------ commands
     def cmd_state(self, p):
         app = self.app
+        from .widgets.base import TABS
+
         return {
             "state": asdict(app.st),
             "shown": asdict(app.shown_settings) if app.shown_settings is not None else None,
@@ -72,10 +76,24 @@ class ControlCommands:
             "ui_frame_parts": app.frame_parts, "ui_fps": app.ui_fps(), "ui_frame_ms": list(app.frame_ms),
             "frames_shown": app.frames_shown, "uploads": app.display.uploads,
             "rendered": app.worker.rendered, "prefetched": app.worker.prefetched,
+            "render_ms": app.worker.render_s * 1e3,
             "cache_frames": len(app.worker.cache), "viewport": list(app.viewport_rect),
             "window": list(app.window_size()), "timings": app.timings,
             "status_line": app.status_line(), "jobs": [job_dict(j) for j in app.jobs.jobs],
             "worker_alive": app.worker.alive, "dropped_stale": app.gate.dropped,
+            # issue 14: which volume renderer runs, and what the last frame ran
+            "kernels": app.worker.kernels, "kernel_path": app.worker.last_path,
+            # the UI: tabs, where named items were drawn, what is greyed out or out of range
+            "tab": app.ui.tab, "tabs": list(TABS), "widgets": app.ui.rects, "tooltip": app.ui.tooltip,
+            "disabled_controls": list(app.ui.disabled), "out_of_range": list(app.ui.out_of_range),
+            "panel_overflow": app.ui.panel_overflow, "status_overflow": app.ui.status_overflow,
+            "perf_open": app.ui.perf_open, "dialogs_open": len(app.dialogs.pending),
+            "depth_range": list(app.depth_range) if app.depth_range else None,
+            "playback": app.playback.stats(),
+            "portrait_active": app.portrait_active, "portrait_name": app.actions.portrait_name,
+            "keyframes": [asdict(k) for k in app.path_editor.keyframes],
+            "path_previewing": app.path_editor.previewing, "path_file": app.path_editor.file,
+            "recent": app.recent.of(), "settings": asdict(app.settings),
         }
 
     def cmd_set(self, p, **values):
@@ -101,9 +119,23 @@ class ControlCommands:
             setattr(cfg, k, v)
         return {"settings": asdict(cfg)}
 
-    def cmd_action(self, p, name):
-        job = self.app.actions.do(name)
-        return {"job": job.id if job is not None else None}
+    def cmd_action(self, p, name, **kw):
+        job = self.app.actions.do(name, **kw)
+        return {"job": job.id if job is not None else None, "message": self.app.message,
+                "error": self.app.viewport_error}
+
+    def cmd_ui(self, p, tab=None, perf_open=None):
+        """Open a tab (as a click on it does) or the performance panel."""
+        from .widgets.base import TABS
+
+        if tab is not None:
+            if tab not in TABS:
+                raise KeyError(f"no tab {tab!r}")
+            self.app.ui.requested_tab = tab
+        if perf_open is not None:
+            self.app.ui.perf_open = bool(perf_open)
+            self.app.settings.show_performance = bool(perf_open)
+        return {}
 
     def cmd_screenshot(self, p, path):
         self._screenshots.append((path, p))
@@ -139,8 +171,14 @@ class ControlCommands:
     def cmd_export(self, p, kind="mp4", path=None, **cfg):
         for k, v in cfg.items():
             setattr(self.app.settings, k, v)
-        job = self.app.actions.export(kind, path)
+        mesh = kind in ("ply", "obj", "glb")
+        job = self.app.actions.exports.export("mesh" if mesh else kind, path, fmt=kind if mesh else None)
         return {"job": None if job is None else job.id, "message": self.app.message}
+
+    def cmd_cancel_jobs(self, p):
+        """Cancel every running job (as their Cancel buttons do)."""
+        self.app.jobs.cancel_all()
+        return {}
 
     def cmd_jobs(self, p):
         return {"jobs": [job_dict(j) for j in self.app.jobs.jobs]}
@@ -184,6 +222,25 @@ class FaultInjection:
                 G.planes = G._orig_planes
                 del G._orig_planes
             return "generator restored"
+        self.app.worker.command(do)
+        self.app.last_requested = None
+        return {}
+
+    def slow_render(self, p, ms=0):
+        """Every frame of the render worker takes ``ms`` longer (0: back to normal)."""
+        def do(w):
+            r = w.renderer
+            if "render" in vars(r):
+                del r.render
+            if ms > 0:
+                plain = r.render
+
+                def slow(s, plain=plain):
+                    time.sleep(ms / 1000)
+                    return plain(s)
+                r.render = slow
+            w.cache.clear()
+            return f"renders slowed by {ms} ms"
         self.app.worker.command(do)
         self.app.last_requested = None
         return {}

@@ -3,6 +3,10 @@
 The widgets write a :class:`ViewerState`; :func:`render_settings` turns it into the
 :class:`pv3d_core.pipeline.RenderSettings` the worker renders. Timeline playback, long-clip chaining,
 orbit dragging and zooming are plain arithmetic here so that tests can check them.
+
+Zoom is by field of view, as in EG3D's viewer: the camera stays at the distance the model was trained
+at, because the renderer samples each ray over the training depth range (2.25-3.3 for the released
+models); moving the camera instead emptied the frame at radius 3.5 and went inside the head at 2.0.
 """
 from __future__ import annotations
 
@@ -16,12 +20,14 @@ from pv3d_core.render import cameras
 LOOP_MODES = ("wrap", "ping-pong")
 RESOLUTIONS = (64, 128, 256, 512, 1024)
 DEFAULT_FOV = float(cameras.focal_to_fov(cameras.DEFAULT_FOCAL))
-DEFAULT_RADIUS = float(cameras.DEFAULT_RADIUS)
 YAW_LIMIT = 80.0      # degrees
 PITCH_LIMIT = 60.0
-RADIUS_RANGE = (1.5, 5.0)
-FOV_RANGE = (5.0, 40.0)
+TRAINED_YAW = 35.0    # the cameras the models were trained with: near-frontal, yaw within ±35°, pitch ±20°
+TRAINED_PITCH = 20.0
+FOV_RANGE = (6.0, 22.0)   # wider, the far ends of the rays leave the tri-plane box (an edge shows at the top)
 PREVIEW_NEURAL_RES = 16   # raw neural render size while the user drags or scrubs
+PLAYBACK_FPS = 25.0
+PLAYBACK_MODES = ("realtime", "every frame")
 
 
 @dataclass
@@ -33,20 +39,23 @@ class ViewerState:
     loop: str = "wrap"           # wrap | ping-pong
     speed: float = 1.0           # timeline units are clips; 1.0 = one clip in `clip_seconds`
     clip_seconds: float = 2.0
-    frames_per_clip: int = 32    # playback quantises t to this grid so frames can be cached
+    frames_per_clip: int = 50    # playback quantises t to this grid so frames can be cached (25 fps)
+    playback_mode: str = "realtime"   # realtime: a clock that drops late frames | every frame: waits for each
     direction: int = 1           # ping-pong direction
     long_clip: bool = False      # chain motion seeds motion_seed, motion_seed+1, ... through t = 0
     long_clip_segments: int = 4
     phase: float = 0.0           # position along the long clip, in segments [0, segments)
     psi: float = 0.7
+    seed_b: int = 1              # latent blend: the second appearance seed ...
+    blend: float = 0.0           # ... and how far towards it (0 = seed)
+    motion_seed_b: int = 1
+    motion_blend: float = 0.0
     yaw: float = 0.0             # degrees
     pitch: float = 0.0           # degrees
-    radius: float = DEFAULT_RADIUS
-    fov: float = DEFAULT_FOV     # degrees
+    fov: float = DEFAULT_FOV     # degrees: the zoom
     resolution: int = 128
     view: str = "final"
     use_cache: bool = True
-    zoom_mode: str = "radius"    # what the wheel changes: radius | fov
 
     def copy(self, **kw) -> "ViewerState":
         return replace(self, **kw)
@@ -153,15 +162,18 @@ def apply_drag(st: ViewerState, dx: float, dy: float, degrees_per_pixel: float =
 
 
 def apply_wheel(st: ViewerState, wheel: float) -> None:
-    """Wheel up zooms in (smaller radius, or narrower field of view)."""
-    if st.zoom_mode == "fov":
-        st.fov = clamp(st.fov * (0.9 ** wheel), *FOV_RANGE)
-    else:
-        st.radius = clamp(st.radius * (0.95 ** wheel), *RADIUS_RANGE)
+    """Wheel up zooms in: a narrower field of view (the camera does not move, see the module's notes)."""
+    st.fov = clamp(st.fov * (0.9 ** wheel), *FOV_RANGE)
 
 
 def reset_view(st: ViewerState) -> None:
-    st.yaw, st.pitch, st.radius, st.fov = 0.0, 0.0, DEFAULT_RADIUS, DEFAULT_FOV
+    st.yaw, st.pitch, st.fov = 0.0, 0.0, DEFAULT_FOV
+
+
+def out_of_range(st: ViewerState) -> list[str]:
+    """The camera angles beyond what the model was trained on (its pictures get unreliable there)."""
+    return [name for name, v, lim in (("yaw", st.yaw, TRAINED_YAW), ("pitch", st.pitch, TRAINED_PITCH))
+            if abs(v) > lim + 1e-6]
 
 
 def random_seed(rng: random.Random | None = None) -> int:
@@ -186,11 +198,13 @@ def render_settings(st: ViewerState, preview: bool = False, pos: float | None = 
     view, neural = st.view, None
     if preview:
         view, neural = ("raw" if st.view == "final" else st.view), PREVIEW_NEURAL_RES
+    blend, motion_blend = clamp(float(st.blend), 0.0, 1.0), clamp(float(st.motion_blend), 0.0, 1.0)
     return RenderSettings(
         seed=int(st.seed), motion_seed=int(motion_seed), t=round(float(t), 6),
-        yaw=math.radians(st.yaw), pitch=math.radians(st.pitch), radius=float(st.radius),
-        fov=float(st.fov), psi=float(st.psi), resolution=int(st.resolution), view=view,
-        neural_resolution=neural, use_cache=bool(st.use_cache))
+        yaw=math.radians(st.yaw), pitch=math.radians(st.pitch), fov=float(st.fov), psi=float(st.psi),
+        resolution=int(st.resolution), view=view, neural_resolution=neural, use_cache=bool(st.use_cache),
+        seed_b=int(st.seed_b) if blend > 0 else None, blend=round(blend, 6),
+        motion_seed_b=int(st.motion_seed_b) if motion_blend > 0 else None, motion_blend=round(motion_blend, 6))
 
 
 def playback_settings(st: ViewerState, count: int) -> list[RenderSettings]:

@@ -1,8 +1,10 @@
-"""The window and its frame loop: glfw + imgui, the viewport, the status line, and the glue that asks the
-render worker for frames and shows its results.
+"""The window and its frame loop: glfw + imgui, the layout (control panel, viewport, status bar), and the
+glue that asks the render worker for frames and shows its results.
 
 What the user asks for is carried out by :class:`viewer.actions.Actions`; the widgets live in
-:mod:`viewer.panels`; the optional test/automation socket in :mod:`viewer.control_commands`.
+:mod:`viewer.widgets` (one module each), the viewport and status bar in :mod:`viewer.viewport`, the
+playback clock in :mod:`viewer.playback`; the optional test/automation socket in
+:mod:`viewer.control_commands`.
 """
 from __future__ import annotations
 
@@ -18,13 +20,17 @@ from pv3d_core.errors import REPORT_BUG, UserError, one_line
 from . import settings_store
 from . import state as S
 from .actions import Actions
+from .dialogs import Dialogs
 from .jobs import JobManager
 from .messages import EXIT_USAGE, NO_DISPLAY, missing_model_notice
+from .path_editor import PathEditor
+from .perf import PerfHistory
+from .playback import Playback
+from .recent import RecentFiles
 
-PANEL_WIDTH = 380
-STATUS_HEIGHT = 26
+PANEL_WIDTH = 392
+STATUS_HEIGHT = 44             # two lines: what runs and how fast, then the last message
 PREVIEW_HOLD_S = 0.25          # input pause after which the full frame replaces the preview
-RENDER_AHEAD = 12              # playback frames rendered ahead of the playhead
 JOB_REDRAW_S = 0.1             # while only a background job runs, redraw its progress this often
 
 log = logging.getLogger(__name__)
@@ -41,11 +47,25 @@ def font_path() -> Path | None:
 class ViewerApp:
     def __init__(self, args):
         self.args = args
+        from .widgets.base import TABS, UIState, choice
+
         self.settings, warn = settings_store.load()
         self.message = warn or ""
-        self.st = S.ViewerState(seed=max(0, args.seed))
+        self.settings_note = warn         # kept in the status bar past the first model's message
+        self.st = S.ViewerState(seed=max(0, args.seed),
+                                playback_mode=choice(self.settings.playback_mode, S.PLAYBACK_MODES, "realtime"))
         if args.resolution:
             self.st.resolution = args.resolution
+        self.ui = UIState(perf_open=bool(self.settings.show_performance))
+        self.ui.requested_tab = choice(self.settings.panel_tab, TABS, TABS[0])
+        self.recent = RecentFiles().load()
+        if self.recent.warning and not self.message:
+            self.message = self.recent.warning
+        self.dialogs = Dialogs()
+        self.path_editor = PathEditor()
+        self.playback = Playback()
+        self.perf = PerfHistory()
+        self.depth_range = None
         self.jobs = JobManager()
         self.actions = Actions(self)
         self.portrait_active = False
@@ -60,6 +80,7 @@ class ViewerApp:
         self.frame_ms = []
         self.frame_parts: dict = {}       # EMA of the UI frame's parts, ms
         self._prefetching = False
+        self._perf_seen = 0
         self.render_times = []
         self.frames_shown = 0
         self.timings: dict = {}
@@ -124,6 +145,8 @@ class ViewerApp:
             torch.set_num_threads(max(1, cores - 1))
 
         imgui.create_context()
+        from imgui_bundle import implot
+        implot.create_context()
         imgui.get_io().config_flags &= ~imgui.ConfigFlags_.nav_enable_keyboard.value
         imgui.get_io().set_ini_filename("")
         fp = font_path()
@@ -163,12 +186,12 @@ class ViewerApp:
             self.control = ControlServer(self.args.control_socket)
             self.control_commands = ControlCommands(self, self.control, test_faults=self.args.control_test_faults)
 
-        from .panels import Panels
+        from .widgets import Panels
         self.panels = Panels()
         last = time.perf_counter()
         try:
             while not glfw.window_should_close(self.window) and not self._quit:
-                animating = bool(self.st.playing
+                animating = bool(self.st.playing or self.path_editor.previewing
                                  or (self.control_commands is not None and self.control_commands.wants_screenshot)
                                  or time.perf_counter() - self.last_input < PREVIEW_HOLD_S + 0.1)
                 if animating:
@@ -189,6 +212,7 @@ class ViewerApp:
                     self.ui_dt = (self.ui_dt + [dt])[-120:]
                 self.frame(dt)
                 self.frame_ms = (self.frame_ms + [(time.perf_counter() - now) * 1e3])[-120:]
+                self.perf.add("ui", self.frame_ms[-1])
                 if animating:  # cap the UI at ~60 fps so that the render thread keeps its core
                     spare = 1 / 60 - (time.perf_counter() - now)
                     if spare > 0:
@@ -203,9 +227,13 @@ class ViewerApp:
             w, h = glfw.get_window_size(self.window)
             if w > 0 and h > 0:
                 self.settings.window_width, self.settings.window_height = int(w), int(h)
+            self.settings.panel_tab = self.ui.tab
+            self.settings.show_performance = bool(self.ui.perf_open)
+            self.settings.playback_mode = self.st.playback_mode
             settings_store.save(self.settings)
         except Exception as e:  # noqa: BLE001 - leaving must not fail
             print(f"pv3d-viewer: warning: could not save settings: {one_line(e)}", file=sys.stderr)
+        self.dialogs.cancel_all()
         self.jobs.cancel_all()
         self.worker.stop()
         self.jobs.join_all(30)
@@ -214,6 +242,8 @@ class ViewerApp:
         self.display.close()
         if self.cpp_renderer:
             self.imgui.backends.opengl3_shutdown()
+        from imgui_bundle import implot
+        implot.destroy_context()
         self.impl.shutdown()
         glfw.terminate()
 
@@ -224,9 +254,12 @@ class ViewerApp:
         self.impl.process_inputs()
         if self.control_commands is not None:
             self.control_commands.handle()
-        self.actions.handle_drops()
+        self.guarded("a drop", self.actions.handle_drops)
+        self.guarded("a file dialog", self.dialogs.poll)
         self.guarded("a finished job", self.jobs.collect)   # completions run here, on the UI thread
         self.collect_results()             # includes the texture upload of a new frame
+        for when, ms, timings in self.worker.drain_timings():
+            self.perf.add_render(ms, timings, when)
         self.actions.update_fit_preview()  # a running portrait fit's newest state, shown live
         self.actions.apply_portrait_view()
         t1 = time.perf_counter()
@@ -264,12 +297,14 @@ class ViewerApp:
             if r.kind == "model":
                 if r.error:
                     self.viewport_error = f"could not load the model: {r.error}"
-                    if not self.worker.has_model:
-                        self.notice = missing_model_notice(None)
+                    # the "loading ..." notice goes; the model shown before stays (or says there is none)
+                    self.notice = None if self.worker.has_model else missing_model_notice(None)
+                    self.last_requested = None
                 else:
                     self.notice = None
                     self.viewport_error = None
-                    self.message = r.message or ""
+                    self.message = "; ".join(m for m in (r.message, self.settings_note) if m)
+                    self.settings_note = None
                     if self.worker.model_path:       # a checkpoint, not a portrait's generator
                         self.actions.model_loaded()
                         self.settings.last_checkpoint = str(Path(self.worker.model_path).resolve())
@@ -279,11 +314,9 @@ class ViewerApp:
                             self.message = f"could not remember the model: {one_line(e)}"
                     self.last_requested = None
                 continue
-            if r.kind == "command":
+            if r.kind == "command":         # its message is the worker's; the user's come from actions
                 if r.error:
                     self.viewport_error = r.error
-                elif r.message:
-                    self.message = r.message
                 self.last_requested = None
                 continue
             if not self.gate.accept(r, self.worker.epoch):
@@ -293,10 +326,12 @@ class ViewerApp:
                 self.viewport_error = f"render failed: {r.error}"
                 continue
             self.viewport_error = None
-            self.show((r.image, r.ready), r.settings, r.timings)
+            self.show((r.image, r.ready), r.settings, r.timings, r.info)
             self.render_times = (self.render_times + [time.perf_counter()])[-30:]
+            if self.st.playing:
+                self.playback.note_shown()
 
-    def show(self, frame, settings, timings=None) -> None:
+    def show(self, frame, settings, timings=None, info=None) -> None:
         """``frame``: (RGBA image, ready event or None), as results and the frame cache hold them."""
         image, ready = frame
         self.display.upload(image, ready)
@@ -304,6 +339,8 @@ class ViewerApp:
         self.shown_preview = settings.neural_resolution is not None
         if timings:
             self.timings = dict(timings)
+        info = info if info is not None else self.worker.frame_info(settings)
+        self.depth_range = info.get("depth_range")
         self.frames_shown += 1
 
     def schedule(self, dt: float) -> None:
@@ -312,31 +349,26 @@ class ViewerApp:
         if not w.has_model:
             return
         st = self.st
+        self.path_editor.step(st, dt)            # a camera path preview moves the camera in real time
         interacting = self.panels.interacting or (time.perf_counter() - self.last_input) < PREVIEW_HOLD_S
         if self.panels.interacting:
             self.last_input = time.perf_counter()
         if st.playing:
-            trial = st.copy()
-            S.advance(trial, dt)
-            q = S.playhead(trial)
-            want = S.render_settings(trial, pos=q)
-            img = w.cached(want)
-            if img is not None:
-                st.t, st.phase, st.direction = trial.t, trial.phase, trial.direction
-                self.buffering = False
-                if self.shown_settings != want:
-                    self.gate.shown_gen = w.generation
-                    self.last_result_settings = want
-                    self.show(img, want)
-                    self.render_times = (self.render_times + [time.perf_counter()])[-30:]
-            else:
-                self.buffering = True
-                if self.last_requested != want:
-                    w.request(want)
-                    self.last_requested = want
-            w.prefetch(S.playback_settings(st, RENDER_AHEAD))
+            step = self.playback.step(st, dt, w.cached, w.render_s, self.shown_settings)
+            if step.show is not None:
+                frame, want = step.show
+                self.gate.shown_gen = w.generation
+                self.last_result_settings = want
+                self.show(frame, want)
+                self.render_times = (self.render_times + [time.perf_counter()])[-30:]
+            self.buffering = step.late
+            if step.request is not None and self.last_requested != step.request:
+                w.request(step.request)
+                self.last_requested = step.request
+            w.prefetch(step.prefetch)
             self._prefetching = True
             return
+        self.playback.stop()
         self.buffering = False
         if self._prefetching:
             w.prefetch([])
@@ -368,14 +400,19 @@ class ViewerApp:
         if not self.worker.has_model:
             return self.worker.idle()
         full = S.render_settings(self.st)
-        return (not self.st.playing and self.worker.idle() and self.last_result_settings == full
+        return (not self.st.playing and not self.path_editor.previewing and self.worker.idle()
+                and self.last_result_settings == full
                 and time.perf_counter() - self.last_input >= PREVIEW_HOLD_S and not self.worker.results_waiting())
 
     # ------------------------------------------------------------------ UI
     def draw_ui(self) -> None:
+        from . import viewport
+        from .widgets import perf as perf_panel
+
         imgui = self.imgui
         io = imgui.get_io()
         W, H = io.display_size.x, io.display_size.y
+        self.ui.new_frame()
         imgui.set_next_window_pos(imgui.ImVec2(0, 0))
         imgui.set_next_window_size(imgui.ImVec2(W, H))
         flags = (imgui.WindowFlags_.no_title_bar | imgui.WindowFlags_.no_resize | imgui.WindowFlags_.no_move
@@ -383,81 +420,26 @@ class ViewerApp:
                  | imgui.WindowFlags_.no_scrollbar)
         imgui.push_style_var(imgui.StyleVar_.window_padding, imgui.ImVec2(6, 6))
         imgui.begin("PV3D Studio##main", None, flags)
-        imgui.begin_child("controls", imgui.ImVec2(PANEL_WIDTH, -STATUS_HEIGHT))
-        actions = self.panels.draw(self.st, self)
-        imgui.end_child()
+        actions = self.panels.draw(self.st, self, PANEL_WIDTH, -STATUS_HEIGHT - 4)
         imgui.same_line()
-        imgui.begin_child("viewport", imgui.ImVec2(0, -STATUS_HEIGHT), 0,
+        imgui.begin_child("viewport", imgui.ImVec2(0, -STATUS_HEIGHT - 4), 0,
                           imgui.WindowFlags_.no_scrollbar | imgui.WindowFlags_.no_scroll_with_mouse)
-        self.draw_viewport()
+        viewport.draw(self)
         imgui.end_child()
-        imgui.separator()
-        imgui.text(self.status_line())
+        viewport.draw_status(self, STATUS_HEIGHT)
         imgui.end()
         imgui.pop_style_var()
+        perf_panel.draw(self)
+        self.dialogs.draw()
         for a in actions:
-            self.guarded(a, self.actions.do, a)
-
-    def draw_viewport(self) -> None:
-        imgui = self.imgui
-        io = imgui.get_io()
-        avail = imgui.get_content_region_avail()
-        pos = imgui.get_cursor_screen_pos()
-        aw, ah = max(1.0, avail.x), max(1.0, avail.y)
-        imgui.invisible_button("##viewport", imgui.ImVec2(aw, ah))
-        hovered, active = imgui.is_item_hovered(), imgui.is_item_active()
-        if active and (io.mouse_delta.x or io.mouse_delta.y):
-            S.apply_drag(self.st, io.mouse_delta.x, io.mouse_delta.y)
-            self.last_input = time.perf_counter()
-        if hovered and io.mouse_wheel:
-            S.apply_wheel(self.st, io.mouse_wheel)
-            self.last_input = time.perf_counter()
-        dl = imgui.get_window_draw_list()
-        side = min(aw, ah)
-        x0, y0 = pos.x + (aw - side) / 2, pos.y + (ah - side) / 2
-        self.viewport_rect = (int(x0), int(y0), int(side), int(side))
-        dl.add_rect_filled(imgui.ImVec2(pos.x, pos.y), imgui.ImVec2(pos.x + aw, pos.y + ah),
-                           imgui.get_color_u32(imgui.ImVec4(0.12, 0.12, 0.14, 1)))
-        if self.display.ready and self.worker.has_model:
-            dl.add_image(imgui.ImTextureRef(self.display.texture), imgui.ImVec2(x0, y0),
-                         imgui.ImVec2(x0 + side, y0 + side))
-        y = pos.y + 8
-        for text, colour in ((self.notice, (1.0, 0.85, 0.4, 1)), (self.viewport_error, (1.0, 0.35, 0.35, 1))):
-            if text:
-                y = self._overlay(dl, pos.x + 10, y, aw - 20, text, colour)
-        tags = []
-        if self.shown_preview and self.worker.has_model:
-            tags.append("preview (refining)")
-        if self.buffering:
-            tags.append("rendering ahead ...")
-        if tags:
-            dl.add_text(imgui.ImVec2(pos.x + 10, pos.y + ah - 24), imgui.get_color_u32(imgui.ImVec4(0.8, 0.8, 0.8, 1)),
-                        "  ".join(tags))
-
-    def _overlay(self, dl, x, y, width, text, colour) -> float:
-        imgui = self.imgui
-        size = imgui.calc_text_size(text, False, width - 16)
-        dl.add_rect_filled(imgui.ImVec2(x, y), imgui.ImVec2(x + size.x + 16, y + size.y + 12),
-                           imgui.get_color_u32(imgui.ImVec4(0, 0, 0, 0.75)), 4.0)
-        dl.add_text(imgui.get_font(), imgui.get_font_size(), imgui.ImVec2(x + 8, y + 6),
-                    imgui.get_color_u32(imgui.ImVec4(*colour)), text, width - 16)
-        return y + size.y + 20
+            name, kw = (a, {}) if isinstance(a, str) else a
+            self.guarded(name.replace("_", " "), self.actions.do, name, **kw)
 
     def status_line(self) -> str:
-        dts = sorted(self.ui_dt[-60:])
-        ui_fps = 1.0 / dts[len(dts) // 2] if dts and dts[len(dts) // 2] > 0 else 0.0
-        rt = self.render_times
-        rfps = (len(rt) - 1) / (rt[-1] - rt[0]) if len(rt) > 2 and rt[-1] > rt[0] and time.perf_counter() - rt[-1] < 2 else 0.0
-        stages = "  ".join(f"{k} {v:.0f}ms" for k, v in self.timings.items())
-        fm = sorted(self.frame_ms[-60:])
-        ui = f"UI {ui_fps:.0f} fps" if self.ui_dt else "UI idle"
-        if fm:
-            ui += f" ({fm[len(fm) // 2]:.1f} ms/frame)"
-        parts = [ui, f"render {rfps:.1f} fps", stages or "-", f"device {self.worker.device}",
-                 f"display {self.display.path}", f"cache {len(self.worker.cache)} frames"]
-        if self.message:
-            parts.append(self.message)
-        return "  |  ".join(parts)
+        """The status bar's text (both lines), as drawn."""
+        from .viewport import status_lines
+
+        return "  |  ".join(x for x in status_lines(self) if x)
 
     def ui_fps(self) -> float:
         dts = sorted(self.ui_dt[-60:])
@@ -466,7 +448,7 @@ class ViewerApp:
     def shortcuts(self) -> None:
         imgui = self.imgui
         io = imgui.get_io()
-        if io.want_text_input:
+        if io.want_text_input or self.dialogs.open_now:
             return
         if imgui.is_key_pressed(imgui.Key.space, False):
             self.actions.do("toggle_play")
@@ -474,14 +456,21 @@ class ViewerApp:
             self.actions.do("reset_view")
         if imgui.is_key_pressed(imgui.Key.e, False):
             self.actions.do("export_mp4")
+        if imgui.is_key_pressed(imgui.Key.o, False):
+            self.actions.do("open_dialog", kind="any")
+        if imgui.is_key_pressed(imgui.Key.k, False):
+            self.actions.do("add_keyframe")
+            self.ui.requested_tab = "Path"
+        if imgui.is_key_pressed(imgui.Key.p, False):
+            self.actions.do("toggle_perf")
 
     # ------------------------------------------------------------------ errors and the rest
-    def guarded(self, what: str, fn, *args) -> bool:
+    def guarded(self, what: str, fn, *args, **kw) -> bool:
         """``fn(*args)`` so that no failure ends the app: a user error shows its message in the viewport;
         anything else is a bug, shown with its type and logged with its traceback and a line on how to
         report it. Returns False when it failed."""
         try:
-            fn(*args)
+            fn(*args, **kw)
             return True
         except UserError as e:
             self.viewport_error = f"{what}: {one_line(e)}"

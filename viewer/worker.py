@@ -15,6 +15,12 @@
 * Frames come back as RGBA (what the display uploads), converted on the render thread right after the
   render; on a GPU a CUDA event marks when they are ready, so the display's copy waits on the device
   for exactly that work, never on the host.
+* The renderer runs NHWC convolutions (``FrameRenderer(G, channels_last=True)``). When a model is
+  installed, a warm-up thread asks :func:`pv3d_core.render.cuda_ops.describe` which volume renderer
+  runs on this device, building the fused CPU kernels if they are not in the disk cache yet (1-2 s):
+  the first frames render meanwhile with the PyTorch reference, so the build never delays them.
+  :attr:`RenderWorker.kernels` holds that line and :attr:`RenderWorker.last_path` what the latest
+  frame of this worker ran (``cuda_ops.last_path()``), for the status bar.
 """
 from __future__ import annotations
 
@@ -30,6 +36,7 @@ import torch
 
 from pv3d_core.errors import REPORT_BUG, UserError
 from pv3d_core.pipeline import FrameRenderer, RenderSettings
+from pv3d_core.render import cuda_ops
 
 log = logging.getLogger(__name__)
 
@@ -47,6 +54,7 @@ class Result:
     message: str | None = None
     elapsed_ms: float = 0.0
     from_cache: bool = False
+    info: dict = field(default_factory=dict)   # the frame's extra facts (the depth view's range)
 
 
 class FrameCache:
@@ -116,6 +124,11 @@ def rgba_on_render_stream(image: torch.Tensor):
     return rgba, ready
 
 
+def fast_renderer(G) -> FrameRenderer:
+    """The viewer's renderer: NHWC convolutions (faster super-resolution on a CPU, same pixels to ~1e-6)."""
+    return FrameRenderer(G, channels_last=True)
+
+
 class ResultGate:
     """UI-side filter: newest result of the current epoch wins; older ones are dropped."""
 
@@ -134,8 +147,8 @@ class ResultGate:
 
 
 class RenderWorker:
-    def __init__(self, device: str | torch.device = "cpu", renderer_factory: Callable = FrameRenderer,
-                 cache_bytes: int = 384 << 20):
+    def __init__(self, device: str | torch.device = "cpu", renderer_factory: Callable = fast_renderer,
+                 cache_bytes: int = 384 << 20, warm_up: bool = True):
         self.device = torch.device(device)
         self._factory = renderer_factory
         self._cond = threading.Condition()
@@ -150,11 +163,19 @@ class RenderWorker:
         self.model_path: str | None = None
         self.model_name: str = "no model"
         self.model_serial = 0                      # bumped when another generator is installed
+        self.backend = ""                          # what volume rendering runs on, and why (status bar)
         self.cache = FrameCache(cache_bytes)       # (epoch, settings) -> (RGBA image, ready event)
         self.busy = False                          # a job taken off the queues is running (under the lock)
         self._running: str | None = None           # the label of the command running, if one is
         self.rendered = 0                          # frames rendered (requests + prefetch)
         self.prefetched = 0
+        self.render_s = 0.0                        # recent seconds per rendered frame (EMA)
+        self.info: dict = {}                       # (epoch, settings) -> the frame's info, beside the cache
+        self.kernels = "volume renderer: not known yet"    # cuda_ops.describe(device), from the warm-up
+        self.last_path: dict = {}                  # cuda_ops.last_path() after this worker's latest frame
+        self._warm_up = warm_up
+        self._warm_thread: threading.Thread | None = None
+        self._timings: collections.deque = collections.deque(maxlen=256)   # (time, ms, stages) of every frame
         self._thread = threading.Thread(target=self._run, name="pv3d-render", daemon=True)
 
     # ------------------------------------------------------------------ UI thread side
@@ -216,8 +237,9 @@ class RenderWorker:
             self._commands = collections.deque(c for c in self._commands if c[0] != "model")
         self.command(do, "model")
 
-    def set_generator(self, G, name: str = "in-memory model") -> None:
-        self.command(lambda w: (w._install(G, None, name), f"using {name}")[1], "model")
+    def set_generator(self, G, name: str = "in-memory model", path: str | None = None) -> None:
+        """Install an in-memory generator (``path``: the checkpoint it came from, if it is one)."""
+        self.command(lambda w: (w._install(G, path, name), f"using {name}")[1], "model")
 
     def show_preview(self, G, ws, name: str = "portrait (fitting)") -> None:
         """Show a running fit's current state (:meth:`pv3d_core.live.FitState.snapshot`): its generator
@@ -247,6 +269,10 @@ class RenderWorker:
         """(RGBA image, ready event) of the current model, or None."""
         return self.cache.get((self.epoch, settings))
 
+    def frame_info(self, settings: RenderSettings) -> dict:
+        """The info of a cached frame (e.g. the depth view's range), or {}."""
+        return self.info.get((self.epoch, settings), {})
+
     @property
     def generation(self) -> int:
         """The stamp of the latest request (results older than the one shown are stale)."""
@@ -260,6 +286,16 @@ class RenderWorker:
         """A model is queued to be installed (a load or a generator swap not yet done)."""
         with self._cond:
             return any(c[0] == "model" for c in self._commands) or self._running == "model"
+
+    def drain_timings(self) -> list[tuple]:
+        """(perf_counter time, ms, stage timings) of every frame rendered since the last call (requests and
+        render-ahead), for the performance panel."""
+        out = []
+        while True:
+            try:
+                out.append(self._timings.popleft())
+            except IndexError:
+                return out
 
     def poll(self) -> list[Result]:
         out = []
@@ -280,12 +316,31 @@ class RenderWorker:
         self.model_name = name or (path.rsplit("/", 1)[-1] if path else "model")
         self.model_serial += 1
         self._bump_epoch()
+        if self._warm_up and (self._warm_thread is None or not self._warm_thread.is_alive()):
+            self._warm_thread = threading.Thread(target=self._describe_kernels, args=(G,), name="pv3d-kernel-warm-up",
+                                                 daemon=True)
+            self._warm_thread.start()
+
+    def _describe_kernels(self, G=None) -> None:
+        """Warm-up thread: which volume renderer runs here for this model's size, building and self-checking
+        the kernels if needed (never on the render thread, so the first frame never waits for a compiler)."""
+        self.kernels = "volume renderer: checking (a first use builds the CPU kernels, 1-2 s)"
+        try:
+            if hasattr(G, "volume_rendering_backend"):
+                self.backend = G.volume_rendering_backend()
+            else:
+                self.backend = cuda_ops.describe(self.device)
+            self.kernels = self.backend
+        except Exception as e:  # noqa: BLE001 - a status line, never fatal
+            log.warning("could not tell which volume renderer runs: %s", e)
+            self.kernels = f"volume renderer: unknown ({type(e).__name__}: {e})"
 
     def _bump_epoch(self) -> None:
         with self._cond:
             self.epoch += 1
             self._prefetch = []
         self.cache.clear()
+        self.info = {}
 
     def _next(self):
         """The next job, marked busy under the same lock that took it off its queue (so that
@@ -344,16 +399,26 @@ class RenderWorker:
                 continue
             try:
                 frame = self.renderer.render(s)
+                self.last_path = cuda_ops.last_path()
                 image, ready = rgba_on_render_stream(frame.image)
                 self.rendered += 1
+                now = time.perf_counter()
+                elapsed = now - t0
+                self.render_s = elapsed if self.rendered == 1 else 0.7 * self.render_s + 0.3 * elapsed
+                self._timings.append((now, elapsed * 1e3, dict(getattr(frame, "timings", None) or {})))
+                info = dict(getattr(frame, "info", None) or {})
                 if kind == "prefetch":
                     self.prefetched += 1
                 if epoch == self.epoch:
                     self.cache.put((epoch, s), (image, ready))
+                    if info:
+                        if len(self.info) > 4096:
+                            self.info = {}
+                        self.info[(epoch, s)] = info
                 if kind == "render":
                     self._results.append(Result(gen=gen, epoch=epoch, kind="frame", settings=s, image=image,
-                                                ready=ready, timings=frame.timings,
-                                                elapsed_ms=(time.perf_counter() - t0) * 1e3))
+                                                ready=ready, timings=frame.timings, elapsed_ms=elapsed * 1e3,
+                                                info=info))
             except Exception as e:  # noqa: BLE001 - errors are shown in the viewport
                 if kind == "render":
                     self._results.append(Result(gen=gen, epoch=epoch, kind="frame", settings=s, error=_describe(e)))

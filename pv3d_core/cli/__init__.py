@@ -5,16 +5,14 @@ is :func:`pv3d_core.cli.runner.run_command`.
 """
 from __future__ import annotations
 
-import argparse
+from . import data, doctor, encoder, evaluate, generate, mesh, portraits, train
+from .runner import EXIT_BUG, EXIT_INTERRUPTED, EXIT_OK, EXIT_USAGE, OneLineParser, run_command
 
-from . import data, encoder, evaluate, generate, mesh, portraits, train
-from .runner import EXIT_BUG, EXIT_INTERRUPTED, EXIT_OK, EXIT_USAGE, run_command
-
-COMMAND_GROUPS = (generate, data, train, encoder, mesh, evaluate, portraits)
+COMMAND_GROUPS = (generate, data, train, encoder, mesh, evaluate, portraits, doctor)
 
 
-def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog="pv3d", description="PV3D Studio command line")
+def build_parser() -> OneLineParser:
+    parser = OneLineParser(prog="pv3d", description="PV3D Studio command line")
     sub = parser.add_subparsers(dest="command", metavar="COMMAND")
     for group in COMMAND_GROUPS:
         group.add_parser(sub)
@@ -23,7 +21,10 @@ def build_parser() -> argparse.ArgumentParser:
 
 def main(argv=None) -> int:
     parser = build_parser()
-    args = parser.parse_args(argv)
+    try:
+        args = parser.parse_args(argv)
+    except SystemExit as e:         # --help, or a bad option (one line, status 2)
+        return e.code if isinstance(e.code, int) else EXIT_USAGE
     if not getattr(args, "func", None):
         parser.print_help()
         return EXIT_USAGE

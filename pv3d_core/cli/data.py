@@ -3,7 +3,7 @@ from __future__ import annotations
 
 import json
 
-from ..errors import UsageError
+from ..rules import SEED, Int
 
 
 def add_parser(sub) -> None:
@@ -12,17 +12,17 @@ def add_parser(sub) -> None:
 
     s = dsub.add_parser("synth", help="render procedural synthetic talking heads with ground truth")
     s.add_argument("-o", "--output", required=True, help="dataset folder (official PV3D layout)")
-    s.add_argument("--clips", type=int, default=64, help="number of clips, one identity each (default 64)")
-    s.add_argument("--frames", type=int, default=32, help="frames per clip (default 32)")
-    s.add_argument("--res", type=int, default=128, help="frame size in pixels (default 128)")
-    s.add_argument("--seed", type=int, default=0, help="dataset seed (default 0)")
-    s.add_argument("--workers", type=int, default=None, help="processes (default: all cores)")
+    s.add_argument("--clips", type=Int(1, 1_000_000).flag, default=64, help="number of clips, one identity each (default 64)")
+    s.add_argument("--frames", type=Int(2, 10_000).flag, default=32, help="frames per clip (default 32)")
+    s.add_argument("--res", type=Int(32, 1024).flag, default=128, help="frame size in pixels, 32-1024 (default 128)")
+    s.add_argument("--seed", type=SEED.flag, default=0, help="dataset seed (default 0)")
+    s.add_argument("--workers", type=Int(1, 1024).flag, default=None, help="processes (default: all cores)")
     s.set_defaults(func=run_synth)
 
     r = dsub.add_parser("prepare", help="real talking-head videos -> face crops and per-frame cameras")
     r.add_argument("videos", nargs="+", help="input videos")
     r.add_argument("-o", "--output", required=True, help="dataset folder (official PV3D layout)")
-    r.add_argument("--res", type=int, default=256, help="crop size in pixels (default 256)")
+    r.add_argument("--res", type=Int(16, 4096).flag, default=256, help="crop size in pixels, 16-4096 (default 256)")
     r.set_defaults(func=run_prepare)
     p.set_defaults(func=lambda args: (p.print_help(), 2)[1])
 
@@ -31,10 +31,6 @@ def run_synth(args) -> int:
     from ..data.synth import synthesize_dataset
     from .common import counter_bar
 
-    if args.clips < 1 or args.frames < 2:
-        raise UsageError("--clips must be >= 1 and --frames >= 2")
-    if not 32 <= args.res <= 1024:
-        raise UsageError("--res must be between 32 and 1024")
     cb, close = counter_bar("synth heads", "clip", total=args.clips)
     try:
         summary = synthesize_dataset(args.output, args.clips, args.frames, args.res, args.seed,

@@ -8,7 +8,6 @@ import json
 import os
 import sys
 
-from ..errors import UsageError
 
 DESCRIPTION = (
     "Train the portrait encoder of a model on the model's own samples (random identities, motions and "
@@ -20,7 +19,7 @@ DESCRIPTION = (
 
 
 def add_arguments(p) -> None:
-    from ..train.encoder import EncoderTrainConfig
+    from ..train.encoder import ENCODER_TRAIN_RULES as R, EncoderTrainConfig
 
     d = EncoderTrainConfig()
     p.add_argument("--ckpt", help="model checkpoint (default: the embedded model)")
@@ -28,22 +27,22 @@ def add_arguments(p) -> None:
     p.add_argument("--run", default="", help="folder for the resumable state and history (default: OUT.run/)")
     p.add_argument("--init", help="start from these weights: an encoder file, or another training run's folder "
                                   "(OUT.run/: its averaged encoder), e.g. those of an earlier model")
-    p.add_argument("--steps", type=int, default=d.steps, help=f"total steps (default {d.steps}; a resumed run continues to this)")
-    p.add_argument("--batch", type=int, default=d.batch, help=f"samples per step, all processes together (default {d.batch})")
-    p.add_argument("--fresh", type=int, default=d.fresh, help=f"new generator samples per step and process (default {d.fresh})")
-    p.add_argument("--pool", type=int, default=d.pool, help=f"samples kept for reuse per process (default {d.pool})")
-    p.add_argument("--image-samples", type=int, default=d.image_samples,
+    p.add_argument("--steps", type=R["steps"].flag, default=d.steps, help=f"total steps (default {d.steps}; a resumed run continues to this)")
+    p.add_argument("--batch", type=R["batch"].flag, default=d.batch, help=f"samples per step, all processes together (default {d.batch})")
+    p.add_argument("--fresh", type=R["fresh"].flag, default=d.fresh, help=f"new generator samples per step and process (default {d.fresh})")
+    p.add_argument("--pool", type=R["pool"].flag, default=d.pool, help=f"samples kept for reuse per process (default {d.pool})")
+    p.add_argument("--image-samples", type=R["image_samples"].flag, default=d.image_samples,
                    help=f"samples per step rendered from the predicted latent for the image loss (default {d.image_samples})")
-    p.add_argument("--lr", type=float, default=d.lr)
-    p.add_argument("--max-yaw", type=float, default=d.max_yaw_deg, help="camera yaw range of the samples, degrees")
-    p.add_argument("--max-pitch", type=float, default=d.max_pitch_deg, help="camera pitch range of the samples, degrees")
-    p.add_argument("--max-minutes", type=float, default=0.0, help="stop after this long, state saved (0 = no limit)")
+    p.add_argument("--lr", type=R["lr"].flag, default=d.lr)
+    p.add_argument("--max-yaw", type=R["max_yaw_deg"].flag, default=d.max_yaw_deg, help="camera yaw range of the samples, degrees")
+    p.add_argument("--max-pitch", type=R["max_pitch_deg"].flag, default=d.max_pitch_deg, help="camera pitch range of the samples, degrees")
+    p.add_argument("--max-minutes", type=R["max_minutes"].flag, default=0.0, help="stop after this long, state saved (0 = no limit)")
     p.add_argument("--write-on-stop", action="store_true",
                    help="when the run stops early (--max-minutes, Ctrl-C, SIGTERM), write the encoder as it is "
                         "too (a time budget); the same command still continues the run")
-    p.add_argument("--checkpoint-every", type=int, default=d.checkpoint_every)
-    p.add_argument("--seed", type=int, default=0)
-    p.add_argument("--threads", type=int, default=0, help="torch threads per process (0 = torch's default)")
+    p.add_argument("--checkpoint-every", type=R["checkpoint_every"].flag, default=d.checkpoint_every)
+    p.add_argument("--seed", type=R["seed"].flag, default=0)
+    p.add_argument("--threads", type=R["threads"].flag, default=0, help="torch threads per process (0 = torch's default)")
     p.add_argument("--no-progress", action="store_true")
 
 
@@ -103,8 +102,6 @@ def _bar(show: bool):
 def run_train_encoder(args) -> int:
     from ..train.encoder import train_encoder
 
-    if args.max_minutes is not None and args.max_minutes < 0:
-        raise UsageError("--max-minutes must be >= 0")
     cfg = config_from_args(args)
     main_process = int(os.environ.get("RANK", "0")) == 0
     cb, close = _bar(main_process and not args.no_progress)

@@ -6,7 +6,8 @@ from pathlib import Path
 
 from ..device import pick_device
 from ..errors import UsageError
-from .common import add_device, resolve_checkpoint
+from ..rules import SEED, Int
+from .common import PITCH, PSI, YAW, add_device, resolve_checkpoint
 
 
 def add_parser(sub) -> None:
@@ -17,15 +18,15 @@ def add_parser(sub) -> None:
     p.add_argument("--data", help="dataset folder: real clips for FVD; synthetic ground truth for geometry")
     p.add_argument("--i3d", help="standard Kinetics-400 I3D weights (i3d_pretrained_400.pt) for FVD")
     p.add_argument("--arcface", help="ArcFace IR-SE50 weights (model_ir_se50.pth); default: dlib's embedding")
-    p.add_argument("--videos", type=int, default=1000, help="multi-view videos (official 1000)")
-    p.add_argument("--fvd-videos", type=int, default=5000, help="generated and real clips for FVD (official 5000)")
-    p.add_argument("--geo-clips", type=int, default=4, help="ground-truth clips reconstructed for geometry error")
-    p.add_argument("--geo-steps", type=int, default=150, help="latent optimisation steps per reconstruction")
-    p.add_argument("--seed", type=int, default=0)
-    p.add_argument("--psi", type=float, default=1.0, help="truncation (official: 1, none)")
-    p.add_argument("--yaw", type=float, default=30.0, help="side camera yaw in degrees (official 30)")
-    p.add_argument("--pitch", type=float, default=0.0, help="side camera pitch in degrees (official 0)")
-    p.add_argument("--size", type=int, default=256, help="warping error image size (official 256)")
+    p.add_argument("--videos", type=Int(1, 100_000).flag, default=1000, help="multi-view videos (official 1000)")
+    p.add_argument("--fvd-videos", type=Int(1, 100_000).flag, default=5000, help="generated and real clips for FVD (official 5000)")
+    p.add_argument("--geo-clips", type=Int(0, 10_000).flag, default=4, help="ground-truth clips reconstructed for geometry error")
+    p.add_argument("--geo-steps", type=Int(0, 100_000).flag, default=150, help="latent optimisation steps per reconstruction")
+    p.add_argument("--seed", type=SEED.flag, default=0)
+    p.add_argument("--psi", type=PSI.flag, default=1.0, help="truncation (official: 1, none)")
+    p.add_argument("--yaw", type=YAW.flag, default=30.0, help="side camera yaw in degrees (official 30)")
+    p.add_argument("--pitch", type=PITCH.flag, default=0.0, help="side camera pitch in degrees (official 0)")
+    p.add_argument("--size", type=Int(16, 2048).flag, default=256, help="warping error image size (official 256)")
     add_device(p)
     p.add_argument("--plot", help="PNG summary (default: next to the report, .png)")
     p.add_argument("-o", "--output", required=True, help="report .json")

@@ -7,7 +7,9 @@ from pathlib import Path
 
 from ..device import pick_device
 from ..errors import UsageError
-from .common import add_device, parse_seeds, resolve_checkpoint
+from ..rules import SEED, Float
+from .common import FPS, FRAMES, PITCH, PITCH_RANGE, PSI, RESOLUTION, TIME, YAW, YAW_RANGE, add_device, parse_seeds, \
+    resolve_checkpoint
 
 
 def add_parser(sub) -> None:
@@ -15,19 +17,31 @@ def add_parser(sub) -> None:
                        description="Render videos of generated identities: one clip per appearance seed.")
     p.add_argument("--ckpt", help="checkpoint (.safetensors of ours or an official .ckpt); default: the embedded model")
     p.add_argument("--seeds", type=parse_seeds, default=[0], help="appearance seeds, e.g. 0,3,5-7 (default 0)")
-    p.add_argument("--motion-seed", type=int, default=0, help="motion seed (default 0)")
-    p.add_argument("--frames", type=int, default=64, help="frames per clip (default 64)")
-    p.add_argument("--t0", type=float, default=0.0, help="first timestamp in [0, 1]")
-    p.add_argument("--t1", type=float, default=1.0, help="last timestamp in [0, 1]")
+    p.add_argument("--motion-seed", type=SEED.flag, default=0, help="motion seed (default 0)")
+    p.add_argument("--frames", type=FRAMES.flag, default=None,
+                   help="frames per clip (default 64, or the camera path's frame count)")
+    p.add_argument("--t0", type=TIME.flag, default=0.0, help="first timestamp in [0, 1]")
+    p.add_argument("--t1", type=TIME.flag, default=1.0, help="last timestamp in [0, 1]")
     p.add_argument("--camera", choices=["fixed", "orbit", "yaw"], default="fixed", help="camera path")
-    p.add_argument("--yaw", type=float, default=0.0, help="base yaw in degrees")
-    p.add_argument("--pitch", type=float, default=0.0, help="base pitch in degrees")
-    p.add_argument("--yaw-range", type=float, default=20.0, help="yaw amplitude of orbit/yaw paths, degrees")
-    p.add_argument("--pitch-range", type=float, default=8.0, help="pitch amplitude of the orbit path, degrees")
-    p.add_argument("--psi", type=float, default=0.7, help="truncation psi (default 0.7)")
-    p.add_argument("--resolution", type=int, default=None, help="output size in pixels (default: the model's)")
+    p.add_argument("--camera-path", metavar="PATH.json",
+                   help="a keyframed camera path saved by the viewer: its cameras (yaw, pitch, field of view), "
+                        "frame count and fps (--frames and --fps still override); replaces --camera")
+    p.add_argument("--fov", type=Float(1, 120).flag, default=None, help="field of view in degrees (default: the model's)")
+    p.add_argument("--blend-seed", type=SEED.flag, default=None, help="a second appearance seed to blend towards")
+    p.add_argument("--blend", type=Float(0, 1).flag, default=0.0, help="how far towards --blend-seed, 0..1 (default 0)")
+    p.add_argument("--motion-blend-seed", type=SEED.flag, default=None, help="a second motion seed to blend towards")
+    p.add_argument("--motion-blend", type=Float(0, 1).flag, default=0.0, help="how far towards --motion-blend-seed, 0..1")
+    p.add_argument("--walk", action="store_true",
+                   help="a latent walk: blend from 0 to 1 over the frames (towards --blend-seed and/or "
+                        "--motion-blend-seed) at the moment --t0, instead of playing the timeline")
+    p.add_argument("--yaw", type=YAW.flag, default=0.0, help="base yaw in degrees")
+    p.add_argument("--pitch", type=PITCH.flag, default=0.0, help="base pitch in degrees")
+    p.add_argument("--yaw-range", type=YAW_RANGE.flag, default=20.0, help="yaw amplitude of orbit/yaw paths, degrees")
+    p.add_argument("--pitch-range", type=PITCH_RANGE.flag, default=8.0, help="pitch amplitude of the orbit path, degrees")
+    p.add_argument("--psi", type=PSI.flag, default=0.7, help="truncation psi (default 0.7)")
+    p.add_argument("--resolution", type=RESOLUTION.flag, default=None, help="output size in pixels (default: the model's)")
     p.add_argument("--view", choices=["final", "raw", "depth", "normals"], default="final")
-    p.add_argument("--fps", type=float, default=25.0)
+    p.add_argument("--fps", type=FPS.flag, default=None, help="frames per second (default 25, or the camera path's)")
     p.add_argument("--no-cache", action="store_true", help="recompute tri-planes for every frame")
     add_device(p)
     p.add_argument("-o", "--output", required=True,
@@ -52,17 +66,21 @@ def run_generate(args) -> int:
     import numpy as np
     from tqdm import tqdm
 
-    from ..export import ClipSpec, clip_settings, write_mp4, write_png_folder
+    from ..errors import ExportError
+    from ..export import ClipSpec, check_output, clip_settings, path_settings, walk_settings, write_mp4, write_png_folder
+    from ..files import check_empty_folder
     from ..io import load_generator
     from ..pipeline import FrameRenderer, RenderSettings
     from ..render import cuda_ops
+    from ..render.camera_path import CameraPath
 
-    if args.frames < 1:
-        raise UsageError("--frames must be at least 1")
-    if args.resolution is not None and not 16 <= args.resolution <= 4096:
-        raise UsageError("--resolution must be between 16 and 4096")
-    if not (0 <= args.t0 <= 1 and 0 <= args.t1 <= 1):
-        raise UsageError("--t0 and --t1 must lie in [0, 1]")
+    path = CameraPath.load(args.camera_path) if args.camera_path else None
+    if args.frames is None:
+        args.frames = path.frame_count() if path is not None else 64
+    if args.fps is None:
+        args.fps = path.fps if path is not None else 25.0
+    if args.walk and args.blend_seed is None and args.motion_blend_seed is None:
+        raise UsageError("--walk needs --blend-seed and/or --motion-blend-seed")
     outputs = []
     for seed in args.seeds:
         out = args.output.replace("{seed}", str(seed))
@@ -73,6 +91,10 @@ def run_generate(args) -> int:
     for out in outputs:
         if out.suffix.lower() != ".mp4" and out.suffix != "":
             raise UsageError(f"output {out} must end in .mp4 or be a folder for PNG frames")
+        if out.suffix:                                   # before loading the model and rendering
+            check_output(out)
+        else:
+            check_empty_folder(out, ExportError)
     device = pick_device(args.device)
     G = load_generator(resolve_checkpoint(args.ckpt), device=device)
     renderer = FrameRenderer(G, device)
@@ -87,8 +109,21 @@ def run_generate(args) -> int:
     for seed, out in zip(args.seeds, outputs):
         base = RenderSettings(seed=seed, motion_seed=args.motion_seed, yaw=math.radians(args.yaw),
                               pitch=math.radians(args.pitch), psi=args.psi, resolution=args.resolution,
-                              view=args.view, use_cache=not args.no_cache)
-        settings = clip_settings(base, spec)
+                              view=args.view, use_cache=not args.no_cache, seed_b=args.blend_seed,
+                              blend=args.blend if args.blend_seed is not None else 0.0,
+                              motion_seed_b=args.motion_blend_seed,
+                              motion_blend=args.motion_blend if args.motion_blend_seed is not None else 0.0)
+        if args.fov is not None:
+            base = base.with_(fov=args.fov)
+        if args.walk:
+            settings = walk_settings(base.with_(t=args.t0), args.frames)
+            if path is not None:
+                settings = [w.with_(yaw=c.yaw, pitch=c.pitch, fov=c.fov)
+                            for w, c in zip(settings, path_settings(base, path, args.t0, args.t0, args.frames))]
+        elif path is not None:
+            settings = path_settings(base, path, args.t0, args.t1, args.frames)
+        else:
+            settings = clip_settings(base, spec)
         bar = tqdm(total=len(settings), desc=f"seed {seed}", unit="frame", disable=None)
 
         def frames():

@@ -8,28 +8,31 @@ from pathlib import Path
 
 from ..device import pick_device
 from ..errors import CheckpointError, UsageError
-from .common import add_device, resolve_checkpoint, stage_bars
+from ..rules import MAX_FRAMES, SEED, Float, Int
+from .common import FPS, FRAMES, PITCH_RANGE, STEPS, YAW_RANGE, add_device, resolve_checkpoint, stage_bars
 
 
 def _inversion_args(p) -> None:
-    from ..invert import InversionConfig
+    from ..invert import INVERSION_RULES as R, InversionConfig
 
     d, e = InversionConfig(), InversionConfig.after_encoder()
     p.add_argument("--ckpt", help="model checkpoint (default: the embedded model)")
-    p.add_argument("--encoder", help="portrait encoder file (default: the one beside the model, "
-                                     "<model>-encoder.safetensors, when it was trained for it)")
+    p.add_argument("--encoder",
+                   help="portrait encoder file (default: the one beside the model, "
+                        "<model>-encoder.safetensors, when it was trained for it)")
     p.add_argument("--no-encoder", action="store_true",
                    help="do not use an encoder: optimise the latent from the mean face (slower)")
-    p.add_argument("--w-steps", type=int, default=None,
+    # None: the default of the start the model allows (with or without an encoder); a value given overrides it
+    p.add_argument("--w-steps", type=R["w_steps"].flag, default=None,
                    help=f"latent optimisation steps without an encoder (default {d.w_steps})")
-    p.add_argument("--wplus-steps", type=int, default=None,
+    p.add_argument("--wplus-steps", type=R["wplus_steps"].flag, default=None,
                    help=f"per-layer (w+) steps (default {e.wplus_steps} after an encoder, {d.wplus_steps} without)")
-    p.add_argument("--pti-steps", type=int, default=None,
+    p.add_argument("--pti-steps", type=R["pti_steps"].flag, default=None,
                    help=f"pivotal tuning steps (default {e.pti_steps} after an encoder, {d.pti_steps} without; 0 = none)")
-    p.add_argument("--pti-lr", type=float, default=None,
+    p.add_argument("--pti-lr", type=R["pti_lr"].flag, default=None,
                    help=f"pivotal tuning learning rate (default {d.pti_lr:g}, tuned on the embedded model; "
                         "3e-4 is the usual choice for full-size models)")
-    p.add_argument("--seed", type=int, default=0, help="inversion seed (results are deterministic under it)")
+    p.add_argument("--seed", type=R["seed"].flag, default=0, help="inversion seed (results are deterministic under it)")
     add_device(p)
 
 
@@ -37,7 +40,7 @@ def add_parser(sub) -> None:
     a = sub.add_parser("align", help="find the face of a photo, crop it in the training framing, estimate its camera")
     a.add_argument("image")
     a.add_argument("-o", "--output", help="crop PNG to write")
-    a.add_argument("--size", type=int, default=512, help="crop size in pixels (default 512)")
+    a.add_argument("--size", type=Int(16, 4096).flag, default=512, help="crop size in pixels (default 512)")
     a.add_argument("--json", help="write the camera (25 floats), pose and crop transform here")
     a.set_defaults(func=run_align)
 
@@ -46,12 +49,12 @@ def add_parser(sub) -> None:
                                    "its timeline with a motion seed, at the photo's camera or orbiting.")
     p.add_argument("input", help="photo (jpg/png/...) or a saved portrait .safetensors")
     p.add_argument("-o", "--output", required=True, help="output .mp4")
-    p.add_argument("--motion-seed", type=int, default=0)
-    p.add_argument("--frames", type=int, default=64)
-    p.add_argument("--fps", type=float, default=25.0)
+    p.add_argument("--motion-seed", type=SEED.flag, default=0)
+    p.add_argument("--frames", type=FRAMES.flag, default=64)
+    p.add_argument("--fps", type=FPS.flag, default=25.0)
     p.add_argument("--orbit", action="store_true", help="orbit the camera around the photo's view")
-    p.add_argument("--yaw-range", type=float, default=20.0, help="orbit yaw amplitude, degrees")
-    p.add_argument("--pitch-range", type=float, default=8.0, help="orbit pitch amplitude, degrees")
+    p.add_argument("--yaw-range", type=YAW_RANGE.flag, default=20.0, help="orbit yaw amplitude, degrees")
+    p.add_argument("--pitch-range", type=PITCH_RANGE.flag, default=8.0, help="orbit pitch amplitude, degrees")
     p.add_argument("--save-portrait", help="also save the inverted portrait here (.safetensors)")
     _inversion_args(p)
     p.set_defaults(func=run_animate)
@@ -59,8 +62,8 @@ def add_parser(sub) -> None:
     r = sub.add_parser("reconstruct", help="reconstruct a talking-head video as a 3D portrait video")
     r.add_argument("video")
     r.add_argument("-o", "--output", required=True, help="output folder")
-    r.add_argument("--max-frames", type=int, default=None, help="use only the first N frames")
-    r.add_argument("--motion-steps", type=int, default=200, help="motion/timestamp fitting steps (default 200)")
+    r.add_argument("--max-frames", type=FRAMES.flag, default=None, help="use only the first N frames")
+    r.add_argument("--motion-steps", type=STEPS.flag, default=200, help="motion/timestamp fitting steps (default 200)")
     _inversion_args(r)
     r.set_defaults(func=run_reconstruct)
 
@@ -69,11 +72,12 @@ def add_parser(sub) -> None:
                                    "seed, with the motion of another reconstruction, or at another speed.")
     e.add_argument("reconstruction", help="DIR/reconstruction.safetensors (or the folder)")
     g = e.add_mutually_exclusive_group(required=True)
-    g.add_argument("--motion-seed", type=int, help="(a) drive it with this motion seed")
+    g.add_argument("--motion-seed", type=SEED.flag, help="(a) drive it with this motion seed")
     g.add_argument("--transfer", help="(b) take the motion of this other reconstruction")
-    g.add_argument("--speed", type=float, help="(c) retime: 0.5 = half speed, 2 = double speed")
+    g.add_argument("--speed", type=Float(0.01, 100).flag,
+                   help="(c) retime: 0.5 = half speed, 2 = double speed (0.01-100)")
     e.add_argument("-o", "--output", required=True, help="output .mp4")
-    e.add_argument("--fps", type=float, default=None, help="default: the source video's")
+    e.add_argument("--fps", type=FPS.flag, default=None, help="default: the source video's")
     e.set_defaults(func=run_edit)
 
 
@@ -95,23 +99,18 @@ def _portrait_config(args):
     (the others come from the defaults for the start the model allows, with or without an encoder)."""
     from ..portrait import PortraitConfig
 
-    over = {}
-    for name in ("w_steps", "wplus_steps", "pti_steps"):
-        v = getattr(args, name)
-        if v is not None:
-            if v < 0:
-                raise UsageError(f"--{name.replace('_', '-')} must be >= 0")
-            over[name] = v
-    if args.pti_lr is not None:
-        if not args.pti_lr > 0:
-            raise UsageError("--pti-lr must be > 0")
-        over["pti_lr"] = args.pti_lr
+    # the flags' types hold them to INVERSION_RULES; the whole configuration is validated again when used
+    over = {name: getattr(args, name) for name in ("w_steps", "wplus_steps", "pti_steps", "pti_lr")
+            if getattr(args, name) is not None}
     over["seed"] = args.seed
     if args.no_encoder and args.encoder:
         raise UsageError("--encoder and --no-encoder contradict each other")
     if args.encoder and not Path(args.encoder).is_file():
         raise UsageError(f"encoder not found: {args.encoder}")
-    return PortraitConfig(encoder=None if args.no_encoder else (args.encoder or "auto"), overrides=over)
+    pcfg = PortraitConfig(encoder=None if args.no_encoder else (args.encoder or "auto"), overrides=over)
+    pcfg.inversion_for(True).validate()         # bad values fail here, before minutes of work
+    pcfg.inversion_for(False).validate()
+    return pcfg
 
 
 def run_align(args) -> int:
@@ -119,8 +118,6 @@ def run_align(args) -> int:
     from ..faces import align_face
     from ..files import atomic_write_bytes
 
-    if not 16 <= args.size <= 4096:
-        raise UsageError(f"--size must be between 16 and 4096, got {args.size}")
     a = align_face(args.image, size=args.size)
     yaw, pitch = math.degrees(a.pose["yaw"]), math.degrees(a.pose["pitch"])
     for n in a.notes:
@@ -140,11 +137,8 @@ def run_align(args) -> int:
 def run_animate(args) -> int:
     from .. import portrait as P
     from ..export import check_output
-    from ..invert import is_portrait
     from ..io import check_writable
 
-    if args.frames < 1:
-        raise UsageError("--frames must be at least 1")
     if not args.output.lower().endswith(".mp4"):
         raise UsageError("output must end in .mp4")
     pcfg = _portrait_config(args)
@@ -154,7 +148,7 @@ def run_animate(args) -> int:
     cancel = threading.Event()
     cb, close = stage_bars("animate")
     try:
-        if str(args.input).endswith(".safetensors") and is_portrait(args.input):
+        if str(args.input).lower().endswith(".safetensors"):   # a portrait, or say why it is not one
             por = P.load(args.input, device=pick_device(args.device))
         else:
             G, d_img = _load_model(args)
@@ -179,7 +173,11 @@ def run_animate(args) -> int:
 def run_reconstruct(args) -> int:
     from .. import portrait as P
 
+    from ..errors import ExportError
+    from ..files import check_empty_folder
+
     pcfg = _portrait_config(args)
+    check_empty_folder(args.output, ExportError)          # before loading anything
     G, d_img = _load_model(args)
     cb, close = stage_bars("reconstruct")
     try:
@@ -196,15 +194,18 @@ def run_edit(args) -> int:
     from .. import portrait as P
     from ..export import write_mp4
 
-    if args.speed is not None and not args.speed > 0:
-        raise UsageError(f"--speed must be positive, got {args.speed}")
 
     def load(p):
         p = Path(p)
         return P.VideoReconstruction.load(p / "reconstruction.safetensors" if p.is_dir() else p)
 
     rec = load(args.reconstruction)
+    if args.speed is not None and len(rec.ts) / args.speed > MAX_FRAMES:
+        raise UsageError(f"--speed {args.speed:g} would make {len(rec.ts) / args.speed:,.0f} frames of this "
+                         f"{len(rec.ts)}-frame reconstruction; at most {MAX_FRAMES:,} are allowed")
     fps = args.fps or float(rec.meta.get("fps", 25.0))
+    if not 0 < fps <= FPS.hi:
+        raise UsageError(f"the reconstruction's fps ({fps}) is out of range; pass --fps")
     cb, close = stage_bars("edit")
     try:
         if args.motion_seed is not None:

@@ -31,12 +31,12 @@ def add_parser(sub) -> None:
     w.add_argument("--data", required=True, help="dataset folder (official layout; `pv3d data synth` output)")
     w.add_argument("-o", "--out", default="runs/warmstart", help="run folder (resumes if it holds a state)")
     w.add_argument("--preset", default="tiny")
-    w.add_argument("--steps", type=int, default=2000)
-    w.add_argument("--batch", type=int, default=8)
-    w.add_argument("--lr", type=float, default=2e-3)
-    w.add_argument("--checkpoint-every", type=int, default=200)
-    w.add_argument("--seed", type=int, default=0)
-    w.add_argument("--threads", type=int, default=0, help="torch threads (0 = default)")
+    w.add_argument("--steps", type=_recon("steps"), default=2000)
+    w.add_argument("--batch", type=_recon("batch"), default=8)
+    w.add_argument("--lr", type=_recon("lr"), default=2e-3)
+    w.add_argument("--checkpoint-every", type=_recon("checkpoint_every"), default=200)
+    w.add_argument("--seed", type=_recon("seed"), default=0)
+    w.add_argument("--threads", type=_recon("threads"), default=0, help="torch threads (0 = default)")
     w.add_argument("--init", default=None, help="start from this checkpoint's generator")
     w.set_defaults(func=run_warmstart)
 
@@ -46,16 +46,19 @@ def add_parser(sub) -> None:
     d.add_argument("--init", default="default",
                    help="start from this checkpoint ('default' = the embedded model, 'none' = a fresh --preset)")
     d.add_argument("--preset", default="tiny", help="model preset when --init none")
-    d.add_argument("--steps", type=int, default=10000, help="total steps (a resumed run continues to this)")
-    d.add_argument("--batch", type=int, default=8)
-    d.add_argument("--lr", type=float, default=2e-3)
-    d.add_argument("--ssaa", type=int, default=1, help="teacher supersampling per pixel side (1-4)")
-    d.add_argument("--adv-weight", type=float, default=0.0, help="patch-adversarial weight (0 = regression only)")
-    d.add_argument("--checkpoint-every", type=int, default=50)
-    d.add_argument("--snapshot-every", type=int, default=500, help="keep the EMA generator every N steps (0 = never)")
-    d.add_argument("--sample-every", type=int, default=250)
-    d.add_argument("--seed", type=int, default=0)
-    d.add_argument("--threads", type=int, default=0, help="torch threads (0 = default)")
+    d.add_argument("--steps", type=_distill("steps"), default=10000,
+                   help="total steps (a resumed run continues to this)")
+    d.add_argument("--batch", type=_distill("batch"), default=8)
+    d.add_argument("--lr", type=_distill("lr"), default=2e-3)
+    d.add_argument("--ssaa", type=_distill("ssaa"), default=1, help="teacher supersampling per pixel side (1-4)")
+    d.add_argument("--adv-weight", type=_distill("adv_weight"), default=0.0,
+                   help="patch-adversarial weight (0 = regression only)")
+    d.add_argument("--checkpoint-every", type=_distill("checkpoint_every"), default=50)
+    d.add_argument("--snapshot-every", type=_distill("snapshot_every"), default=500,
+                   help="keep the EMA generator every N steps (0 = never)")
+    d.add_argument("--sample-every", type=_distill("sample_every"), default=250)
+    d.add_argument("--seed", type=_distill("seed"), default=0)
+    d.add_argument("--threads", type=_distill("threads"), default=0, help="torch threads (0 = default)")
     d.add_argument("--no-compile", action="store_true", help="render the teacher without torch.compile")
     d.set_defaults(func=run_distill)
 
@@ -67,6 +70,29 @@ DISTILL_DESCRIPTION = (
     "how the embedded default model is made; its MODEL_CARD.md gives the settings.")
 
 
+def _rule_flag(module: str, table: str, name: str):
+    """The argparse type of an option: the rule its config class checks it with (imported when the
+    flag is used, so that building the parser does not import torch)."""
+    def parse(text):
+        import importlib
+
+        return getattr(importlib.import_module(module, __package__), table)[name].flag(text)
+    parse.rule = (module, table, name)
+    return parse
+
+
+def _train(name):
+    return _rule_flag("..train.config", "TRAIN_RULES", name)
+
+
+def _recon(name):
+    return _rule_flag("..train.recon", "RECON_RULES", name)
+
+
+def _distill(name):
+    return _rule_flag("..train.distill", "DISTILL_RULES", name)
+
+
 def add_train_arguments(p) -> None:
     p.add_argument("--data", help="dataset folder (official layout: `pv3d data synth` / `pv3d data prepare`)")
     p.add_argument("-o", "--out", help="run folder (checkpoints, samples, tensorboard)")
@@ -74,12 +100,12 @@ def add_train_arguments(p) -> None:
     p.add_argument("--set", action="append", default=[], metavar="KEY=VALUE", help="override one option")
     p.add_argument("--preset", help="model preset when not fine-tuning (default tiny)")
     p.add_argument("--init", help="fine-tune from this checkpoint (official .ckpt or ours)")
-    p.add_argument("--steps", type=int, help="total steps")
-    p.add_argument("--batch", type=int, help="clips per step, all processes together")
-    p.add_argument("--checkpoint-every", type=int)
-    p.add_argument("--sample-every", type=int)
-    p.add_argument("--seed", type=int)
-    p.add_argument("--threads", type=int, help="torch threads per process")
+    p.add_argument("--steps", type=_train("steps"), help="total steps")
+    p.add_argument("--batch", type=_train("batch"), help="clips per step, all processes together")
+    p.add_argument("--checkpoint-every", type=_train("checkpoint_every"))
+    p.add_argument("--sample-every", type=_train("sample_every"))
+    p.add_argument("--seed", type=_train("seed"))
+    p.add_argument("--threads", type=_train("threads"), help="torch threads per process")
     p.add_argument("--resume", action="store_true", help="continue from the run folder's last checkpoint")
     p.add_argument("--no-progress", action="store_true")
 
@@ -152,20 +178,11 @@ def run_warmstart(args) -> int:
 def run_distill(args) -> int:
     from ..train.distill import DistillConfig, distill
 
-    bounded = {"--steps": (args.steps, 0, 10_000_000), "--batch": (args.batch, 1, 4096),
-               "--ssaa": (args.ssaa, 1, 4), "--checkpoint-every": (args.checkpoint_every, 1, 10_000_000),
-               "--threads": (args.threads, 0, 1024)}
-    for flag, (v, lo, hi) in bounded.items():
-        if not lo <= v <= hi:
-            raise UsageError(f"{flag} must be within {lo}..{hi}, got {v}")
-    for flag, v in (("--lr", args.lr), ("--adv-weight", args.adv_weight)):
-        if not (v == v and abs(v) != float("inf")) or v < 0 or (flag == "--lr" and v == 0):
-            raise UsageError(f"{flag} must be a finite number{' > 0' if flag == '--lr' else ' >= 0'}, got {v}")
     cfg = DistillConfig(out=args.out, init=None if args.init.lower() == "none" else args.init, preset=args.preset,
                         steps=args.steps, batch=args.batch, lr=args.lr, ssaa=args.ssaa, adv_weight=args.adv_weight,
-                        checkpoint_every=args.checkpoint_every, snapshot_every=max(0, args.snapshot_every),
-                        sample_every=max(0, args.sample_every), seed=args.seed, threads=args.threads,
-                        compile_teacher=not args.no_compile)
+                        checkpoint_every=args.checkpoint_every, snapshot_every=args.snapshot_every,
+                        sample_every=args.sample_every, seed=args.seed, threads=args.threads,
+                        compile_teacher=not args.no_compile).validate()
     cb, close = _step_bar("distill", True, ("image", "gradient", "step_s"))
     try:
         summary = distill(cfg, progress=cb)
@@ -177,11 +194,9 @@ def run_distill(args) -> int:
 
 def main(argv=None) -> int:
     """torchrun's entry point: the `pv3d train` options, errors handled as `pv3d` handles them."""
-    import argparse
+    from .runner import OneLineParser, run_command
 
-    from .runner import run_command
-
-    p = argparse.ArgumentParser(prog="pv3d-train")
+    p = OneLineParser(prog="pv3d-train")
     add_train_arguments(p)
     args = p.parse_args(argv)
     args.func = run_train

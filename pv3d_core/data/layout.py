@@ -30,16 +30,35 @@ def write_video(path: str | os.PathLike, frames, fps: float = 25.0, quality: int
     write_mp4(path, frames, fps=fps, quality=quality)
 
 
-def read_video(path: str | os.PathLike) -> np.ndarray:
-    """All frames of a video as uint8 (T, H, W, 3); a clear error when it cannot be decoded."""
+#: the most decoded video read into memory at once (uint8 RGB): 4 GiB, e.g. 3 minutes of 1080p at 25 fps
+MAX_VIDEO_BYTES = 4 << 30
+
+
+def read_video(path: str | os.PathLike, max_frames: int | None = None,
+               max_bytes: int = MAX_VIDEO_BYTES) -> np.ndarray:
+    """The frames (at most ``max_frames``) of a video as uint8 (T, H, W, 3); a clear error when it
+    cannot be decoded, or when its decoded frames would exceed ``max_bytes``."""
     import imageio.v2 as imageio
 
     path = Path(path)
-    if not path.is_file():
+    if not path.exists():
         raise DatasetError(f"video not found: {path}")
+    if not path.is_file():
+        raise DatasetError(f"{path} is not a regular file, so not a video")
+    frames, size = [], 0
     try:
         with imageio.get_reader(path, format="ffmpeg") as r:
-            frames = [np.asarray(f)[..., :3] for f in r]
+            for f in r:
+                frames.append(np.asarray(f)[..., :3])
+                size += frames[-1].nbytes
+                if max_frames and len(frames) >= max_frames:
+                    break
+                if size > max_bytes:
+                    raise DatasetError(f"video {path} decodes to more than {max_bytes / 2 ** 30:.0f} GiB "
+                                       f"({len(frames)} frames of {f.shape[1]}x{f.shape[0]} so far); use fewer "
+                                       "frames (--max-frames) or a smaller video")
+    except DatasetError:
+        raise
     except Exception as e:  # imageio raises several types for broken files
         raise DatasetError(f"cannot decode video {path}: {str(e).splitlines()[0] if str(e) else type(e).__name__}") from None
     if not frames:

@@ -6,9 +6,15 @@ finds faces turned by 30-40° and soft ones (the renders of a small model), at a
 image on a CPU, so it only runs on a copy of at most :data:`CNN_SIDE` pixels when HOG found none.
 
 Huge photos are never decoded at full size when avoidable: JPEGs are decoded at a reduced scale
-(libjpeg's DCT scaling through PIL's ``draft``), other formats are downscaled right after decoding,
-so the working image is at most :data:`MAX_WORKING_SIDE` pixels on its longer side. Files with more
-than :data:`MAX_PIXELS` pixels that cannot be decoded at a reduced scale are refused.
+(libjpeg's DCT scaling through PIL's ``draft``, up to 8x per side), other formats are downscaled right
+after decoding, so the working image is at most :data:`MAX_WORKING_SIDE` pixels on its longer side.
+Memory bound: nothing with more than :data:`MAX_PIXELS` pixels (Pillow's own decompression-bomb limit,
+about 89 megapixels) is ever decoded: such a file is refused from its header, before decoding (a
+389 KB PNG can claim 20000x20000 pixels), unless it is a JPEG that decodes under the limit at a reduced
+scale. Decoding and converting an image at the limit peaks at about 1 GB; Pillow's limit itself stays
+in force (it refuses files above twice it at open).
+
+16-bit (and 32-bit integer or float) grayscale photos are scaled to 8 bits, not clipped to white.
 """
 from __future__ import annotations
 
@@ -25,8 +31,8 @@ from . import models
 MAX_WORKING_SIDE = 4096
 #: the longer side detection runs on (landmarks are then found on the working image)
 DETECT_SIDE = 1024
-#: refuse to decode non-JPEG files with more pixels than this (about 1.2 GB as RGB)
-MAX_PIXELS = 400_000_000
+#: never decode more pixels than this (Pillow's default MAX_IMAGE_PIXELS; 268 MB as RGB)
+MAX_PIXELS = 89_478_485
 #: smallest face (detector box side, in working-image pixels) accepted
 MIN_FACE = 40
 #: the longer side the CNN detector runs on (smaller images are upsampled once)
@@ -58,10 +64,11 @@ def load_image(source, max_side: int = MAX_WORKING_SIDE) -> tuple[np.ndarray, fl
             img = np.repeat(img[..., None], 3, axis=2)
         if img.ndim != 3 or img.shape[2] not in (3, 4) or min(img.shape[:2]) < 1:
             raise FaceError(f"an image must be (H, W, 3), got an array of shape {img.shape}")
+        if img.shape[0] * img.shape[1] > MAX_PIXELS:
+            raise FaceError(f"the image is {img.shape[1]}x{img.shape[0]} pixels, more than "
+                            f"{MAX_PIXELS / 1e6:.0f} megapixels; downscale it first")
         if img.dtype != np.uint8:
-            if np.issubdtype(img.dtype, np.floating) and img.max() <= 1.0:
-                img = img * 255.0
-            img = np.clip(img, 0, 255).astype(np.uint8)
+            img = _to_uint8(img)
         img = np.ascontiguousarray(img[..., :3])
         scale = 1.0
         if max(img.shape[:2]) > max_side:
@@ -72,41 +79,73 @@ def load_image(source, max_side: int = MAX_WORKING_SIDE) -> tuple[np.ndarray, fl
             img = np.asarray(Image.fromarray(img).resize(size, Image.LANCZOS))
             scale = img.shape[1] / source.shape[1]
         return img, scale
+    import warnings
+
     from PIL import Image, UnidentifiedImageError
 
     path = Path(source)
-    if not path.is_file():
+    if not path.exists():
         raise FaceError(f"image not found: {path}")
+    if not path.is_file():              # a folder, a FIFO (reading it would block), a device...
+        raise FaceError(f"{path} is not a regular file, so not an image")
     if os.path.getsize(path) == 0:
         raise FaceError(f"{path} is empty, not an image")
-    old_limit = Image.MAX_IMAGE_PIXELS
-    Image.MAX_IMAGE_PIXELS = None          # we check the size ourselves, before decoding
     try:
-        with Image.open(path) as im:
+        with warnings.catch_warnings():
+            # Pillow warns above its limit and refuses above twice it; we refuse above it ourselves
+            # (below), except for JPEGs that decode under it at a reduced scale
+            warnings.simplefilter("ignore", Image.DecompressionBombWarning)
+            im = Image.open(path)
+        with im:
             w, h = im.size
             if w < 1 or h < 1:
                 raise FaceError(f"{path} has no pixels")
             if max(w, h) > max_side and im.format == "JPEG":
                 im.draft("RGB", (max(1, w * max_side // max(w, h)), max(1, h * max_side // max(w, h))))
-            elif w * h > MAX_PIXELS:
+            if im.size[0] * im.size[1] > MAX_PIXELS:
                 raise FaceError(f"{path} is {w}x{h} pixels, too large to read (more than "
-                                f"{MAX_PIXELS // 1_000_000} megapixels); downscale it first")
-            im = im.convert("RGB")
+                                f"{MAX_PIXELS / 1e6:.0f} megapixels); downscale it first")
+            im = _to_rgb(im)
             if max(im.size) > max_side:
                 s = max_side / max(im.size)
                 im = im.resize((max(1, round(im.size[0] * s)), max(1, round(im.size[1] * s))), Image.LANCZOS)
             img = np.asarray(im)
     except FaceError:
         raise
+    except Image.DecompressionBombError:
+        raise FaceError(f"{path} claims more than {2 * MAX_PIXELS / 1e6:.0f} megapixels, too large to read "
+                        "(a decompression bomb?); downscale it first") from None
     except UnidentifiedImageError:
         raise FaceError(f"{path} is not an image (or not a format Pillow reads)") from None
     except (OSError, SyntaxError, ValueError) as e:
         raise FaceError(f"{path} is corrupt or truncated: {str(e).splitlines()[0] if str(e) else type(e).__name__}") from None
     except MemoryError:
         raise FaceError(f"{path} is too large to read in memory; downscale it first") from None
-    finally:
-        Image.MAX_IMAGE_PIXELS = old_limit
     return np.ascontiguousarray(img), img.shape[1] / w
+
+
+def _to_uint8(a: np.ndarray) -> np.ndarray:
+    """8-bit values of an image array of another type: 16-bit (and larger) integers scaled by 1/257
+    (65535 -> 255) when they exceed 255, floats in [0, 1] by 255; never clipped to white."""
+    a = np.asarray(a)
+    if np.issubdtype(a.dtype, np.floating):
+        a = np.nan_to_num(a.astype(np.float32), nan=0.0, posinf=0.0, neginf=0.0)
+        top = float(a.max()) if a.size else 0.0
+        a = a * 255.0 if top <= 1.0 else (a / 257.0 if top > 255 else a)
+    elif a.dtype == np.uint16 or (np.issubdtype(a.dtype, np.integer) and a.size and int(a.max()) > 255):
+        a = a.astype(np.float32) / 257.0
+    return np.clip(np.rint(a), 0, 255).astype(np.uint8)
+
+
+def _to_rgb(im):
+    """An RGB PIL image of any mode; 16-bit and 32-bit grayscale ("I;16", "I", "F") are scaled to 8
+    bits first (Pillow's own conversion clips them, so a 16-bit photo turns white)."""
+    from PIL import Image
+
+    if im.mode.startswith("I") or im.mode == "F":
+        g = _to_uint8(np.asarray(im))
+        return Image.fromarray(g, "L").convert("RGB")
+    return im.convert("RGB")
 
 
 def _rect_to_box(r, s):

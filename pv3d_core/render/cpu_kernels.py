@@ -193,13 +193,19 @@ def _build(dims: tuple[int, int, int]) -> Library:
     raise CpuKernelsUnavailable("the CPU kernels did not compile (" + "; ".join(errors[-2:]) + ")")
 
 
-def library(dims) -> Library:
+def library(dims, wait: bool = True) -> Library:
     """The kernels for decoder sizes ``dims`` (cin, hidden, cout), built or loaded once per process;
-    a failure is remembered and re-raised as :class:`CpuKernelsUnavailable`."""
+    a failure is remembered and re-raised as :class:`CpuKernelsUnavailable`.
+
+    ``wait=False``: while another thread is building, raise :class:`CpuKernelsUnavailable` ("compiling")
+    at once instead of waiting for it (not remembered: the next call uses the finished build). The
+    viewer builds in a warm-up thread and its first frames render with PyTorch meanwhile."""
     key = tuple(int(x) for x in dims)
     hit = _libs.get(key)
     if hit is None:
-        with _lock:
+        if not _lock.acquire(blocking=wait):
+            raise CpuKernelsUnavailable("CPU kernels compiling in another thread (first use on this machine)")
+        try:
             hit = _libs.get(key)
             if hit is None:
                 _building.add(key)
@@ -212,6 +218,8 @@ def library(dims) -> Library:
                 finally:
                     _building.discard(key)
                 _libs[key] = hit
+        finally:
+            _lock.release()
     if isinstance(hit, Exception):
         raise hit
     return hit
@@ -327,10 +335,11 @@ def project_planes(planes_cl: torch.Tensor, params: torch.Tensor, dims) -> torch
 
 
 def render_rays(lib: Library, planes_cl: torch.Tensor, params: torch.Tensor, origins, dirs, options: dict,
-                deterministic: bool):
+                deterministic: bool, projection: bool | None = None):
     """:func:`volume.render_rays` on channels-last planes (N, 3, H, W, C) and packed decoder ``params``.
 
     Random sampling draws the reference's random numbers with the same calls in the same order.
+    ``projection``: render from projected planes (True) or not (False); None: :func:`set_projection`'s choice.
     Returns features (N, R, C) in [-1, 1], depth (N, R, 1), accumulated weight (N, R, 1).
     """
     b, r, _ = origins.shape
@@ -360,7 +369,8 @@ def render_rays(lib: Library, planes_cl: torch.Tensor, params: torch.Tensor, ori
     wsum = torch.empty(n_rays)
     st = (ctypes.c_int64 * 2)(0, 0)
     if n_rays:
-        proj = project_planes(planes_cl, params, lib.dims) if _use_projection(planes_cl, lib.dims) else None
+        use = _use_projection(planes_cl, lib.dims) if projection is None else projection
+        proj = project_planes(planes_cl, params, lib.dims) if use else None
         _check(lib.lib.pv3d_cpu_render(_ptr(planes_cl), proj.data_ptr() if proj is not None else None,
                                        planes_cl.shape[2], planes_cl.shape[3], _ptr(params), _ptr(o),
                                        _ptr(d), n_rays, r, _ptr(depths_c), c_stride, n_c, _ptr(u), u_stride, n_f,

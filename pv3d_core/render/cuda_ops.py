@@ -20,7 +20,7 @@ Selection, per call: the kernels run when the mode allows them (``PV3D_KERNELS``
 | ``on`` | ``off``, or :func:`set_kernels`), the tensors are all CUDA or all CPU tensors, no gradient
 is needed (the kernels are inference only), the inputs are of a supported kind (float32 rays, an
 ``OSGDecoder``; on CUDA tri-plane channels a multiple of 8 and at most 256 samples per ray, on the CPU
-at most 1024) and the kernels compiled. Otherwise the PyTorch reference runs. ``auto`` falls back
+at most 1024) and the kernels compiled and passed their self-check. Otherwise the PyTorch reference runs. ``auto`` falls back
 silently (the reason is in :func:`last_path`); ``on`` raises :class:`KernelUnavailable` instead;
 ``off`` always uses PyTorch.
 
@@ -32,8 +32,14 @@ launchers, tried in order (``PV3D_KERNEL_BACKEND`` = ``cupy`` | ``nvrtc`` picks 
   PyTorch ship libnvrtc).
 
 Compiled modules are cached per device and model size. Kernels run on PyTorch's current stream.
+
+Before a compiled module (CUDA or CPU) renders anything, it must pass a self-check against the PyTorch
+reference on a small problem of its model size (:mod:`kernel_check`; once per device, driver and model
+size, the verdict kept on disk). A module that disagrees is treated like one that did not compile: the
+reference runs, one warning is logged, and the reason is in :func:`describe` and :func:`last_path`.
 :func:`describe` gives a one-line status ("CUDA kernels (...)", "CPU kernels (...)" or "PyTorch (...)")
-for the viewer's status bar and ``pv3d generate --verbose``; :func:`last_path` what the latest call ran.
+for the viewer's status bar and ``pv3d generate --verbose``; :func:`last_path` what the latest call ran;
+:func:`self_check` the details, for ``pv3d doctor``.
 
 ``PV3D_KERNELS_HALF=1`` (or ``set_kernels(half_planes=True)``) makes the kernels read a float16 copy
 of the tri-planes (half the memory traffic; about 1e-3 relative change in the features); the CPU
@@ -42,10 +48,15 @@ backend always reads float32.
 from __future__ import annotations
 
 import ctypes
+import functools
 import glob
+import hashlib
+import math
 import os
+import re
 import sys
 import threading
+import time
 import warnings
 import weakref
 from dataclasses import dataclass
@@ -56,12 +67,13 @@ import torch
 
 from ..errors import KernelUnavailable
 from ..paths import kernel_file
-from . import cpu_kernels, volume
+from . import cpu_kernels, kernel_check, volume
 from .decoder import OSGDecoder
 
 __all__ = [
     "KernelUnavailable", "set_kernels", "kernels_mode", "half_planes_enabled", "describe", "last_path",
     "kernel_source_path", "KERNEL_FILE", "query", "march", "importance_depths", "render_rays_fast", "pack_decoder",
+    "check_cuda", "check_cpu", "self_check", "driver_version", "device_identity",
 ]
 
 ENV_MODE = "PV3D_KERNELS"
@@ -164,12 +176,20 @@ class _Launcher:
     name = "?"
     num_sms = 1
     arch = ""
+    device = torch.device("cuda")   # where the tensors it takes live
+    dims = None                     # the Dims it was compiled for
+    compile_seconds = 0.0
 
     def launch(self, kernel: str, grid: int, block: int, args: Sequence) -> None:  # pragma: no cover
         raise NotImplementedError
 
     def label(self) -> str:
         return f"{self.name}, {self.arch}" if self.arch else self.name
+
+    def identity(self) -> str:
+        """What the self-check's verdict depends on besides the model size: the GPU, its driver, the
+        launcher and the code it compiled for."""
+        return f"{device_identity(self.device)}, driver {driver_version() or '?'}, {self.label()}"
 
 
 def _read_source() -> str:
@@ -192,6 +212,7 @@ class _CupyLauncher(_Launcher):
 
         self._cp, self._np = cupy, np
         self.index = device.index if device.index is not None else torch.cuda.current_device()
+        self.device, self.dims = torch.device("cuda", self.index), dims
         major, minor = torch.cuda.get_device_capability(self.index)
         self.arch = f"sm_{major}{minor}"
         self.num_sms = torch.cuda.get_device_properties(self.index).multi_processor_count
@@ -295,6 +316,7 @@ class _NvrtcLauncher(_Launcher):
 
     def __init__(self, device: torch.device, dims: Dims):
         self.index = device.index if device.index is not None else torch.cuda.current_device()
+        self.device, self.dims = torch.device("cuda", self.index), dims
         major, minor = torch.cuda.get_device_capability(self.index)
         self.num_sms = torch.cuda.get_device_properties(self.index).multi_processor_count
         torch.cuda.init()
@@ -375,9 +397,15 @@ _cache: dict = {}
 _lock = threading.Lock()
 
 
+def _index(device: torch.device) -> int:
+    if device.index is not None:
+        return device.index
+    return torch.cuda.current_device() if device.type == "cuda" and torch.cuda.is_available() else 0
+
+
 def _launcher(device: torch.device, dims: Dims) -> _Launcher:
     """The compiled module for (device, dims); compiled once; a failure is remembered and re-raised."""
-    index = device.index if device.index is not None else torch.cuda.current_device()
+    index = _index(device)
     key = (index, dims)
     with _lock:
         hit = _cache.get(key)
@@ -386,8 +414,10 @@ def _launcher(device: torch.device, dims: Dims) -> _Launcher:
             order = [wanted] if wanted in _LAUNCHERS else list(_LAUNCHERS)
             errors = []
             for name in order:
+                t0 = time.perf_counter()
                 try:
                     hit = _LAUNCHERS[name](torch.device("cuda", index), dims)
+                    hit.compile_seconds = time.perf_counter() - t0
                     break
                 except Exception as e:  # noqa: BLE001 - any failure means "try the next, else PyTorch"
                     errors.append(f"{name}: {type(e).__name__}: {str(e).strip().splitlines()[0] if str(e).strip() else ''}")
@@ -401,11 +431,42 @@ def _launcher(device: torch.device, dims: Dims) -> _Launcher:
 
 def _any_launcher(device: torch.device) -> _Launcher:
     """A module on ``device`` for the ops that do not depend on the model size."""
-    index = device.index if device.index is not None else torch.cuda.current_device()
+    index = _index(device)
     for (i, _), v in list(_cache.items()):
         if i == index and not isinstance(v, Exception):
             return v
     return _launcher(device, Dims())
+
+
+# ---------------------------------------------------------------------------------------------- devices
+@functools.lru_cache(maxsize=1)
+def driver_version() -> str | None:
+    """The NVIDIA driver's version ("580.159.03" from /proc/driver/nvidia/version), else the CUDA driver
+    API's ("CUDA 13.0" from cuDriverGetVersion), else None (no driver)."""
+    try:
+        with open("/proc/driver/nvidia/version") as f:
+            m = re.search(r"Kernel Module(?: for \S+)?\s+([0-9][0-9.]+)", f.read())
+            if m:
+                return m.group(1)
+    except OSError:
+        pass
+    try:
+        lib = ctypes.CDLL("libcuda.so.1")
+        v = ctypes.c_int()
+        if lib.cuDriverGetVersion(ctypes.byref(v)) == 0 and v.value:
+            return f"CUDA {v.value // 1000}.{v.value % 1000 // 10}"
+    except OSError:
+        pass
+    return None
+
+
+def device_identity(device: torch.device) -> str:
+    """A GPU's model and UUID (the self-check's verdicts are per device)."""
+    if device.type != "cuda":
+        return str(device)
+    props = torch.cuda.get_device_properties(_index(device))
+    uuid = getattr(props, "uuid", None)
+    return f"{props.name} ({uuid})" if uuid else f"{props.name} (cuda:{_index(device)})"
 
 
 # ---------------------------------------------------------------------------------------------- selection
@@ -431,6 +492,8 @@ def _decide(tensors: Sequence[torch.Tensor], problem: str | None, dims: Dims | N
             launcher = _launcher(tensors[0].device, dims) if dims is not None else _any_launcher(tensors[0].device)
         except KernelUnavailable as e:
             problem = str(e)
+    if problem is None:
+        problem = _rejection(check_cuda(launcher))
     if problem is not None:
         if mode == "on":
             raise KernelUnavailable(f"{ENV_MODE}=on but the CUDA kernels cannot run: {problem}")
@@ -457,10 +520,12 @@ def _decide_cpu(tensors: Sequence[torch.Tensor], problem: str | None, dims: Dims
             problem = "gradients are needed (the kernels are inference only)"
     lib = None
     if problem is None:
-        try:
-            lib = cpu_kernels.library(_dims_tuple(dims))
+        try:   # "auto" does not wait for a build another thread runs (the viewer's warm-up): PyTorch meanwhile
+            lib = cpu_kernels.library(_dims_tuple(dims), wait=mode == "on")
         except cpu_kernels.CpuKernelsUnavailable as e:
             problem = str(e)
+    if problem is None:
+        problem = _rejection(check_cpu(lib))
     if problem is not None:
         if mode == "on":
             raise KernelUnavailable(f"{ENV_MODE}=on but the CPU kernels cannot run: {problem}")
@@ -489,13 +554,14 @@ def _select(tensors: Sequence[torch.Tensor], problem: str | None, dims: Dims | N
     return ("cuda", launcher) if launcher is not None else (None, None)
 
 
-def describe(device: torch.device | str | None = None) -> str:
+def describe(device: torch.device | str | None = None, decoder=None) -> str:
     """One line for a status bar: "CUDA kernels (CuPy NVRTC, sm_90)", "CPU kernels (g++ 12.2.0, ...)" or
-    "PyTorch (<why>)".
+    "PyTorch (<why>)" -- a failed compile, a failed self-check, ...
 
-    With a device, says what an op on that device would run (compiling the kernels if needed; on the
-    CPU, while another thread compiles, says so without waiting); without one, uses the current CUDA
-    device if there is one, else the CPU.
+    With a device, says what an op on that device would run (compiling and self-checking the kernels if
+    needed; on the CPU, while another thread compiles, says so without waiting); without one, uses the
+    current CUDA device if there is one, else the CPU. With a ``decoder``, for the kernels of its size
+    (else the size of the kernels already built, or the released model's).
     """
     if device is None:
         device = torch.device("cuda") if torch.cuda.is_available() else torch.device("cpu")
@@ -503,16 +569,178 @@ def describe(device: torch.device | str | None = None) -> str:
     mode = kernels_mode()
     if mode == "off":
         return f"PyTorch (kernels off by {ENV_MODE}/set_kernels)"
+    dims = None
+    if decoder is not None:
+        layout = decoder.kernel_layout() if isinstance(decoder, OSGDecoder) else None
+        dims, problem = _decoder_dims(decoder, layout[0] if layout else 0, cuda_sizes=device.type == "cuda")
+        if problem is not None:
+            return f"PyTorch ({problem})"
     if device.type == "cpu":
-        return cpu_kernels.describe(_dims_tuple(None))
+        if cpu_kernels.build_state() == "compiling":
+            return "PyTorch (CPU kernels compiling)"
+        try:
+            lib = cpu_kernels.library(_dims_tuple(dims))
+        except cpu_kernels.CpuKernelsUnavailable as e:
+            return f"PyTorch ({e})"
+        problem = _rejection(check_cpu(lib))
+        if problem is not None:
+            return f"PyTorch ({problem})"
+        return f"CPU kernels ({lib.label()}; {torch.get_num_threads()} threads)"
     if device.type != "cuda":
         return f"PyTorch (no kernels for {device.type} tensors)"
     try:
-        launcher = _any_launcher(device)
+        launcher = _launcher(device, dims) if dims is not None else _any_launcher(device)
     except KernelUnavailable as e:
         return f"PyTorch (CUDA kernels unavailable: {e})"
+    problem = _rejection(check_cuda(launcher))
+    if problem is not None:
+        return f"PyTorch ({problem})"
     half = ", fp16 planes" if half_planes_enabled() else ""
     return f"CUDA kernels ({launcher.label()}{half})"
+
+
+# ---------------------------------------------------------------------------------------------- self-check
+class _CudaCheck:
+    """The CUDA kernels' ops for :mod:`kernel_check`."""
+
+    def __init__(self, launcher: _Launcher):
+        self.launcher, self.device = launcher, launcher.device
+
+    def render(self, planes, decoder, origins, dirs, options, half):
+        return {"": render_rays_kernels(self.launcher, planes, decoder, origins, dirs, options, True, half)}
+
+    def query(self, planes, decoder, points, box_warp, half):
+        return query_kernels(self.launcher, planes, decoder, points, box_warp, half)
+
+    def march(self, colors, densities, depths):
+        return march_kernels(self.launcher, colors, densities, depths)
+
+    def importance(self, depths, weights, n):
+        return importance_depths_kernels(self.launcher, depths, weights, n, True)
+
+
+class _CpuCheck:
+    """The CPU kernels' ops for :mod:`kernel_check`; the render is checked with both first-layer paths
+    (projected planes and per-point features), whichever one a model's plane size picks."""
+
+    device = torch.device("cpu")
+
+    def __init__(self, lib):
+        self.lib = lib
+        self.dims = Dims(*lib.dims)
+
+    def _params(self, decoder):
+        return pack_decoder(decoder, self.dims, torch.device("cpu"))
+
+    def render(self, planes, decoder, origins, dirs, options, half):
+        cl, params = prepare_planes(planes, False), self._params(decoder)
+        return {f"({name})": cpu_kernels.render_rays(self.lib, cl, params, origins, dirs, options, True, projection=proj)
+                for name, proj in (("projected planes", True), ("per-point features", False))}
+
+    def query(self, planes, decoder, points, box_warp, half):
+        return cpu_kernels.query(self.lib, prepare_planes(planes, False), self._params(decoder), points, box_warp)
+
+    def march(self, colors, densities, depths):
+        return cpu_kernels.march(self.lib, colors, densities, depths)
+
+    def importance(self, depths, weights, n):
+        return cpu_kernels.importance_depths(self.lib, depths, weights, n, True)
+
+
+@functools.lru_cache(maxsize=8)
+def _digest(path: str, mtime_ns: int, size: int) -> str:
+    return hashlib.sha256(Path(path).read_bytes()).hexdigest()[:12]
+
+
+def _source_digest(path: Path) -> str:
+    try:
+        st = path.stat()
+        return _digest(str(path), st.st_mtime_ns, st.st_size)
+    except OSError:
+        return "?"
+
+
+def _cuda_key(launcher: _Launcher, half: bool) -> str:
+    d = launcher.dims or Dims()
+    return "|".join(["cuda", launcher.identity(), f"{d.cin}x{d.hidden}x{d.cout}", "fp16" if half else "fp32",
+                     f"source {_source_digest(kernel_source_path())}", f"torch {torch.__version__}",
+                     f"check {kernel_check.CHECK_VERSION}"])
+
+
+def _cpu_key(lib) -> str:
+    # the library's file name encodes the source, flags, compiler, CPU and sizes
+    return "|".join(["cpu", lib.path.name, f"torch {torch.__version__}", f"check {kernel_check.CHECK_VERSION}"])
+
+
+def _memo(obj, variant, fresh: bool, get) -> kernel_check.Verdict:
+    """The verdict kept on the module object itself, so that each op pays an attribute lookup, not a key
+    (valid until :func:`kernel_check.forget`)."""
+    memo = obj.__dict__.setdefault("_verdicts", {})
+    hit = memo.get(variant)
+    if hit is not None and not fresh and hit[0] == kernel_check.generation():
+        return hit[1]
+    v = get()
+    memo[variant] = (kernel_check.generation(), v)
+    return v
+
+
+def check_cuda(launcher: _Launcher, fresh: bool = False) -> kernel_check.Verdict:
+    """The self-check verdict of a compiled CUDA module (run at its first use on this device, driver and
+    model size; remembered: see :mod:`kernel_check`). ``fresh``: check again now."""
+    half = half_planes_enabled()
+
+    def get():
+        where = f"CUDA ({torch.cuda.get_device_name(launcher.device)}, driver {driver_version() or '?'})" \
+            if launcher.device.type == "cuda" else f"CUDA ({launcher.label()})"
+        return kernel_check.verdict(_cuda_key(launcher, half), _CudaCheck(launcher), launcher.dims or Dims(), half,
+                                    where, fresh)
+    return _memo(launcher, half, fresh, get)
+
+
+def check_cpu(lib, fresh: bool = False) -> kernel_check.Verdict:
+    """The self-check verdict of a built CPU kernel library (as :func:`check_cuda`)."""
+    return _memo(lib, False, fresh, lambda: kernel_check.verdict(_cpu_key(lib), _CpuCheck(lib), lib.dims, False,
+                                                                 f"CPU ({lib.label()})", fresh))
+
+
+def _rejection(v: kernel_check.Verdict) -> str | None:
+    if v.ok:
+        return None
+    return f"the {v.where or 'fused'} kernels failed their self-check: {v.reason}"
+
+
+def self_check(device, dims: Dims | tuple = Dims(), fresh: bool = True) -> dict:
+    """Compile (or load) the kernels for ``device`` and model size ``dims`` and self-check them (again,
+    when ``fresh``), for ``pv3d doctor``: a dict with ``backend`` ("cuda" | "cpu"), ``status`` ("ok" |
+    "rejected" | "unavailable"), ``label``, ``reason``, ``max_error``, ``worst``, ``compile_seconds``,
+    ``check_seconds``."""
+    device = torch.device(device)
+    dims = dims if isinstance(dims, Dims) else Dims(*dims)
+    out = {"backend": device.type, "dims": [dims.cin, dims.hidden, dims.cout], "label": "", "reason": "",
+           "max_error": None, "worst": "", "compile_seconds": None, "check_seconds": None}
+    try:
+        if device.type == "cpu":
+            t0 = time.perf_counter()
+            lib = cpu_kernels.library((dims.cin, dims.hidden, dims.cout))
+            out["compile_seconds"] = lib.build_seconds if lib.build_seconds else time.perf_counter() - t0
+            out["cached_build"] = lib.build_seconds == 0
+            out["label"] = f"CPU kernels ({lib.label()})"
+            v = check_cpu(lib, fresh)
+        else:
+            problem = dims.unsupported()
+            if problem:
+                raise KernelUnavailable(problem)
+            launcher = _launcher(device, dims)
+            out["compile_seconds"] = launcher.compile_seconds
+            out["label"] = f"CUDA kernels ({launcher.label()})"
+            v = check_cuda(launcher, fresh)
+    except (KernelUnavailable, cpu_kernels.CpuKernelsUnavailable) as e:
+        out.update(status="unavailable", reason=str(e))
+        return out
+    out.update(status="ok" if v.ok else "rejected", reason="" if v.ok else _rejection(v),
+               max_error=v.max_error if math.isfinite(v.max_error) else None,
+               worst=v.worst, check_seconds=v.seconds, verdict_from=v.origin)
+    return out
 
 
 # ---------------------------------------------------------------------------------------------- inputs

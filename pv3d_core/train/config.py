@@ -14,6 +14,24 @@ from dataclasses import asdict, dataclass, fields
 from pathlib import Path
 
 from ..errors import UsageError
+from ..rules import Bool, Float, Int, Seq, Str, check_fields
+
+_PROB, _WEIGHT, _KIMG = Float(0, 1), Float(0, 1e6), Float(0, 1e9)
+_LR, _BETAS = Float(0, 1, lo_open=True), Seq(Float(0, 0.9999), 2, 2)
+_NEURAL_RES = Int(8, 512, optional=True)
+#: the accepted range of every training option (the same rules serve --config, --set and the flags)
+TRAIN_RULES = {
+    "data": Str(), "out": Str(nonempty=True), "preset": Str(100, nonempty=True), "init": Str(optional=True),
+    "batch": Int(1, 4096), "steps": Int(0, 100_000_000),
+    "lr_g": _LR, "betas_g": _BETAS, "lr_d": _LR, "betas_d": _BETAS, "eps": Float(0, 1, lo_open=True),
+    "loss_img_weight": _WEIGHT, "loss_vid_weight": _WEIGHT, "r1_gamma": _WEIGHT,
+    "d_reg_interval": Int(1, 1_000_000), "g_reg_interval": Int(1, 1_000_000), "density_reg": _WEIGHT,
+    "style_mixing_prob": _PROB, "gpc_reg_prob": _PROB, "gpc_fade_kimg": _KIMG, "blur_init_sigma": Float(0, 1000),
+    "blur_fade_kimg": _KIMG, "ema_kimg": _KIMG, "ema_rampup": Float(0, 1e6, optional=True),
+    "neural_res_initial": _NEURAL_RES, "neural_res_final": _NEURAL_RES, "neural_res_fade_kimg": _KIMG,
+    "checkpoint_every": Int(0, 100_000_000), "keep_checkpoints": Int(1, 10_000), "sample_every": Int(0, 100_000_000),
+    "log_every": Int(1, 100_000_000), "seed": Int(0, 2 ** 32 - 1), "threads": Int(0, 1024), "tensorboard": Bool(),
+}
 
 
 @dataclass
@@ -64,16 +82,20 @@ class TrainConfig:
             d = json.loads(p.read_text())
         except FileNotFoundError:
             raise UsageError(f"config file not found: {p}") from None
-        except json.JSONDecodeError as e:
-            raise UsageError(f"config file {p} is not valid JSON: {e}") from None
+        except (json.JSONDecodeError, UnicodeDecodeError, RecursionError) as e:
+            raise UsageError(f"config file {p} is not valid JSON: {str(e)[:200]}") from None
+        except OSError as e:
+            raise UsageError(f"cannot read config file {p}: {e.strerror or e}") from None
         return cls().override(d)
 
     def override(self, d: dict) -> "TrainConfig":
         """Set options from a dict of values or of text (``--set``), each converted to its declared type."""
         known = {f.name for f in fields(self)}
         hints = typing.get_type_hints(type(self))
+        if not isinstance(d, dict):
+            raise UsageError(f"training options must be a JSON object of option: value, got {type(d).__name__}")
         for k, v in d.items():
-            k = k.replace("-", "_")
+            k = str(k).replace("-", "_")
             if k not in known:
                 raise UsageError(f"unknown training option {k!r}; known: {', '.join(sorted(known))}")
             setattr(self, k, convert_option(k, v, hints[k]))
@@ -81,10 +103,8 @@ class TrainConfig:
         return self
 
     def validate(self) -> "TrainConfig":
-        if self.batch < 1 or self.steps < 0:
-            raise UsageError("batch must be >= 1 and steps >= 0")
-        if self.g_reg_interval < 1 or self.d_reg_interval < 1:
-            raise UsageError("regularisation intervals must be >= 1")
+        """Every option's type and range (:data:`TRAIN_RULES`), before anything is built."""
+        check_fields(self, TRAIN_RULES)
         return self
 
     def to_dict(self) -> dict:

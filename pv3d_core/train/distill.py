@@ -20,10 +20,9 @@ from __future__ import annotations
 import copy
 import json
 import logging
-import signal
 import threading
 import time
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, fields
 from pathlib import Path
 
 import numpy as np
@@ -32,6 +31,7 @@ import torch
 from .. import paths
 from ..config import ModelConfig, preset
 from ..errors import UsageError
+from ..rules import Bool, Float, Int, Str, check_fields
 from ..data import head_codes
 from ..io import build_discriminators, build_generator, load_state_strict, read_checkpoint, save_checkpoint, \
     save_generator
@@ -39,6 +39,7 @@ from ..render import cameras
 from .optim_state import load_optimizer_tensors, optimizer_tensors
 from .patch_adversary import PatchAdversary
 from .regression import RegressionWeights, density_smoothness, frame_loss
+from .stopping import stop_on_signals
 
 log = logging.getLogger(__name__)
 STATE = "distill_state.safetensors"
@@ -80,17 +81,33 @@ class DistillConfig:
     @classmethod
     def from_dict(cls, d: dict) -> "DistillConfig":
         d = dict(d)
-        d["weights"] = RegressionWeights(**d.get("weights", {}))
-        return cls(**d)
+        w = d.get("weights", {})
+        known = {f.name for f in fields(cls)}
+        if not isinstance(w, dict) or set(w) - set(RegressionWeights().to_dict()) or set(d) - known:
+            raise UsageError(f"unknown distillation options: {', '.join(sorted(map(str, set(d) - known)))[:200]}")
+        d["weights"] = RegressionWeights(**w)
+        return cls(**d).validate()
 
     def validate(self) -> "DistillConfig":
-        if self.steps < 0 or self.batch < 1 or self.ssaa < 1 or self.ssaa > 4:
-            raise UsageError("steps must be >= 0, batch >= 1 and ssaa in 1..4")
-        if not (0 <= self.psi_prob <= 1 and 0 <= self.t0_prob <= 1 and 0 < self.psi_min <= 1):
-            raise UsageError("psi_prob and t0_prob must be in [0, 1], psi_min in (0, 1]")
-        if self.lr <= 0 or self.checkpoint_every < 1:
-            raise UsageError("lr must be > 0 and checkpoint_every >= 1")
+        """Every option's type and range (:data:`DISTILL_RULES`), before anything is built."""
+        check_fields(self, DISTILL_RULES)
+        if not isinstance(self.weights, RegressionWeights):
+            raise UsageError("weights must be RegressionWeights")
+        check_fields(self.weights, {k: Float(0, 1e6) for k in asdict(self.weights)}, "weights.")
         return self
+
+
+#: the accepted range of every distillation option (the `pv3d distill` flags use the same rules)
+DISTILL_RULES = {
+    "out": Str(nonempty=True), "init": Str(optional=True), "preset": Str(100, nonempty=True),
+    "steps": Int(0, 10_000_000), "batch": Int(1, 4096), "lr": Float(0, 1, lo_open=True), "beta1": Float(0, 0.9999),
+    "mapping_lr_scale": Float(0, 1e6, lo_open=True), "ema_halflife_steps": Float(0, 1e9),
+    "psi_prob": Float(0, 1), "psi_min": Float(0, 1, lo_open=True), "t0_prob": Float(0, 1),
+    "max_yaw_deg": Float(0, 90), "max_pitch_deg": Float(0, 89), "ssaa": Int(1, 4), "compile_teacher": Bool(),
+    "density_reg": Float(0, 1e6), "adv_weight": Float(0, 1e6), "adv_start_step": Int(0, 10_000_000),
+    "checkpoint_every": Int(1, 10_000_000), "snapshot_every": Int(0, 10_000_000),
+    "sample_every": Int(0, 10_000_000), "seed": Int(0, 2 ** 32 - 1), "threads": Int(0, 1024),
+}
 
 
 class Distiller:
@@ -272,13 +289,8 @@ def distill(cfg: DistillConfig, progress=None, cancel: threading.Event | None = 
     (out / "snapshots").mkdir(exist_ok=True)
     (out / "samples").mkdir(exist_ok=True)
     stop = threading.Event()
-    old = {}
-    if threading.current_thread() is threading.main_thread():
-        for sig in (signal.SIGINT, signal.SIGTERM, signal.SIGHUP):
-            old[sig] = signal.getsignal(sig)
-            signal.signal(sig, lambda *a: stop.set())
     step0, t0 = d.step, time.time()
-    try:
+    with stop_on_signals(stop):
         with open(out / "history.jsonl", "a") as hist:
             while d.step < cfg.steps:
                 if stop.is_set() or (cancel is not None and cancel.is_set()):
@@ -296,9 +308,6 @@ def distill(cfg: DistillConfig, progress=None, cancel: threading.Event | None = 
                                    name=d.mcfg.name)
                 if cfg.sample_every and d.step % cfg.sample_every == 0:
                     write_png(out / "samples" / f"{d.step:07d}.png", d.sample_grid())
-    finally:
-        for sig, h in old.items():
-            signal.signal(sig, h)
     d.save()
     final = d.export(out / "model.safetensors")
     elapsed = time.time() - t0

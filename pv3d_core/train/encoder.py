@@ -42,6 +42,7 @@ import torch.nn.functional as F
 
 from ..encoder import EncoderConfig, PortraitEncoder, fingerprint, load_encoder, save_encoder
 from ..errors import CheckpointError, UsageError
+from ..rules import Bool, Float, Int, Str, check_fields
 from ..io import load_generator, read_checkpoint, save_checkpoint
 from ..render import cameras
 from .loop import Dist
@@ -95,24 +96,28 @@ class EncoderTrainConfig:
         return out.with_name(out.name[:-len(out.suffix)] + ".run" if out.suffix else out.name + ".run")
 
     def validate(self) -> "EncoderTrainConfig":
+        """Every option's type and range (:data:`ENCODER_TRAIN_RULES`, the flags' rules too)."""
         if not self.ckpt or not self.out:
             raise UsageError("both the model checkpoint and the output encoder file are needed")
         if not str(self.out).endswith(".safetensors"):
             raise UsageError(f"the encoder file must end in .safetensors, got {self.out}")
-        ints = {"steps": (self.steps, 0, 10_000_000), "batch": (self.batch, 1, 4096),
-                "fresh": (self.fresh, 1, 4096), "pool": (self.pool, 1, 1_000_000),
-                "image-samples": (self.image_samples, 0, 4096), "checkpoint-every": (self.checkpoint_every, 1, 10**7),
-                "threads": (self.threads, 0, 1024)}
-        for name, (v, lo, hi) in ints.items():
-            if not lo <= v <= hi:
-                raise UsageError(f"--{name} must be within {lo}..{hi}, got {v}")
-        if not (self.lr > 0 and math.isfinite(self.lr)):
-            raise UsageError(f"--lr must be a finite number > 0, got {self.lr}")
-        if not (0 <= self.t0_prob <= 1 and 0 <= self.psi_prob <= 1 and 0 < self.psi_min <= 1):
-            raise UsageError("t0_prob and psi_prob must be in [0, 1], psi_min in (0, 1]")
-        if self.max_minutes < 0 or not math.isfinite(self.max_minutes):
-            raise UsageError(f"--max-minutes must be >= 0, got {self.max_minutes}")
+        check_fields(self, ENCODER_TRAIN_RULES)
         return self
+
+
+_W = Float(0, 1e6)
+_P = Float(0, 1)
+#: the accepted range of every option of an encoder training (`pv3d train-encoder`'s flags use them)
+ENCODER_TRAIN_RULES = {
+    "ckpt": Str(nonempty=True), "out": Str(nonempty=True), "run": Str(), "init": Str(optional=True),
+    "steps": Int(0, 10_000_000), "batch": Int(1, 4096), "fresh": Int(1, 4096), "pool": Int(1, 1_000_000),
+    "pool_megabytes": Int(1, 1 << 20), "image_samples": Int(0, 4096), "lr": Float(0, 1, lo_open=True),
+    "warmup": Int(0, 10_000_000), "ema_halflife_steps": Float(0, 1e9), "latent_weight": _W, "image_weight": _W,
+    "raw_weight": _W, "pose_weight": _W, "t0_prob": _P, "psi_prob": _P, "psi_min": Float(0, 1, lo_open=True),
+    "max_yaw_deg": Float(0, 180), "max_pitch_deg": Float(0, 89), "augment": Bool(),
+    "checkpoint_every": Int(1, 10_000_000), "eval_every": Int(0, 10_000_000), "eval_samples": Int(1, 100_000),
+    "max_minutes": Float(0, 1e7), "write_on_stop": Bool(), "seed": Int(0, 2 ** 32 - 1), "threads": Int(0, 1024),
+}
 
 
 # ------------------------------------------------------------------------------------ augmentation
@@ -528,4 +533,4 @@ def train_encoder(cfg: EncoderTrainConfig, progress=None, cancel: threading.Even
     return summary
 
 
-__all__ = ["EncoderTrainConfig", "EncoderTrainer", "train_encoder", "augment"]
+__all__ = ["ENCODER_TRAIN_RULES", "EncoderTrainConfig", "EncoderTrainer", "train_encoder", "augment"]

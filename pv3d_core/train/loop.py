@@ -19,9 +19,11 @@ all-reduce per phase (as StyleGAN2-ADA / EG3D do; ``DistributedDataParallel``'s 
 a multi-phase GAN step with double-backward R1), so the result equals a single process with the
 global batch. Backend: nccl on GPUs, gloo on CPUs.
 
-Checkpoints (ours, safetensors) every ``checkpoint_every`` steps and on Ctrl-C, atomically, keeping the
-last ``keep_checkpoints``; they hold G, G_ema, both Ds, both optimisers, counters, every process's RNG
-states, so ``--resume`` continues exactly.
+Checkpoints (ours, safetensors) every ``checkpoint_every`` steps and on Ctrl-C, SIGTERM or SIGHUP,
+atomically, keeping the last ``keep_checkpoints``; they hold G, G_ema, both Ds, both optimisers, counters,
+every process's RNG states, so ``--resume`` continues exactly. ``--resume`` refuses a run folder without a
+checkpoint (a mistyped folder would otherwise start from scratch), and skips, with a warning, a latest
+checkpoint that cannot be read for the one kept before it.
 """
 from __future__ import annotations
 
@@ -29,7 +31,6 @@ import copy
 import json
 import logging
 import os
-import signal
 import threading
 import time
 from pathlib import Path
@@ -38,6 +39,7 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
+from .. import files
 from ..config import ModelConfig, preset
 from ..data.dataset import ClipDataset, sample_pair_indices  # noqa: F401  (re-exported for tests)
 from ..discriminator import filtered_resize
@@ -46,6 +48,7 @@ from ..io import CheckpointError, build_discriminators, build_generator, load_st
     save_checkpoint
 from .config import TrainConfig
 from .optim_state import load_optimizer_tensors, optimizer_tensors
+from .stopping import stop_on_signals
 
 CKPT_PREFIX = "checkpoint-"
 log = logging.getLogger(__name__)
@@ -169,12 +172,14 @@ class Trainer:
         self.cfg = cfg.validate()
         self.dist = dist or Dist()
         d = self.dist
+        self.out = Path(cfg.out)
+        if resume:
+            self._resume_candidates()          # a mistyped run folder: say so before any work
         if cfg.batch % d.world:
             raise UsageError(f"batch {cfg.batch} must be divisible by the number of processes {d.world}")
         self.local_batch = cfg.batch // d.world
         if cfg.threads:
             torch.set_num_threads(cfg.threads)
-        self.out = Path(cfg.out)
         mcfg = self._model_config()                 # the preset's, or the --init checkpoint's
         self.mcfg = mcfg
         check_batch(mcfg, self.local_batch, d.world)
@@ -214,19 +219,33 @@ class Trainer:
             if ck.has(name):
                 load_state_strict(m, ck.part(name), f"{path}'s {name}")
 
-    def _resume(self) -> None:
+    def _resume_candidates(self) -> list[Path]:
         ckpts = list_checkpoints(self.out)
         if not ckpts:
-            return
-        ck = read_checkpoint(ckpts[-1])
+            where = "does not exist" if not self.out.is_dir() else f"holds no {CKPT_PREFIX}*.safetensors"
+            raise UsageError(f"--resume: the run folder {self.out} {where}; check the path, or leave out "
+                             "--resume to start a new run")
+        return ckpts
+
+    def _resume(self) -> None:
+        ckpts = self._resume_candidates()
+        for i, path in enumerate(reversed(ckpts)):
+            try:
+                ck = read_checkpoint(path)
+                break
+            except CheckpointError as e:
+                if i == len(ckpts) - 1:
+                    raise CheckpointError(f"--resume: no readable checkpoint in {self.out} (the last: {e})") from None
+                log.warning("warning: skipping the unreadable checkpoint %s (%s); resuming from the one before",
+                            path.name, e)
         for name, m in (("generator", self.G), ("generator_ema", self.G_ema), ("img_discriminator", self.D_img),
                         ("vid_discriminator", self.D_vid)):
-            load_state_strict(m, ck.part(name), f"{ckpts[-1].name}'s {name}")
+            load_state_strict(m, ck.part(name), f"{path.name}'s {name}")
         tr = ck.meta.get("train")
         if not tr:
-            raise CheckpointError(f"{ckpts[-1]} is not a training checkpoint (no optimiser state)")
+            raise CheckpointError(f"{path} is not a training checkpoint (no optimiser state)")
         if tr.get("world") != self.dist.world:
-            raise CheckpointError(f"{ckpts[-1].name} was written by {tr.get('world')} processes; resume with "
+            raise CheckpointError(f"{path.name} was written by {tr.get('world')} processes; resume with "
                                   f"the same number (now {self.dist.world})")
         load_optimizer_tensors(self.opt_g, ck.tensors, "opt_g", tr["opt_g_groups"])
         load_optimizer_tensors(self.opt_d, ck.tensors, "opt_d", tr["opt_d_groups"])
@@ -429,7 +448,7 @@ def train(cfg: TrainConfig, resume: bool = False, progress=None,
     out = tr.out
     if dist.main:
         out.mkdir(parents=True, exist_ok=True)
-        (out / "config.json").write_text(json.dumps(cfg.to_dict(), indent=1))
+        files.atomic_write_text(out / "config.json", json.dumps(cfg.to_dict(), indent=1), CheckpointError)
     writer = None
     if dist.main and cfg.tensorboard:
         try:
@@ -439,14 +458,10 @@ def train(cfg: TrainConfig, resume: bool = False, progress=None,
         except Exception as e:  # tensorboard missing or broken: train anyway, say so
             log.warning("TensorBoard logging off (%s)", e)
     stop = threading.Event()
-    old = None
-    if threading.current_thread() is threading.main_thread():
-        old = signal.getsignal(signal.SIGINT)
-        signal.signal(signal.SIGINT, lambda *a: stop.set())
     step0, t0 = tr.step, time.time()
     last_ckpt = None
     interrupted = False
-    try:
+    with stop_on_signals(stop):
         while tr.step < cfg.steps:
             if dist.any_flag(stop.is_set() or (cancel is not None and cancel.is_set())):
                 interrupted = True
@@ -469,9 +484,6 @@ def train(cfg: TrainConfig, resume: bool = False, progress=None,
                     writer.add_image("samples", grid, tr.step, dataformats="HWC")
             if cfg.checkpoint_every and tr.step % cfg.checkpoint_every == 0:
                 last_ckpt = tr.save()
-    finally:
-        if old is not None:
-            signal.signal(signal.SIGINT, old)
     if dist.enabled:   # the processes must hold the same weights (gradients were averaged)
         sums = dist.gather_object([float(sum(p.double().sum() for p in m.parameters()))
                                    for m in (tr.G, tr.D_img, tr.D_vid)])
@@ -490,7 +502,7 @@ def train(cfg: TrainConfig, resume: bool = False, progress=None,
                "checkpoint": str(last_ckpt) if last_ckpt else None,
                "last": tr.history[-1] if tr.history else None}
     if dist.main:
-        (out / "summary.json").write_text(json.dumps(summary, indent=1))
+        files.atomic_write_text(out / "summary.json", json.dumps(summary, indent=1), CheckpointError)
     return summary
 
 

@@ -15,7 +15,6 @@ from __future__ import annotations
 import copy
 import json
 import math
-import signal
 import threading
 import time
 from dataclasses import asdict, dataclass
@@ -27,10 +26,12 @@ import torch.nn.functional as F
 
 from ..config import preset
 from ..data import layout
-from ..io import build_discriminators, build_generator, read_checkpoint, save_checkpoint
+from ..io import build_discriminators, build_generator, load_state_strict, read_checkpoint, save_checkpoint
 from ..render import cameras
+from ..rules import Float, Int, Str, check_fields
 from ..render.rays import pixel_rays, split_camera
 from .regression import RegressionWeights, density_smoothness, frame_loss
+from .stopping import stop_on_signals
 
 
 @dataclass
@@ -53,6 +54,22 @@ class ReconConfig:
 
     def to_dict(self):
         return asdict(self)
+
+    def validate(self) -> "ReconConfig":
+        """Every option's type and range (:data:`RECON_RULES`), before anything is built."""
+        check_fields(self, RECON_RULES)
+        return self
+
+
+_W = Float(0, 1e6)
+#: the accepted range of every warm-start option (the `pv3d warmstart` flags use the same rules)
+RECON_RULES = {
+    "data": Str(nonempty=True), "out": Str(nonempty=True), "preset": Str(100, nonempty=True),
+    "steps": Int(0, 10_000_000), "batch": Int(1, 4096), "lr": Float(0, 1, lo_open=True),
+    "latent_lr": Float(0, 1, lo_open=True), "raw_weight": _W, "mask_weight": _W, "depth_weight": _W,
+    "density_reg": _W, "ema_halflife_steps": Float(0, 1e9), "checkpoint_every": Int(1, 10_000_000),
+    "seed": Int(0, 2 ** 32 - 1), "threads": Int(0, 1024),
+}
 
 
 class ClipBank:
@@ -129,6 +146,7 @@ def train_recon(cfg: ReconConfig, progress=None, cancel: threading.Event | None 
                 init: str | None = None) -> dict:
     """Fit (or resume fitting) a generator to ``cfg.data``; returns a summary. ``progress(step, steps,
     info)`` is called after every step (``info``: the L1 losses and the images per second)."""
+    cfg.validate()
     if cfg.threads:
         torch.set_num_threads(cfg.threads)
     torch.manual_seed(cfg.seed)
@@ -139,7 +157,7 @@ def train_recon(cfg: ReconConfig, progress=None, cancel: threading.Event | None 
     G = build_generator(mcfg)
     if init:
         ck = read_checkpoint(init)
-        G.load_state_dict(ck.part("generator_ema" if ck.has("generator_ema") else "generator"))
+        load_state_strict(G, ck.part("generator_ema" if ck.has("generator_ema") else "generator"), f"{init}'s generator")
     bank = ClipBank(cfg.data, G.img_resolution)
     n_clips = len(bank)
     z_app = torch.nn.Parameter(torch.randn(n_clips, G.z_dim, generator=gen))
@@ -153,16 +171,13 @@ def train_recon(cfg: ReconConfig, progress=None, cancel: threading.Event | None 
     state_path = out / "recon_state.safetensors"
     if state_path.exists():
         ck = read_checkpoint(state_path)
-        G.load_state_dict(ck.part("generator"))
-        G_ema.load_state_dict(ck.part("generator_ema"))
+        load_state_strict(G, ck.part("generator"), f"{state_path}'s generator")
+        load_state_strict(G_ema, ck.part("generator_ema"), f"{state_path}'s EMA generator")
         z_app.data.copy_(ck.tensors["extra.z_app"])
         z_mot.data.copy_(ck.tensors["extra.z_mot"])
         step0 = int(ck.meta.get("step", 0))
         gen.set_state(ck.tensors["extra.rng"].to(torch.uint8))
     stop = threading.Event()
-    old = signal.getsignal(signal.SIGINT)
-    if threading.current_thread() is threading.main_thread():
-        signal.signal(signal.SIGINT, lambda *a: stop.set())
     beta = 0.5 ** (1 / max(cfg.ema_halflife_steps, 1e-8))
     weights = RegressionWeights(image=1.0, gradient=0.0, raw=cfg.raw_weight, mask=cfg.mask_weight,
                                 depth=cfg.depth_weight)
@@ -181,7 +196,7 @@ def train_recon(cfg: ReconConfig, progress=None, cancel: threading.Event | None 
                         extra={"z_app": z_app.detach(), "z_mot": z_mot.detach(), "rng": gen.get_state()})
 
     step = step0
-    try:
+    with stop_on_signals(stop):
         for step in range(step0, cfg.steps):
             if stop.is_set() or (cancel is not None and cancel.is_set()):
                 break
@@ -227,9 +242,6 @@ def train_recon(cfg: ReconConfig, progress=None, cancel: threading.Event | None 
                 save(step + 1)
         else:
             step = cfg.steps
-    finally:
-        if threading.current_thread() is threading.main_thread():
-            signal.signal(signal.SIGINT, old)
     done = step if stop.is_set() or (cancel is not None and cancel.is_set()) else cfg.steps
     save(done)
     d_img, d_vid = build_discriminators(mcfg)

@@ -1,0 +1,180 @@
+"""The viewer's window-free logic added for issues 14 and 18: the playback clock, one progress bar over a
+job's stages, recent files, background jobs' priority, names of exports."""
+import json
+import os
+import sys
+import threading
+
+import pytest
+
+from pv3d_core.pipeline import RenderSettings
+from pv3d_viewer import jobs as J
+from pv3d_viewer import state as S
+from pv3d_viewer.playback import Playback
+from pv3d_viewer.progress import StagedProgress
+from pv3d_viewer.recent import KEEP, RecentFiles
+
+
+# ------------------------------------------------------------------------------------ playback
+
+class SlowCache:
+    """A worker stand-in: one render at a time, ``delay`` seconds of simulated time each; a direct request
+    goes before the render-ahead list (as in RenderWorker), and its result is shown when it is ready."""
+
+    def __init__(self, delay):
+        self.delay, self.now, self.ready = delay, 0.0, {}
+        self.busy_until = 0.0
+        self.requested = {}              # direct requests being rendered -> when they are ready
+
+    def ask(self, request, prefetch):
+        if self.now < self.busy_until:
+            return
+        todo = [(request, True)] if request is not None else []
+        todo += [(s, False) for s in prefetch if s not in self.ready][:1]
+        for s, direct in todo[:1]:
+            self.busy_until = self.now + self.delay
+            self.ready[s] = self.busy_until
+            if direct:
+                self.requested[s] = self.busy_until
+
+    def cached(self, s):
+        return "frame" if self.ready.get(s, 1e9) <= self.now else None
+
+    def results(self):
+        done = [s for s, t in self.requested.items() if t <= self.now]
+        for s in done:
+            del self.requested[s]
+        return done
+
+
+def play(mode, delay, seconds=4.0, dt=1 / 60, moving_camera=False):
+    st = S.ViewerState(playing=True, playback_mode=mode, t=0.0)
+    pb, cache, shown = Playback(), SlowCache(delay), None
+    steps = int(seconds / dt)
+    for i in range(steps):
+        cache.now += dt
+        if moving_camera:              # e.g. a camera path preview: nothing rendered ahead is ever used
+            st.yaw = 10 * i * dt
+        for s in cache.results():      # the result of a direct request, shown late (the app's ResultGate)
+            shown = s
+            if mode == "realtime":
+                pb.note_shown()
+        step = pb.step(st, dt, cache.cached, delay, shown)
+        if step.show:
+            shown = step.show[1]
+        cache.ask(step.request, step.prefetch)
+    return pb, seconds
+
+
+def test_realtime_playback_keeps_the_clock_and_drops_late_frames():
+    pb, secs = play("realtime", delay=0.15)
+    assert pb.distance / secs == pytest.approx(0.5, rel=0.02)          # 1 clip per 2 s, whatever the render time
+    assert pb.dropped > 0 and pb.shown > 10
+    assert pb.shown / secs > 0.5 / 0.15, "fewer than half the frames it could render were shown"
+    fast, secs = play("realtime", delay=0.01)
+    assert fast.distance / secs == pytest.approx(0.5, rel=0.02) and fast.shown > pb.shown
+    # the camera moves while it plays: frames are asked for directly and shown late, never none
+    moving, secs = play("realtime", delay=0.15, moving_camera=True)
+    assert moving.distance / secs == pytest.approx(0.5, rel=0.02) and moving.shown / secs > 1.5
+
+
+def test_every_frame_playback_waits_for_each_frame():
+    pb, secs = play("every frame", delay=0.15)
+    assert pb.dropped == 0 and pb.distance / secs < 0.2                 # slow motion, but every frame
+    fast, secs = play("every frame", delay=0.001)
+    assert fast.distance / secs > 0.4
+
+
+# ------------------------------------------------------------------------------------ progress
+
+def test_one_bar_over_stages_never_goes_back_and_says_the_time_left():
+    clock = [0.0]
+    bar = StagedProgress([("align", 1), ("w", 4), ("pti", 6)], clock=lambda: clock[0])
+    seen = []
+    for stage, n in (("align", 1), ("w", 4), ("pti", 6)):
+        for i in range(1, n + 1):
+            clock[0] += 1.0
+            seen.append(bar.update(stage, i, n))
+    fractions = [f for f, _ in seen]
+    assert fractions == sorted(fractions) and fractions[-1] == 1.0
+    assert fractions[1] == pytest.approx(2 / 11)        # the first w step: align + 1 of 11 steps
+    status = seen[7][1]                                  # pti 3/6: 3 steps left at 1 s each
+    assert status.startswith("PTI") and "3/6" in status and "3 s left" in status
+    assert bar.update("w", 1, 4)[0] == 1.0              # a late report of an earlier stage does not pull it back
+    # weighted steps: with each PTI step taking 3.5 latent steps' time, the time left holds across stages
+    clock[0] = 0.0
+    bar = StagedProgress([("w", 10), ("pti", 10, 3.5)], clock=lambda: clock[0])
+    for i in range(1, 11):
+        clock[0] += 1.0
+        bar.update("w", i, 10)
+    clock[0] += 3.5
+    f, status = bar.update("pti", 1, 10)
+    assert f == pytest.approx(13.5 / 45) and "32 s left" in status       # 9 PTI steps of 3.5 s: 31.5 s
+
+
+# ------------------------------------------------------------------------------------ recent files
+
+def test_recent_files_newest_first_bounded_and_forgiving(tmp_path):
+    p = tmp_path / "recent.json"
+    r = RecentFiles(p).load()
+    assert r.items == []
+    for i in range(KEEP + 3):
+        r.add(tmp_path / f"m{i}.safetensors", "model")
+    r.add(tmp_path / "face.png", "photo")
+    r.add(tmp_path / "m2.safetensors", "model")          # reopened: moves to the front, no duplicate
+    back = RecentFiles(p).load()
+    models = [it["path"] for it in back.of("model")]
+    assert len(models) == KEEP and models[0].endswith("m2.safetensors") and len(set(models)) == KEEP
+    assert back.of("photo")[0]["path"].endswith("face.png")
+    for junk in ("{", "[1, 2]", json.dumps([{"path": 3, "kind": "model"}, {"path": "/x", "kind": "virus"}])):
+        p.write_text(junk)
+        assert RecentFiles(p).load().items == []
+    p.write_text("[" * 100000 + "]" * 100000)
+    assert RecentFiles(p).load().items == []
+
+
+# ------------------------------------------------------------------------------------ jobs
+
+@pytest.mark.skipif(not sys.platform.startswith("linux"), reason="per-thread priority is a Linux feature")
+def test_background_jobs_run_at_a_lower_priority_than_the_ui():
+    ui_nice = os.getpriority(os.PRIO_PROCESS, threading.get_native_id())
+    job = J.Job("x", lambda job: os.getpriority(os.PRIO_PROCESS, threading.get_native_id())).start()
+    job.join(10)
+    assert job.result == min(19, ui_nice + J.JOB_NICE) and job.nice == job.result
+    assert os.getpriority(os.PRIO_PROCESS, threading.get_native_id()) == ui_nice     # the caller is untouched
+
+
+def test_exports_of_a_portrait_are_named_after_it(tmp_path):
+    s = RenderSettings(seed=4, motion_seed=5)
+    a = J.output_name(tmp_path, s, "mp4", portrait="my photo (1)")
+    assert a.name.startswith("pv3d_portrait-my-photo--1_motion5_") and a.suffix == ".mp4"
+    b = J.output_name(tmp_path, s.with_(seed_b=9, blend=0.25), "png")
+    assert b.name.startswith("pv3d_seed4-to9-25pct_motion5_")
+    folder = J.output_name(tmp_path, s, "", "_meshes")
+    folder.mkdir()
+    assert J.output_name(tmp_path, s, "", "_meshes").name == folder.name + "-1"
+
+
+# ------------------------------------------------------------------------------------ remembered settings
+
+def test_remembered_layout_and_choices_fall_back_when_the_file_holds_nonsense(tmp_path, monkeypatch):
+    """The settings store checks types (viewer/settings_store.py); the values a widget offers are checked
+    where they are used, so a hand-edited or stale file cannot select a tab, format or mode that is not
+    there."""
+    monkeypatch.setenv("PV3D_VIEWER_CONFIG", str(tmp_path))
+    (tmp_path / "viewer.json").write_text(json.dumps({
+        "panel_tab": "Nope", "playback_mode": "backwards", "mesh_format": "stl", "mesh_resolution": 100000,
+        "mesh_level": -4, "show_performance": "yes", "walk_frames": 0}))
+    from pv3d_viewer.app import parse_args
+    from pv3d_viewer.exports import Exports
+    from pv3d_viewer.window import ViewerApp
+
+    app = ViewerApp(parse_args([]))
+    assert app.ui.requested_tab == "Scene" and app.st.playback_mode == "realtime" and not app.ui.perf_open
+    assert Exports(app).mesh_settings() == (128, 10.0, "glb")
+    assert app.settings.walk_frames == 48
+    (tmp_path / "viewer.json").write_text(json.dumps({"panel_tab": "Path", "playback_mode": "every frame",
+                                                      "mesh_format": "obj", "show_performance": True}))
+    app = ViewerApp(parse_args([]))
+    assert app.ui.requested_tab == "Path" and app.st.playback_mode == "every frame" and app.ui.perf_open
+    assert Exports(app).mesh_settings() == (128, 10.0, "obj")
