@@ -302,7 +302,7 @@ def run_pnp(args):
         errs.append(e)
         rows.append({"yaw": round(math.degrees(yaw), 1), "pitch": round(math.degrees(pitch), 1),
                      "est_yaw": round(math.degrees(a.pose["yaw"]), 1), "est_pitch": round(math.degrees(a.pose["pitch"]), 1),
-                     "error_deg": round(e, 2)})
+                     "error_deg": round(e, 2), **{k: round(getattr(ident, k), 3) for k in _SHAPE}})
         print(rows[-1], flush=True)
     found = [r for r in rows if "error_deg" in r]
     dyaw = [r["est_yaw"] - r["yaw"] for r in found]
@@ -310,12 +310,20 @@ def run_pnp(args):
 
     def stats(v):
         return {"mean": float(np.mean(v)), "median": float(np.median(v)), "max": float(np.max(np.abs(v)))} if v else None
+    # the error that one rigid mean face cannot avoid: the heads' vertical proportions (nose length,
+    # jaw length, eye height) move the landmarks as a change of pitch would
+    shape_corr = {k: round(float(np.corrcoef([r[k] for r in found], dpitch)[0, 1]), 2)
+                  for k in _SHAPE} if len(found) > 2 else None
     return {"heads": args.heads, "yaw_deg": args.yaw_deg, "pitch_deg": args.pitch_deg, "seed": args.seed,
             "detected": len(errs), "missed": misses,
             "angular_error_deg": {"mean": float(np.mean(errs)) if errs else None,
                                   "median": float(np.median(errs)) if errs else None,
                                   "max": float(np.max(errs)) if errs else None},
-            "yaw_error_deg": stats(dyaw), "pitch_error_deg": stats(dpitch), "rows": rows}
+            "yaw_error_deg": stats(dyaw), "pitch_error_deg": stats(dpitch),
+            "pitch_error_correlation_with_shape": shape_corr, "rows": rows}
+
+
+_SHAPE = ("nose_len", "jaw_len", "eye_y", "mouth_y", "head_h")   # synth.Identity fields set per head
 
 
 def main():
