@@ -298,6 +298,7 @@ class Actions:
             job.previewed = True        # the photo's camera once, at the first result; then orbit freely
             if self.portrait_base is None:
                 self.portrait_base = job.base
+            self.portrait_name = getattr(job, "portrait_name", None)   # the model panel names the photo
             if s.camera is not None:
                 from pv3d_core.render import cameras
 
