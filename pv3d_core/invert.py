@@ -70,7 +70,13 @@ class InversionConfig:
 
     @classmethod
     def after_encoder(cls, **kw) -> "InversionConfig":
-        """Settings after an encoder's start: a short per-layer refinement, then fewer PTI steps."""
+        """Settings after an encoder's start: a short per-layer (w+) refinement, then fewer PTI steps.
+
+        Measured on the default model, one thread of a loaded 2-core CPU (PSNR at the photo's view, time,
+        largest dlib distance to the photo over a 64-frame animation): 30 w+ / 100 PTI: astronaut 19.2 dB,
+        98 s, 0.45; tennis 22.2 dB, 91 s, 0.44. 120 w+ (lr 0.02) / 90 PTI: astronaut 23.0 dB, 93 s, 0.51;
+        tennis 23.7 dB, 86 s, but 0.66 (every frame over dlib's 0.6: the longer w+ fit overfits the 44 px
+        face). Kept: the short refinement, which keeps the identity."""
         return cls(**{"w_steps": 0, "wplus_steps": 30, "pti_steps": 100, **kw})
 
     @classmethod
