@@ -254,7 +254,7 @@ def run_video(args):
                       "start": s["start"], "stages_s": s["seconds"], "load_avg_1min_before_after": [load0, _load()]}
             print(m, json.dumps(out[m]), flush=True)
     if "legacy" in out:
-        for m in out:
+        for m in list(out):
             if m != "legacy":
                 out[f"{m}_speedup_vs_legacy"] = round(out["legacy"]["seconds"] / out[m]["seconds"], 3)
     return {"model": name, "frames": n, "motion_steps": args.motion_steps, "results": out}
