@@ -40,6 +40,24 @@ def remember(ui: UIState, name: str) -> None:
     ui.rects[name] = [int(mn.x), int(mn.y), int(mx.x - mn.x), int(mx.y - mn.y)]
 
 
+def action_button(ui: UIState, actions: list, label: str, action, name: str | None = None) -> None:
+    """A button that queues ``action`` for the app when clicked; remembered as ``name`` (default: the
+    action's name) for the tests."""
+    if imgui.button(label):
+        actions.append(action)
+    remember(ui, name or (action if isinstance(action, str) else action[0]))
+
+
+def live_slider(ui: UIState, panel, label: str, value: float, lo: float, hi: float, fmt: str, name: str) -> float:
+    """A float slider whose drag counts as interaction (the viewer shows quick previews meanwhile);
+    remembered as ``name``. Returns the (possibly new) value."""
+    changed, v = imgui.slider_float(label, value, lo, hi, fmt)
+    if imgui.is_item_active():
+        panel.interacting = True
+    remember(ui, name)
+    return v if changed else value
+
+
 def explain(ui: UIState, text: str) -> None:
     """A tooltip for the last item (shown also when it is disabled)."""
     if imgui.is_item_hovered(imgui.HoveredFlags_.allow_when_disabled.value):

@@ -6,7 +6,7 @@ from imgui_bundle import imgui
 from pv3d_core.pipeline import VIEW_MODES
 
 from .. import state as S
-from .base import WARN, combo, explain, remember
+from .base import WARN, combo, explain, live_slider, remember
 
 
 def _range_slider(app, panel, name: str, value: float, limit: float, trained: float) -> float:
@@ -50,12 +50,7 @@ def draw(app, st, actions: list, panel) -> None:
                            f"(±{S.TRAINED_YAW:.0f}° yaw, ±{S.TRAINED_PITCH:.0f}° pitch)")
         imgui.pop_style_color()
         remember(ui, "range_warning")
-    ch, v = imgui.slider_float("Zoom (fov)", st.fov, S.FOV_RANGE[0], S.FOV_RANGE[1], "%.1f deg")
-    if ch:
-        st.fov = v
-    if imgui.is_item_active():
-        panel.interacting = True
-    remember(ui, "fov")
+    st.fov = live_slider(ui, panel, "Zoom (fov)", st.fov, S.FOV_RANGE[0], S.FOV_RANGE[1], "%.1f deg", "fov")
     explain(ui, "Field of view: the wheel over the picture zooms too. The camera stays at the distance the "
                 "model was trained at, so the head never leaves the rendered depth range.")
     if imgui.button("Reset view (R)"):

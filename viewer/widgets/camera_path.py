@@ -5,16 +5,14 @@ from __future__ import annotations
 import numpy as np
 from imgui_bundle import imgui, implot
 
-from .base import MUTED, disabled_if, explain, remember
+from .base import MUTED, action_button, disabled_if, explain, remember
 
 
 def draw(app, st, actions: list, panel) -> None:
     ui, ed = app.ui, app.path_editor
     path = ed.path
     imgui.separator_text("Keyframes")
-    if imgui.button("Add view (K)"):
-        actions.append("add_keyframe")
-    remember(ui, "add_keyframe")
+    action_button(ui, actions, "Add view (K)", "add_keyframe")
     explain(ui, "Add the current yaw, pitch and zoom as the next keyframe, 'Spacing' seconds after the last.")
     imgui.same_line()
     imgui.push_item_width(90)
@@ -64,20 +62,14 @@ def draw(app, st, actions: list, panel) -> None:
     n = path.frame_count() if path.keyframes else 0
     imgui.text_disabled(f"{path.total_duration():.1f} s, {n} frames")
     with disabled_if(ui, not path.keyframes, "preview_path"):
-        if imgui.button("Stop preview" if ed.previewing else "Preview"):
-            actions.append("preview_path")
-        remember(ui, "preview_path")
+        action_button(ui, actions, "Stop preview" if ed.previewing else "Preview", "preview_path")
         imgui.same_line()
-        if imgui.button("Save path..."):
-            actions.append("save_path")
-        remember(ui, "save_path")
+        action_button(ui, actions, "Save path...", "save_path")
         imgui.same_line()
     if imgui.button("Open path..."):
         actions.append(("open_dialog", {"kind": "path"}))
     with disabled_if(ui, not path.keyframes, "export_path"):
-        if imgui.button("Export path video (MP4)"):
-            actions.append("export_path")
-        remember(ui, "export_path")
+        action_button(ui, actions, "Export path video (MP4)", "export_path")
         explain(ui, "Render the path (size and folder: Export tab) at the current moment. "
                     "pv3d generate --camera-path path.json renders the same frames.")
 

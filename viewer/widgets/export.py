@@ -7,7 +7,7 @@ from pv3d_core.render.cameras import PATHS
 
 from .. import state as S
 from ..exports import MESH_FORMATS, MESH_GRIDS
-from .base import combo, explain, remember
+from .base import action_button, combo, explain, remember
 
 
 def draw(app, st, actions: list, panel) -> None:
@@ -42,13 +42,9 @@ def draw(app, st, actions: list, panel) -> None:
     imgui.pop_item_width()
     explain(ui, "fixed: the current view; orbit and yaw: moves around it. For your own camera moves, "
                 "use the Path tab.")
-    if imgui.button("MP4 of the timeline (E)"):
-        actions.append("export_mp4")
-    remember(ui, "export_mp4")
+    action_button(ui, actions, "MP4 of the timeline (E)", "export_mp4")
     imgui.same_line()
-    if imgui.button("PNG"):
-        actions.append("export_png")
-    remember(ui, "export_png")
+    action_button(ui, actions, "PNG", "export_png")
     imgui.separator_text("Mesh")
     imgui.push_item_width(80)
     ch, v = combo("Grid", cfg.mesh_resolution, MESH_GRIDS, 128)
@@ -72,11 +68,7 @@ def draw(app, st, actions: list, panel) -> None:
     if ch:
         cfg.mesh_frames = v
     imgui.pop_item_width()
-    if imgui.button("Mesh of this moment"):
-        actions.append("export_mesh")
-    remember(ui, "export_mesh")
+    action_button(ui, actions, "Mesh of this moment", "export_mesh")
     imgui.same_line()
-    if imgui.button("Mesh sequence"):
-        actions.append("export_mesh_sequence")
-    remember(ui, "export_mesh_sequence")
+    action_button(ui, actions, "Mesh sequence", "export_mesh_sequence")
     explain(ui, "One mesh per frame over the timeline in a new folder, with index.json (file, t, seconds).")

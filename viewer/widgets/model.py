@@ -5,7 +5,7 @@ from pathlib import Path
 
 from imgui_bundle import imgui
 
-from .base import MUTED, explain, remember
+from .base import MUTED, action_button, explain, remember
 
 RECENT_LABELS = {"model": "model", "photo": "photo", "portrait": "portrait", "path": "camera path"}
 
@@ -19,9 +19,7 @@ def draw(app, st, actions: list) -> None:
                            if app.actions.portrait_base else f"Portrait {app.actions.portrait_name}")
     else:
         imgui.text_wrapped(f"{name}  on {app.worker.device}")
-    if imgui.button("Open... (O)"):
-        actions.append(("open_dialog", {"kind": "any"}))
-    remember(ui, "open")
+    action_button(ui, actions, "Open... (O)", ("open_dialog", {"kind": "any"}), "open")
     explain(ui, "Open a checkpoint (.safetensors, .ckpt), a saved portrait, a photo to fit, or a camera path. "
                 "Dropping the file on the window does the same.")
     imgui.same_line()
@@ -47,16 +45,12 @@ def draw(app, st, actions: list) -> None:
         actions.append("load_default")
     explain(ui, "Load the default model that ships with PV3D Studio (checkpoints/).")
     if app.portrait_active:
-        if imgui.button("Back to seeds"):
-            actions.append("clear_portrait")
-        remember(ui, "back_to_seeds")
+        action_button(ui, actions, "Back to seeds", "clear_portrait", "back_to_seeds")
         base = app.actions.portrait_base.name if app.actions.portrait_base else "the model"
         explain(ui, f"Leave the portrait: back to {base}, the model it was fitted on, with appearance seeds.")
         if app.actions.portrait is not None:
             imgui.same_line()
-            if imgui.button("Save portrait..."):
-                actions.append("save_portrait")
-            remember(ui, "save_portrait")
+            action_button(ui, actions, "Save portrait...", "save_portrait")
             explain(ui, "Save the fitted portrait (tuned generator and latent) as pv3d animate --save-portrait "
                         "does; open it again later, here or with pv3d animate.")
     else:

@@ -4,15 +4,13 @@ from __future__ import annotations
 from imgui_bundle import imgui
 
 from .. import state as S
-from .base import combo, explain, remember
+from .base import action_button, combo, explain, remember
 
 
 def draw(app, st, actions: list, panel) -> None:
     ui = app.ui
     imgui.separator_text("Timeline")
-    if imgui.button("Pause (space)" if st.playing else "Play (space)"):
-        actions.append("toggle_play")
-    remember(ui, "play")
+    action_button(ui, actions, "Pause (space)" if st.playing else "Play (space)", "toggle_play", "play")
     imgui.same_line()
     imgui.push_item_width(95)
     ch, v = combo("Loop", st.loop, S.LOOP_MODES)
