@@ -120,21 +120,9 @@ def run_train_encoder(args) -> int:
 
 def main(argv=None) -> int:
     """torchrun's entry point: the `pv3d train-encoder` options, errors handled as `pv3d` handles them."""
-    import argparse
+    from .runner import torchrun_main
 
-    from .runner import run_command
-
-    p = argparse.ArgumentParser(prog="pv3d-train-encoder", description=DESCRIPTION)
-    add_arguments(p)
-    args = p.parse_args(argv)
-    args.func = run_train_encoder
-    try:
-        return run_command(args, prog="pv3d train-encoder")
-    finally:
-        import torch.distributed as td
-
-        if td.is_available() and td.is_initialized():
-            td.destroy_process_group()
+    return torchrun_main(add_arguments, run_train_encoder, "pv3d train-encoder", argv, DESCRIPTION)
 
 
 if __name__ == "__main__":

@@ -67,6 +67,23 @@ def run_command(args, prog: str = "pv3d") -> int:
         return _run(args, prog)
 
 
+def torchrun_main(add_arguments, func, prog: str, argv=None, description: str | None = None) -> int:
+    """The entry point of a command that torchrun starts (``torchrun ... -m pv3d_core.cli.X``): its
+    options (``add_arguments(parser)``), errors handled as ``pv3d`` handles them, and the process group
+    closed at the end."""
+    p = OneLineParser(prog=prog.replace(" ", "-"), description=description)
+    add_arguments(p)
+    args = p.parse_args(argv)
+    args.func = func
+    try:
+        return run_command(args, prog=prog)
+    finally:
+        import torch.distributed as td
+
+        if td.is_available() and td.is_initialized():
+            td.destroy_process_group()
+
+
 def _run(args, prog: str) -> int:
     try:
         return int(args.func(args) or 0)

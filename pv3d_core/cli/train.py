@@ -194,19 +194,9 @@ def run_distill(args) -> int:
 
 def main(argv=None) -> int:
     """torchrun's entry point: the `pv3d train` options, errors handled as `pv3d` handles them."""
-    from .runner import OneLineParser, run_command
+    from .runner import torchrun_main
 
-    p = OneLineParser(prog="pv3d-train")
-    add_train_arguments(p)
-    args = p.parse_args(argv)
-    args.func = run_train
-    try:
-        return run_command(args, prog="pv3d train")
-    finally:
-        import torch.distributed as td
-
-        if td.is_available() and td.is_initialized():
-            td.destroy_process_group()
+    return torchrun_main(add_train_arguments, run_train, "pv3d train", argv)
 
 
 if __name__ == "__main__":
