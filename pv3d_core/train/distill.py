@@ -32,7 +32,7 @@ from .. import paths
 from ..config import ModelConfig, preset
 from ..errors import UsageError
 from ..rules import Bool, Float, Int, Str, check_fields
-from ..data import head_codes
+from ..data import head_codes, heads
 from ..io import build_discriminators, build_generator, load_state_strict, read_checkpoint, save_checkpoint, \
     save_generator
 from ..render import cameras
@@ -66,6 +66,11 @@ class DistillConfig:
     ssaa: int = 2
     compile_teacher: bool = True      # torch.compile the procedural renderer (falls back when it can't)
     density_reg: float = 0.25
+    # free space: density where the teacher's head is farther than free_space_margin (scene units)
+    # from random points of the tri-plane box; reaches what no camera sees (e.g. above the head)
+    free_space: float = 0.0
+    free_space_margin: float = 0.04
+    free_space_points: int = 2000
     adv_weight: float = 0.0           # patch-adversarial term for sharpness (0 = pure regression)
     adv_start_step: int = 0
     weights: RegressionWeights = field(default_factory=RegressionWeights)
@@ -104,7 +109,8 @@ DISTILL_RULES = {
     "mapping_lr_scale": Float(0, 1e6, lo_open=True), "ema_halflife_steps": Float(0, 1e9),
     "psi_prob": Float(0, 1), "psi_min": Float(0, 1, lo_open=True), "t0_prob": Float(0, 1),
     "max_yaw_deg": Float(0, 90), "max_pitch_deg": Float(0, 89), "ssaa": Int(1, 4), "compile_teacher": Bool(),
-    "density_reg": Float(0, 1e6), "adv_weight": Float(0, 1e6), "adv_start_step": Int(0, 10_000_000),
+    "density_reg": Float(0, 1e6), "free_space": Float(0, 1e6), "free_space_margin": Float(0, 1),
+    "free_space_points": Int(1, 100_000), "adv_weight": Float(0, 1e6), "adv_start_step": Int(0, 10_000_000),
     "checkpoint_every": Int(1, 10_000_000), "snapshot_every": Int(0, 10_000_000),
     "sample_every": Int(0, 10_000_000), "seed": Int(0, 2 ** 32 - 1), "threads": Int(0, 1024),
 }
@@ -119,11 +125,16 @@ class Distiller:
         init = str(paths.default_checkpoint()) if cfg.init == "default" else cfg.init
         if init:
             ck = read_checkpoint(init)
+            # a run that continues a distilled model counts the training before it too (model card)
+            self.before = {k: ck.meta.get(k, 0) for k in ("steps", "images", "hours")
+                           if isinstance(ck.meta.get(k, 0), (int, float))} \
+                if "distillation" in str(ck.meta.get("trained_with", "")) else {}
             self.mcfg: ModelConfig = ck.config
             self.G = build_generator(self.mcfg)
             load_state_strict(self.G, ck.part("generator_ema" if ck.has("generator_ema") else "generator"),
                               f"{init}'s generator")
         else:
+            self.before = {}
             self.mcfg = preset(cfg.preset)
             torch.manual_seed(cfg.seed)
             self.G = build_generator(self.mcfg)
@@ -188,6 +199,11 @@ class Distiller:
         d_img, d_vid = build_discriminators(self.mcfg)
         meta = {"trained_with": "teacher distillation (pv3d_core.train.distill)", "steps": self.step,
                 "images": self.images, "hours": round(self.seconds / 3600, 2)}
+        if self.before:
+            meta["continued_from"] = self.before
+            meta.update(steps=self.step + int(self.before.get("steps", 0)),
+                        images=self.images + int(self.before.get("images", 0)),
+                        hours=round(self.seconds / 3600 + float(self.before.get("hours", 0)), 2))
         return save_checkpoint(path, self.mcfg, {"generator_ema": self.G_ema, "generator": self.G_ema,
                                                  "img_discriminator": d_img, "vid_discriminator": d_vid}, meta)
 
@@ -205,6 +221,20 @@ class Distiller:
         target = head_codes.render(z, zm, t, c, G.img_resolution, cfg.ssaa, psi=psi,
                                    compiled=cfg.compile_teacher)
         return {"z": z, "zm": zm, "t": t, "psi": psi, "c": c, **target}
+
+    def free_space_density(self, ws, b: dict, planes) -> torch.Tensor:
+        """Mean density softplus(σ - 1) at random points of the tri-plane box that lie outside the
+        teacher's head by more than the margin: the 3D shape cameras never see must be empty too."""
+        cfg, G = self.cfg, self.G
+        n, m = len(ws), cfg.free_space_points
+        half = float(G.rendering_kwargs["box_warp"]) / 2
+        pts = (torch.rand(n, m, 3, generator=self.gen) * 2 - 1) * half
+        hb = head_codes.head_batch(b["z"], b["zm"], b["t"], b["psi"])
+        with torch.no_grad():
+            d = heads.sdf(pts.reshape(-1, 3), hb.take(torch.arange(n).repeat_interleave(m))).reshape(n, m)
+        free = (d > cfg.free_space_margin).to(pts.dtype)
+        sig = G.density(planes, pts.to(ws.device))
+        return (torch.nn.functional.softplus(sig - 1) * free.to(sig.device)).sum() / free.sum().clamp_min(1)
 
     def mapping(self, z, psi, update_emas: bool = False):
         G = self.G
@@ -228,6 +258,10 @@ class Distiller:
             reg = density_smoothness(G, ws, b["zm"], b["t"], out["planes"], self.gen)
             loss = loss + cfg.density_reg * reg
             logs["density"] = float(reg.detach())
+        if cfg.free_space:
+            fs = self.free_space_density(ws, b, out["planes"])
+            loss = loss + cfg.free_space * fs
+            logs["free_space"] = float(fs.detach())
         adv = self.adversary is not None and self.step >= cfg.adv_start_step
         if adv:
             l_adv = self.adversary.generator_loss(out["image"])
