@@ -62,6 +62,7 @@ class InversionConfig:
     preserve_motion: bool = True         # a tuned photo moves with the original generator's motion
     freeze_motion: bool = True           # PTI leaves the motion layers as they are
     coarse_fraction: float = 0.0         # share of the first PTI steps fitted at half the neural resolution
+    reg_every: int = 1                   # PTI's regularisers on every k-th step only, k times as strong
     w_avg_samples: int = 2000
     seed: int = 0
 
@@ -98,7 +99,7 @@ INVERSION_RULES = {
     "perceptual_weight": _W, "locality_weight": _W, "locality_alpha": Float(0, 100), "locality_yaw": Float(0, 1.5),
     "geometry_weight": _W, "w_avg_samples": Int(1, 1_000_000), "seed": Int(0, 2 ** 32 - 1),
     "wplus_lr": Float(0, 10, lo_open=True), "preserve_motion": Bool(), "freeze_motion": Bool(),
-    "coarse_fraction": Float(0, 1),
+    "coarse_fraction": Float(0, 1), "reg_every": Int(1, 1000),
 }
 
 
@@ -231,7 +232,7 @@ def _latent_stats(G, cfg: InversionConfig, gen, c0):
 def pti_cost(cfg: InversionConfig) -> float:
     """A PTI step's cost relative to a latent step (renders with gradients: the data term, then the
     locality term's two renders, and the geometry term's side view without super-resolution)."""
-    return 1.0 + (1.3 if cfg.locality_weight else 0) + (1.0 if cfg.geometry_weight else 0)
+    return 1.0 + ((1.3 if cfg.locality_weight else 0) + (1.0 if cfg.geometry_weight else 0)) / cfg.reg_every
 
 
 def invert(G, target: torch.Tensor, camera, config: InversionConfig | None = None, d_img=None,
@@ -387,22 +388,24 @@ def _pivotal_tune(G, ws, data_loss, cfg: InversionConfig, gen, w_std: float, c0,
         _check(cancel)
         planes = G_t.planes(ws, zm, t0, noise_mode="const")
         loss = data_loss(G_t, step, planes)
-        if cfg.locality_weight:
+        reg = step % cfg.reg_every == 0
+        k_reg = step // cfg.reg_every          # which of the regularisers' cameras / latents this time
+        if cfg.locality_weight and reg:
             zr = torch.randn(1, G.z_dim, generator=gen).to(dev)
             wr = G.mapping(zr, c0)[:, :1]
             d = wr - ws[:, :1]
             wr = ws[:, :1] + cfg.locality_alpha * w_std * d / (d.norm(dim=-1, keepdim=True) + 1e-8)
             wr = wr.repeat(1, num_ws, 1).detach()
-            cr = side[step % len(side)]
+            cr = side[k_reg % len(side)]
             with torch.no_grad():
                 ref = synth(G, wr, cr)
             out = synth(G_t, wr, cr)
-            loss = loss + cfg.locality_weight * ((out["image"] - ref["image"]).square().mean()
+            loss = loss + cfg.reg_every * cfg.locality_weight * ((out["image"] - ref["image"]).square().mean()
                                                  + (out["image_raw"] - ref["image_raw"]).square().mean())
-        if geo_ref:
-            k = step % len(geo_ref)
+        if geo_ref and reg:
+            k = k_reg % len(geo_ref)
             out = G_t.ray_march(planes, side[k])
-            loss = loss + cfg.geometry_weight * ((out["image_depth"] - geo_ref[k][0]).abs().mean()
+            loss = loss + cfg.reg_every * cfg.geometry_weight * ((out["image_depth"] - geo_ref[k][0]).abs().mean()
                                                  + (out["image_alpha"] - geo_ref[k][1]).abs().mean())
         rep.step(opt, loss, "pti", step, cfg.pti_steps, ws, G_t, tuned=True)
     return G_t.requires_grad_(False).eval()

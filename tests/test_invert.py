@@ -218,3 +218,42 @@ def test_coarse_steps_fit_at_half_the_neural_resolution(tiny_generator, monkeypa
                                                      w_avg_samples=50))
     half = tiny_generator.neural_rendering_resolution // 2
     assert seen.count(half) == 2 and seen.count(None) >= 2
+
+
+def test_regularisers_every_kth_step_run_k_times_as_strong(tiny_generator, monkeypatch):
+    """reg_every = k: the locality and geometry renders run on steps 0, k, 2k, ... only, with k times the
+    weight, so the regularisation per step stays the same while the other steps cost only the data term."""
+    import pv3d_core.invert as inv
+
+    tgt, cam = _target(tiny_generator, seed=3)
+    marches, losses = [], []
+    real_march = type(tiny_generator).ray_march
+
+    def spy_march(self, planes, c, *a, **k):
+        out = real_march(self, planes, c, *a, **k)
+        if torch.is_grad_enabled():
+            marches.append(1)
+        elif "image_depth" in out:      # the geometry reference: 1 deeper, so that the term is 1 at step 0
+            out = {**out, "image_depth": out["image_depth"] + 1.0}
+        return out
+    monkeypatch.setattr(type(tiny_generator), "ray_march", spy_march)
+    real_step = inv._Reporter.step
+
+    def spy_step(self, opt, loss, phase, step, total, *a, **k):
+        if phase == "pti":
+            losses.append(float(loss.detach()))
+        return real_step(self, opt, loss, phase, step, total, *a, **k)
+    monkeypatch.setattr(inv._Reporter, "step", spy_step)
+    # pti_lr ~ 0: the generator does not move, so the locality term stays 0 and the geometry term 1
+    base = dict(w_steps=0, pti_steps=6, locality_weight=1.0, geometry_weight=0.5, w_avg_samples=50, pti_lr=1e-12)
+    invert(tiny_generator, tgt, cam, InversionConfig(**base, reg_every=1))
+    every, l1 = len(marches), list(losses)
+    marches.clear(), losses.clear()
+    invert(tiny_generator, tgt, cam, InversionConfig(**base, reg_every=3))
+    # every step marches for its data term; the locality and geometry side views on steps 0 and 3 only
+    assert (every, len(marches)) == (6 * 3, 6 + 2 * 2)
+    data = losses[1]
+    for k in (1, 2, 4, 5):
+        assert losses[k] == pytest.approx(data, rel=1e-4) and l1[k] == pytest.approx(data + 0.5, rel=1e-3)
+    assert losses[0] == pytest.approx(data + 3 * 0.5, rel=1e-3) and losses[3] == pytest.approx(losses[0], rel=1e-3)
+    assert inv.pti_cost(InversionConfig(reg_every=3)) < inv.pti_cost(InversionConfig(reg_every=1))
