@@ -51,6 +51,7 @@ class InversionConfig:
     w_lr: float = 0.02
     wplus_lr: float = 0.01
     pti_lr: float = 2e-3
+    pti_lr_cosine: bool = False          # PTI's learning rate falls from pti_lr to 0 along a half cosine
     pixel_weight: float = 1.0
     raw_weight: float = 0.5
     ssim_weight: float = 0.5
@@ -95,7 +96,7 @@ _STEPS, _W = Int(0, 100_000), Float(0, 1e6)
 #: the accepted range of every inversion option (the portrait commands' flags use the same rules)
 INVERSION_RULES = {
     "w_steps": _STEPS, "wplus_steps": _STEPS, "pti_steps": _STEPS, "w_lr": Float(0, 10, lo_open=True),
-    "pti_lr": Float(0, 1, lo_open=True), "pixel_weight": _W, "raw_weight": _W, "ssim_weight": _W,
+    "pti_lr": Float(0, 1, lo_open=True), "pti_lr_cosine": Bool(), "pixel_weight": _W, "raw_weight": _W, "ssim_weight": _W,
     "perceptual_weight": _W, "locality_weight": _W, "locality_alpha": Float(0, 100), "locality_yaw": Float(0, 1.5),
     "geometry_weight": _W, "w_avg_samples": Int(1, 1_000_000), "seed": Int(0, 2 ** 32 - 1),
     "wplus_lr": Float(0, 10, lo_open=True), "preserve_motion": Bool(), "freeze_motion": Bool(),
@@ -386,6 +387,9 @@ def _pivotal_tune(G, ws, data_loss, cfg: InversionConfig, gen, w_std: float, c0,
     num_ws = ws.shape[1]
     for step in range(cfg.pti_steps):
         _check(cancel)
+        if cfg.pti_lr_cosine:
+            for g in opt.param_groups:
+                g["lr"] = cfg.pti_lr * 0.5 * (1 + math.cos(math.pi * step / cfg.pti_steps))
         planes = G_t.planes(ws, zm, t0, noise_mode="const")
         loss = data_loss(G_t, step, planes)
         reg = step % cfg.reg_every == 0

@@ -257,3 +257,23 @@ def test_regularisers_every_kth_step_run_k_times_as_strong(tiny_generator, monke
         assert losses[k] == pytest.approx(data, rel=1e-4) and l1[k] == pytest.approx(data + 0.5, rel=1e-3)
     assert losses[0] == pytest.approx(data + 3 * 0.5, rel=1e-3) and losses[3] == pytest.approx(losses[0], rel=1e-3)
     assert inv.pti_cost(InversionConfig(reg_every=3)) < inv.pti_cost(InversionConfig(reg_every=1))
+
+
+def test_pti_learning_rate_falls_along_a_half_cosine(tiny_generator, monkeypatch):
+    import math
+
+    import pv3d_core.invert as inv
+
+    tgt, cam = _target(tiny_generator, seed=4)
+    lrs = {True: [], False: []}
+    real_step = inv._Reporter.step
+    for cosine in (True, False):
+        def spy(self, opt, loss, phase, step, total, *a, _c=cosine, **k):
+            if phase == "pti":
+                lrs[_c].append(opt.param_groups[0]["lr"])
+            return real_step(self, opt, loss, phase, step, total, *a, **k)
+        monkeypatch.setattr(inv._Reporter, "step", spy)
+        invert(tiny_generator, tgt, cam, InversionConfig(w_steps=0, pti_steps=4, locality_weight=0, geometry_weight=0,
+                                                         w_avg_samples=50, pti_lr=4e-3, pti_lr_cosine=cosine))
+    assert lrs[True] == pytest.approx([4e-3 * 0.5 * (1 + math.cos(math.pi * k / 4)) for k in range(4)])
+    assert lrs[False] == pytest.approx([4e-3] * 4)
