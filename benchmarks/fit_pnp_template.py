@@ -25,7 +25,7 @@
 ``--save`` writes the model as the .npz that pose.py loads (mean, modes, weights, prior).
 
 The shipped model (80 heads, 800 landmark sets with the mirrors; about 3 minutes on one core once the
-landmarks are cached, 30 to render them): K = 12 modes (85% of the heads' variance), prior 0.007,
+landmarks are cached, about 20 to render them): K = 12 modes (85% of the heads' variance), prior 0.007,
 per-head pull 1.0 (4-fold cross-validation by head on the training set preferred 1.0 to 0.3 and 3.0).
 Validation heads, camera-direction error median / max: one rigid face refitted to these data 3.97° /
 10.14°; the face used before (rigid) 4.02° / 9.99°; the shipped model 3.21° / 9.61°. The modes halve
