@@ -9,14 +9,16 @@
    Every render is used twice: as it is and mirrored (the mirrored head, seen by the mirrored camera,
    lit from the other side). The renderer's key light is on the head's left, and dlib's landmarks lean
    with the light; with both, the data and the model learnt from it are symmetric.
-2. Mean face: one symmetric 68-point face that, seen by each render's *true* camera rotation (and a
-   free translation per render, which absorbs the crop's framing), projects onto the landmarks in crop
-   coordinates with the model's intrinsics, exactly the model :func:`pose.solve_camera` inverts.
-   Landmark weights: the inverse of each landmark's spread around that rigid fit (mirror pairs share
-   one), so the jaw contour, which slides with pose, counts less.
-3. Shape modes: each head (a head and its mirror count as two) gets its own free 68-point face from its
-   views (true rotations, a translation per view, a weak pull to the mean face); their differences from
-   the mean, scale and shift removed, give K principal modes, each scaled to one standard deviation.
+2. Each head's own face (a head and its mirror count as two): 68 free points that, seen by each of
+   its renders' *true* camera rotations (and a free translation per render, which absorbs the crop's
+   framing), project onto its landmarks in crop coordinates with the model's intrinsics, exactly the
+   model :func:`pose.solve_camera` inverts, with a weak pull to the mean face pose.py holds when the
+   script runs (for the shipped model, the rigid face before it, so a rerun now starts from the model
+   it replaces; how much that changes the model is not measured). Scale and shift are removed.
+3. The mean face: the heads' mean, made symmetric. Landmark weights: the inverse of each landmark's
+   spread around that one rigid face (mirror pairs share one), so the jaw contour, which slides with
+   pose, counts less. Shape modes: the K principal modes of the heads' differences from the mean,
+   each scaled to one standard deviation.
 4. Prior strength and K: chosen on a validation set rendered as the benchmark renders (seed 2000, one
    view a head, yaw ±25°, pitch ±10°, 256 px, ssaa 2, and each render mirrored), by the median and
    max camera-direction error of :func:`pose.solve_camera`. The seeds (1000, 2000) are disjoint from
@@ -24,9 +26,10 @@
 
 ``--save`` writes the model as the .npz that pose.py loads (mean, modes, weights, prior).
 
-The shipped model (80 heads, 800 landmark sets with the mirrors; about 3 minutes on one core once the
-landmarks are cached, about 20 to render them): K = 12 modes (85% of the heads' variance), prior 0.007,
-per-head pull 1.0 (4-fold cross-validation by head on the training set preferred 1.0 to 0.3 and 3.0).
+The shipped model (80 identities, 160 heads and 800 landmark sets with the mirrors; about 3 minutes
+on one core once the landmarks are cached, about 20 to render them): K = 12 modes (85% of the heads'
+variance), prior 0.007, per-head pull 1.0 (4-fold cross-validation by head on the training set
+preferred 1.0 to 0.3 and 3.0).
 Validation heads, camera-direction error median / max: one rigid face refitted to these data 3.97° /
 10.14°; the face used before (rigid) 4.02° / 9.99°; the shipped model 3.21° / 9.61°. The modes halve
 the lighting's yaw bias (the mirrored head pairs teach them how the landmarks lean with the light)
@@ -202,7 +205,8 @@ def main():
     ap.add_argument("--val-heads", type=int, default=40)
     ap.add_argument("--modes", default="0,8,12,16", help="K values tried")
     ap.add_argument("--priors", default="0.007,0.01,0.014,0.02")
-    ap.add_argument("--pull", type=float, default=1.0, help="per-head face: pull to the mean (residual units per world unit)")
+    ap.add_argument("--pull", type=float, default=1.0,
+                    help="per-head face: pull to the mean face (residual units per world unit)")
     ap.add_argument("--save", help="write the chosen model as the .npz pose.py loads")
     args = ap.parse_args()
     from pv3d_core.faces import pose
