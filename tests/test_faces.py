@@ -289,3 +289,27 @@ def test_pnp_on_synthetic_heads_with_known_cameras():
     # measured: median 3.2°, max 6.1°, mean pitch error 0.1° (the rigid face: 3.5°, 7.7°, 0.1°)
     assert np.median(errs) < 3.6 and max(errs) < 7.0, errs
     assert abs(np.mean(pitch_errs)) < 2, pitch_errs
+
+
+def test_face_model_file_is_checked_before_use(tmp_path):
+    """pnp_face.npz is read as plain arrays of known shapes; anything else is refused, not used."""
+    from pv3d_core.faces.pose import MODEL, load_model, save_model
+
+    assert MODEL.modes.shape[1:] == (68, 3) and 0 < len(MODEL.modes) <= 32 and MODEL.prior > 0
+    good = tmp_path / "good.npz"
+    save_model(good, MODEL)
+    assert np.array_equal(load_model(good).modes, MODEL.modes)
+    bad = {"shape": dict(mean=np.zeros((67, 3)), modes=MODEL.modes, weights=MODEL.weights, prior=1.0),
+           "modes": dict(mean=MODEL.mean, modes=np.zeros((33, 68, 3)), weights=MODEL.weights, prior=1.0),
+           "nan": dict(mean=MODEL.mean, modes=MODEL.modes, weights=MODEL.weights, prior=np.nan),
+           "extra": dict(mean=MODEL.mean, modes=MODEL.modes, weights=MODEL.weights, prior=1.0, x=np.zeros(2)),
+           "big": dict(mean=MODEL.mean, modes=np.zeros((3000, 68, 3)), weights=MODEL.weights, prior=1.0)}
+    for name, arrays in bad.items():
+        np.savez(tmp_path / f"{name}.npz", **arrays)
+        with pytest.raises(ValueError):
+            load_model(tmp_path / f"{name}.npz")
+    import zipfile
+
+    (tmp_path / "notzip.npz").write_bytes(b"not a zip")
+    with pytest.raises(zipfile.BadZipFile):
+        load_model(tmp_path / "notzip.npz")
