@@ -310,7 +310,7 @@ def run_pnp(args):
 
     def stats(v):
         return {"mean": float(np.mean(v)), "median": float(np.median(v)), "max": float(np.max(np.abs(v)))} if v else None
-    # the error that one rigid mean face cannot avoid: the heads' vertical proportions (nose length,
+    # the error pose.py's face model still reads as pitch: the heads' vertical proportions (nose length,
     # jaw length, eye height) move the landmarks as a change of pitch would
     shape_corr = {k: round(float(np.corrcoef([r[k] for r in found], dpitch)[0, 1]), 2)
                   for k in _SHAPE} if len(found) > 2 else None

@@ -46,6 +46,8 @@ def test_the_data_the_code_reads_is_package_data():
     data = ST["package-data"]
     assert any(Path(KERNEL_FILE).match(p) for p in data["pv3d_core.kernels"])
     assert any(Path(DEFAULT_CHECKPOINT_NAME).match(p) for p in data["pv3d_core.checkpoints"])
+    from pv3d_core.faces.pose import _MODEL_FILE       # the face model PnP fits (a non-editable wheel needs it)
+    assert any(Path(_MODEL_FILE).match(p) for p in data["pv3d_core.faces"])
 
 
 def test_console_scripts_resolve():
