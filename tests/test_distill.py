@@ -89,12 +89,12 @@ def test_pv3d_distill_command(tmp_path, micro64, capsys):
     assert not (tmp_path / "bad").exists()
 
 
-def test_free_space_counts_only_points_outside_the_teachers_head(tmp_path, micro64, monkeypatch):
+def test_free_space_and_occupancy_follow_the_teachers_head(tmp_path, micro64, monkeypatch):
     """Density is penalised where the teacher's head is not (above the head, where no camera looks),
     not inside it or within the margin of its surface; a few steps with the term lower it."""
     from pv3d_core.data import head_codes, heads
 
-    d = Distiller(_cfg(tmp_path / "f", micro64, free_space=1.0, free_space_points=4000, lr=3e-3))
+    d = Distiller(_cfg(tmp_path / "f", micro64, free_space=1.0, occupancy=0.1, free_space_points=4000, lr=3e-3))
     b = d.draw(2)
     ws = d.mapping(b["z"], b["psi"])
     planes = d.G.planes(ws, b["zm"], b["t"], noise_mode="const")
@@ -112,8 +112,11 @@ def test_free_space_counts_only_points_outside_the_teachers_head(tmp_path, micro
     with monkeypatch.context() as mp:
         mp.setattr(d.G, "density", fake_density(+1))  # dense only outside: counted (softplus(29) = 29)
         assert float(d.free_space_density(ws, b, planes)) == pytest.approx(29, abs=1e-3)
+        fs, occ = d.shape_terms(ws, b, planes)        # and the inside, empty, falls 20 - (-30) short
+        assert float(fs) == pytest.approx(29, abs=1e-3) and float(occ) == pytest.approx(50, abs=1e-3)
         mp.setattr(d.G, "density", fake_density(-1))  # dense only inside and at the surface: not counted
-        assert float(d.free_space_density(ws, b, planes)) < 1e-6
+        fs, occ = d.shape_terms(ws, b, planes)        # and solid enough inside (30 >= 20)
+        assert float(fs) < 1e-6 and float(occ) < 1e-6
     inside = float((seen[0] < 0).float().mean())
     assert 0.05 < inside < 0.6                       # the points fill the box: head and free space
     assert float(seen[0].max()) > 0.3                # including the box's far corners
@@ -122,7 +125,7 @@ def test_free_space_counts_only_points_outside_the_teachers_head(tmp_path, micro
     before = float(d.free_space_density(ws, b, planes).detach())
     for _ in range(6):
         logs = d.train_step()
-    assert "free_space" in logs
+    assert "free_space" in logs and "occupancy" in logs
     ws = d.mapping(b["z"], b["psi"])
     after = float(d.free_space_density(ws, b, d.G.planes(ws, b["zm"], b["t"], noise_mode="const")).detach())
     assert after < 0.8 * before

@@ -71,6 +71,10 @@ class DistillConfig:
     free_space: float = 0.0
     free_space_margin: float = 0.04
     free_space_points: int = 2000
+    # occupancy: raw density at least occupancy_sigma where the teacher's head is (deeper than the margin),
+    # so that what no camera sees inside (the neck where the box cuts it) stays solid in a mesh
+    occupancy: float = 0.0
+    occupancy_sigma: float = 20.0
     adv_weight: float = 0.0           # patch-adversarial term for sharpness (0 = pure regression)
     adv_start_step: int = 0
     weights: RegressionWeights = field(default_factory=RegressionWeights)
@@ -110,7 +114,8 @@ DISTILL_RULES = {
     "psi_prob": Float(0, 1), "psi_min": Float(0, 1, lo_open=True), "t0_prob": Float(0, 1),
     "max_yaw_deg": Float(0, 90), "max_pitch_deg": Float(0, 89), "ssaa": Int(1, 4), "compile_teacher": Bool(),
     "density_reg": Float(0, 1e6), "free_space": Float(0, 1e6), "free_space_margin": Float(0, 1),
-    "free_space_points": Int(1, 100_000), "adv_weight": Float(0, 1e6), "adv_start_step": Int(0, 10_000_000),
+    "free_space_points": Int(1, 100_000), "occupancy": Float(0, 1e6), "occupancy_sigma": Float(-1e3, 1e3),
+    "adv_weight": Float(0, 1e6), "adv_start_step": Int(0, 10_000_000),
     "checkpoint_every": Int(1, 10_000_000), "snapshot_every": Int(0, 10_000_000),
     "sample_every": Int(0, 10_000_000), "seed": Int(0, 2 ** 32 - 1), "threads": Int(0, 1024),
 }
@@ -225,6 +230,12 @@ class Distiller:
     def free_space_density(self, ws, b: dict, planes) -> torch.Tensor:
         """Mean density softplus(σ - 1) at random points of the tri-plane box that lie outside the
         teacher's head by more than the margin: the 3D shape cameras never see must be empty too."""
+        return self.shape_terms(ws, b, planes)[0]
+
+    def shape_terms(self, ws, b: dict, planes) -> tuple[torch.Tensor, torch.Tensor]:
+        """(free space, occupancy) at the same random points of the tri-plane box: the mean density
+        softplus(σ - 1) where the teacher's head is farther than the margin, and the mean shortfall
+        relu(occupancy_sigma - σ) where it is deeper inside than the margin."""
         cfg, G = self.cfg, self.G
         n, m = len(ws), cfg.free_space_points
         half = float(G.rendering_kwargs["box_warp"]) / 2
@@ -232,9 +243,12 @@ class Distiller:
         hb = head_codes.head_batch(b["z"], b["zm"], b["t"], b["psi"])
         with torch.no_grad():
             d = heads.sdf(pts.reshape(-1, 3), hb.take(torch.arange(n).repeat_interleave(m))).reshape(n, m)
-        free = (d > cfg.free_space_margin).to(pts.dtype)
+        free = (d > cfg.free_space_margin).to(pts.dtype).to(ws.device)
+        inside = (d < -cfg.free_space_margin).to(pts.dtype).to(ws.device)
         sig = G.density(planes, pts.to(ws.device))
-        return (torch.nn.functional.softplus(sig - 1) * free.to(sig.device)).sum() / free.sum().clamp_min(1)
+        fs = (torch.nn.functional.softplus(sig - 1) * free).sum() / free.sum().clamp_min(1)
+        occ = (torch.relu(cfg.occupancy_sigma - sig) * inside).sum() / inside.sum().clamp_min(1)
+        return fs, occ
 
     def mapping(self, z, psi, update_emas: bool = False):
         G = self.G
@@ -258,10 +272,10 @@ class Distiller:
             reg = density_smoothness(G, ws, b["zm"], b["t"], out["planes"], self.gen)
             loss = loss + cfg.density_reg * reg
             logs["density"] = float(reg.detach())
-        if cfg.free_space:
-            fs = self.free_space_density(ws, b, out["planes"])
-            loss = loss + cfg.free_space * fs
-            logs["free_space"] = float(fs.detach())
+        if cfg.free_space or cfg.occupancy:
+            fs, occ = self.shape_terms(ws, b, out["planes"])
+            loss = loss + cfg.free_space * fs + cfg.occupancy * occ
+            logs["free_space"], logs["occupancy"] = float(fs.detach()), float(occ.detach())
         adv = self.adversary is not None and self.step >= cfg.adv_start_step
         if adv:
             l_adv = self.adversary.generator_loss(out["image"])
