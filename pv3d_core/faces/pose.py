@@ -80,8 +80,15 @@ def load_model(path=_MODEL_FILE) -> FaceModel:
 
 
 def save_model(path, model: FaceModel) -> None:
-    np.savez(path, mean=np.asarray(model.mean, np.float64), modes=np.asarray(model.modes, np.float64),
-             weights=np.asarray(model.weights, np.float64), prior=np.float64(model.prior))
+    """Write a :class:`FaceModel` .npz atomically (a temporary file renamed into place)."""
+    from ..files import atomic_write
+
+    def write(tmp):
+        with open(tmp, "wb") as f:      # a file object: np.savez appends no second suffix
+            np.savez(f, mean=np.asarray(model.mean, np.float64), modes=np.asarray(model.modes, np.float64),
+                     weights=np.asarray(model.weights, np.float64), prior=np.float64(model.prior))
+
+    atomic_write(path, write)
 
 
 MODEL = load_model()
