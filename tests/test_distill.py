@@ -111,7 +111,7 @@ def test_free_space_and_occupancy_follow_the_teachers_head(tmp_path, micro64, mo
 
     with monkeypatch.context() as mp:
         mp.setattr(d.G, "density", fake_density(+1))  # dense only outside: counted (softplus(29) = 29)
-        assert float(d.free_space_density(ws, b, planes)) == pytest.approx(29, abs=1e-3)
+        assert float(d.shape_terms(ws, b, planes)[0]) == pytest.approx(29, abs=1e-3)
         fs, occ = d.shape_terms(ws, b, planes)        # and the inside, empty, falls 20 - (-30) short
         assert float(fs) == pytest.approx(29, abs=1e-3) and float(occ) == pytest.approx(50, abs=1e-3)
         mp.setattr(d.G, "density", fake_density(-1))  # dense only inside and at the surface: not counted
@@ -122,10 +122,10 @@ def test_free_space_and_occupancy_follow_the_teachers_head(tmp_path, micro64, mo
     assert float(seen[0].max()) > 0.3                # including the box's far corners
     with torch.no_grad():
         d.G.decoder.net[-1].bias[0] = 3.0
-    before = float(d.free_space_density(ws, b, planes).detach())
+    before = float(d.shape_terms(ws, b, planes)[0].detach())
     for _ in range(6):
         logs = d.train_step()
     assert "free_space" in logs and "occupancy" in logs
     ws = d.mapping(b["z"], b["psi"])
-    after = float(d.free_space_density(ws, b, d.G.planes(ws, b["zm"], b["t"], noise_mode="const")).detach())
+    after = float(d.shape_terms(ws, b, d.G.planes(ws, b["zm"], b["t"], noise_mode="const"))[0].detach())
     assert after < 0.8 * before

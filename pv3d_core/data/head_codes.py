@@ -151,7 +151,9 @@ def sample_cameras(n: int, gen: torch.Generator, max_yaw_deg: float = 50.0, max_
 
 def render(z, z_motion, t, c, res: int = 128, ssaa: int = 2, psi=1.0, compiled: bool = False) -> dict:
     """The teacher's frames of (z, z_motion, t, psi) from cameras c: image (B, 3, res, res) in [-1, 1],
-    mask (B, 1, res, res) in [0, 1], depth (B, 1, res, res) distance along the ray (0 on background)."""
-    out = heads.render(head_batch(z, z_motion, t, psi), c, res, ssaa, compiled=compiled)
+    mask (B, 1, res, res) in [0, 1], depth (B, 1, res, res) distance along the ray (0 on background);
+    and ``heads``, the :class:`~.heads.HeadBatch` rendered (its signed distance gives the 3D shape)."""
+    hb = head_batch(z, z_motion, t, psi)
+    out = heads.render(hb, c, res, ssaa, compiled=compiled)
     return {"image": out["image"].permute(0, 3, 1, 2) * 2 - 1, "mask": out["mask"][:, None],
-            "depth": out["depth"][:, None]}
+            "depth": out["depth"][:, None], "heads": hb}

@@ -227,11 +227,6 @@ class Distiller:
                                    compiled=cfg.compile_teacher)
         return {"z": z, "zm": zm, "t": t, "psi": psi, "c": c, **target}
 
-    def free_space_density(self, ws, b: dict, planes) -> torch.Tensor:
-        """Mean density softplus(σ - 1) at random points of the tri-plane box that lie outside the
-        teacher's head by more than the margin: the 3D shape cameras never see must be empty too."""
-        return self.shape_terms(ws, b, planes)[0]
-
     def shape_terms(self, ws, b: dict, planes) -> tuple[torch.Tensor, torch.Tensor]:
         """(free space, occupancy) at the same random points of the tri-plane box: the mean density
         softplus(σ - 1) where the teacher's head is farther than the margin, and the mean shortfall
@@ -240,9 +235,8 @@ class Distiller:
         n, m = len(ws), cfg.free_space_points
         half = float(G.rendering_kwargs["box_warp"]) / 2
         pts = (torch.rand(n, m, 3, generator=self.gen) * 2 - 1) * half
-        hb = head_codes.head_batch(b["z"], b["zm"], b["t"], b["psi"])
         with torch.no_grad():
-            d = heads.sdf(pts.reshape(-1, 3), hb.take(torch.arange(n).repeat_interleave(m))).reshape(n, m)
+            d = heads.sdf(pts.reshape(-1, 3), b["heads"].take(torch.arange(n).repeat_interleave(m))).reshape(n, m)
         free = (d > cfg.free_space_margin).to(pts.dtype).to(ws.device)
         inside = (d < -cfg.free_space_margin).to(pts.dtype).to(ws.device)
         sig = G.density(planes, pts.to(ws.device))
