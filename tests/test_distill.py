@@ -129,3 +129,24 @@ def test_free_space_and_occupancy_follow_the_teachers_head(tmp_path, micro64, mo
     ws = d.mapping(b["z"], b["psi"])
     after = float(d.shape_terms(ws, b, d.G.planes(ws, b["zm"], b["t"], noise_mode="const"))[0].detach())
     assert after < 0.8 * before
+
+
+def test_superresolution_only_changes_only_the_superresolution(tmp_path, micro64):
+    """--train-only superresolution: every weight outside the super-resolution network is left bit for bit,
+    the super-resolution weights move and its loss falls; the state resumes with its one optimiser group."""
+    before = load_generator(micro64).state_dict()
+    d = Distiller(_cfg(tmp_path / "sr", micro64, lr=3e-3, batch=4, train_only="superresolution"))
+    batch = d.draw(4)
+    d.draw = lambda n: batch                  # one batch, so the fall is not hidden by new heads
+    first = d.train_step()["image"]
+    for _ in range(10):
+        last = d.train_step()["image"]
+    assert last < 0.8 * first
+    after = d.G.state_dict()
+    moved = [k for k in before if not torch.equal(before[k], after[k])]
+    assert moved and all(k.startswith("superresolution.") for k in moved), moved
+    d.save()
+    again = Distiller(_cfg(tmp_path / "sr", micro64, train_only="superresolution"))
+    assert again.step == d.step and len(again.opt.param_groups) == 1
+    with pytest.raises(UsageError, match="train_only"):
+        DistillConfig(train_only="decoder").validate()

@@ -57,6 +57,9 @@ def add_parser(sub) -> None:
                    help="weight of zero density where the teacher's head is not, at random points of the box")
     d.add_argument("--occupancy", type=_distill("occupancy"), default=0.0,
                    help="weight of solid density (raw σ >= 20) inside the teacher's head, at the same points")
+    d.add_argument("--train-only", choices=("all", "superresolution"), default="all",
+                   help="'superresolution': train only the super-resolution network (geometry and raw render "
+                        "kept; a step costs about a third), to sharpen a model whose shape is done")
     d.add_argument("--checkpoint-every", type=_distill("checkpoint_every"), default=50)
     d.add_argument("--snapshot-every", type=_distill("snapshot_every"), default=500,
                    help="keep the EMA generator every N steps (0 = never)")
@@ -184,7 +187,7 @@ def run_distill(args) -> int:
 
     cfg = DistillConfig(out=args.out, init=None if args.init.lower() == "none" else args.init, preset=args.preset,
                         steps=args.steps, batch=args.batch, lr=args.lr, ssaa=args.ssaa, adv_weight=args.adv_weight,
-                        free_space=args.free_space, occupancy=args.occupancy,
+                        free_space=args.free_space, occupancy=args.occupancy, train_only=args.train_only,
                         checkpoint_every=args.checkpoint_every, snapshot_every=args.snapshot_every,
                         sample_every=args.sample_every, seed=args.seed, threads=args.threads,
                         compile_teacher=not args.no_compile).validate()

@@ -43,6 +43,7 @@ from .stopping import stop_on_signals
 
 log = logging.getLogger(__name__)
 STATE = "distill_state.safetensors"
+TRAINABLE = ("all", "superresolution")
 
 
 @dataclass
@@ -77,6 +78,10 @@ class DistillConfig:
     occupancy_sigma: float = 20.0
     adv_weight: float = 0.0           # patch-adversarial term for sharpness (0 = pure regression)
     adv_start_step: int = 0
+    # "superresolution": train only the super-resolution network (the tri-planes, the decoder and the
+    # raw render stay as they are; their forward runs without gradients, so a step costs about a third):
+    # for sharpening the final image of a model whose geometry is done. "all": every weight.
+    train_only: str = "all"
     weights: RegressionWeights = field(default_factory=RegressionWeights)
     checkpoint_every: int = 100
     snapshot_every: int = 500
@@ -100,6 +105,8 @@ class DistillConfig:
     def validate(self) -> "DistillConfig":
         """Every option's type and range (:data:`DISTILL_RULES`), before anything is built."""
         check_fields(self, DISTILL_RULES)
+        if self.train_only not in TRAINABLE:
+            raise UsageError(f"train_only must be one of {', '.join(TRAINABLE)}, got {self.train_only!r}")
         if not isinstance(self.weights, RegressionWeights):
             raise UsageError("weights must be RegressionWeights")
         check_fields(self.weights, {k: Float(0, 1e6) for k in asdict(self.weights)}, "weights.")
@@ -148,11 +155,16 @@ class Distiller:
                              f"motion code entries; this model has z_dim {self.G.z_dim}, motion_dim {self.G.motion_dim}")
         self.G.train()
         self.G_ema = copy.deepcopy(self.G).eval().requires_grad_(False)
-        mapping = list(self.G.backbone.mapping.parameters())
-        ids = {id(p) for p in mapping}
-        rest = [p for p in self.G.parameters() if id(p) not in ids]
-        self.opt = torch.optim.Adam([{"params": rest}, {"params": mapping, "lr": cfg.lr * cfg.mapping_lr_scale}],
-                                    lr=cfg.lr, betas=(cfg.beta1, 0.99))
+        if cfg.train_only == "superresolution":
+            self.G.requires_grad_(False)
+            self.G.superresolution.requires_grad_(True)
+            groups = [{"params": list(self.G.superresolution.parameters())}]
+        else:
+            mapping = list(self.G.backbone.mapping.parameters())
+            ids = {id(p) for p in mapping}
+            rest = [p for p in self.G.parameters() if id(p) not in ids]
+            groups = [{"params": rest}, {"params": mapping, "lr": cfg.lr * cfg.mapping_lr_scale}]
+        self.opt = torch.optim.Adam(groups, lr=cfg.lr, betas=(cfg.beta1, 0.99))
         self.gen = torch.Generator().manual_seed(cfg.seed)
         self.step = 0
         self.images = 0
@@ -175,7 +187,8 @@ class Distiller:
         load_optimizer_tensors(self.opt, ck.tensors, "opt", st["opt_groups"])
         # learning rates come from this run's options (a resumed run may change them), the moments from the state
         self.opt.param_groups[0]["lr"] = self.cfg.lr
-        self.opt.param_groups[1]["lr"] = self.cfg.lr * self.cfg.mapping_lr_scale
+        if len(self.opt.param_groups) > 1:
+            self.opt.param_groups[1]["lr"] = self.cfg.lr * self.cfg.mapping_lr_scale
         for g in self.opt.param_groups:
             g["betas"] = (self.cfg.beta1, 0.99)
         self.gen.set_state(ck.tensors["extra.rng"].to(torch.uint8))
@@ -258,21 +271,13 @@ class Distiller:
         torch.manual_seed(int(torch.randint(2 ** 62, (1,), generator=self.gen)))
         b = self.draw(cfg.batch)
         t_teacher = time.perf_counter() - t0
-        ws = self.mapping(b["z"], b["psi"], update_emas=True)
-        # const noise: the teacher is deterministic, and display renders use the const buffers
-        out = G.synthesis(ws, b["zm"], b["t"], b["c"], noise_mode="const", deterministic=False)
-        loss, logs = frame_loss(out, b["image"], b["mask"], b["depth"], cfg.weights)
-        if cfg.density_reg:
-            reg = density_smoothness(G, ws, b["zm"], b["t"], out["planes"], self.gen)
-            loss = loss + cfg.density_reg * reg
-            logs["density"] = float(reg.detach())
-        if cfg.free_space or cfg.occupancy:
-            fs, occ = self.shape_terms(ws, b, out["planes"])
-            loss = loss + cfg.free_space * fs + cfg.occupancy * occ
-            logs["free_space"], logs["occupancy"] = float(fs.detach()), float(occ.detach())
+        if cfg.train_only == "superresolution":
+            loss, logs, final = self.superresolution_loss(b)
+        else:
+            loss, logs, final = self.full_loss(b)
         adv = self.adversary is not None and self.step >= cfg.adv_start_step
         if adv:
-            l_adv = self.adversary.generator_loss(out["image"])
+            l_adv = self.adversary.generator_loss(final)
             loss = loss + cfg.adv_weight * l_adv
             logs["g_adv"] = float(l_adv.detach())
         self.opt.zero_grad(set_to_none=True)
@@ -282,7 +287,7 @@ class Distiller:
                 torch.nan_to_num_(p.grad, 0, 0, 0)
         self.opt.step()
         if adv:
-            logs.update(self.adversary.discriminator_step(b["image"], out["image"]))
+            logs.update(self.adversary.discriminator_step(b["image"], final))
         beta = 0.5 ** (1 / max(cfg.ema_halflife_steps, 1e-8))
         with torch.no_grad():
             for pe, p in zip(self.G_ema.parameters(), G.parameters()):
@@ -296,6 +301,37 @@ class Distiller:
         logs.update(step=self.step, images=self.images, seconds=round(self.seconds, 1),
                     step_s=round(dt, 3), teacher_s=round(t_teacher, 3))
         return logs
+
+    def full_loss(self, b: dict) -> tuple[torch.Tensor, dict, torch.Tensor]:
+        """(loss, logs, final frames): every term on every weight: the regression of the final and raw frames, silhouette and depth,
+        the density regulariser and the 3D terms."""
+        cfg, G = self.cfg, self.G
+        ws = self.mapping(b["z"], b["psi"], update_emas=True)
+        # const noise: the teacher is deterministic, and display renders use the const buffers
+        out = G.synthesis(ws, b["zm"], b["t"], b["c"], noise_mode="const", deterministic=False)
+        loss, logs = frame_loss(out, b["image"], b["mask"], b["depth"], cfg.weights)
+        if cfg.density_reg:
+            reg = density_smoothness(G, ws, b["zm"], b["t"], out["planes"], self.gen)
+            loss = loss + cfg.density_reg * reg
+            logs["density"] = float(reg.detach())
+        if cfg.free_space or cfg.occupancy:
+            fs, occ = self.shape_terms(ws, b, out["planes"])
+            loss = loss + cfg.free_space * fs + cfg.occupancy * occ
+            logs["free_space"], logs["occupancy"] = float(fs.detach()), float(occ.detach())
+        return loss, logs, out["image"]
+
+    def superresolution_loss(self, b: dict) -> tuple[torch.Tensor, dict, torch.Tensor]:
+        """(loss, logs, final frames): the final frame's terms (image, gradients) on the super-resolution network alone: the mapping,
+        tri-planes and raw render run without gradients."""
+        cfg, G = self.cfg, self.G
+        with torch.no_grad():
+            ws = self.mapping(b["z"], b["psi"])
+            planes = G.planes(ws, b["zm"], b["t"], noise_mode="const")
+            raw = G.render_planes(planes, ws, b["c"], deterministic=False, superresolution=False)
+        image = G.superresolution(raw["image_raw"], raw["feature_image"], ws,
+                                  noise_mode=G.rendering_kwargs["superresolution_noise_mode"])
+        w = RegressionWeights(image=cfg.weights.image, gradient=cfg.weights.gradient, raw=0, mask=0, depth=0)
+        return (*frame_loss({**raw, "image": image}, b["image"], weights=w), image)
 
     # ---------------------------------------------------------------- samples
     @torch.no_grad()
