@@ -21,6 +21,9 @@ procedural head the model was trained to reproduce):
 
 ``--out`` writes the sample grid beside the teacher's grid (same cameras) as PNGs.
 ``--curve`` runs the image figures on every snapshot of a distillation run (the training curve).
+``--ceiling`` measures what the preset's resolutions allow: the teacher rendered at the model's neural
+resolution (and twice it) and upsampled to the output size, and the model rendered at larger neural
+resolutions than it was trained at, each as a share of the teacher's sharpness.
 """
 from __future__ import annotations
 
@@ -212,6 +215,31 @@ def grids(pair: Pair, out: Path, seeds=8) -> None:
     write_png(out / "teacher_grid.png", np.concatenate(rows_t, 0))
 
 
+def ceiling_figures(pair: Pair, n: int) -> dict:
+    """Sharpness (share of the teacher's at the output size) of the teacher rendered at low resolution and
+    upsampled (bilinear and bicubic), and of the model rendered at 1, 1.5 and 2 times its neural
+    resolution: how much of the goal the preset's resolutions leave reachable."""
+    from PIL import Image
+
+    from pv3d_core.pipeline import RenderSettings
+
+    G = pair.G
+    out_res, nr = G.img_resolution, G.neural_rendering_resolution
+    rows = {}
+    views_ = views(n)
+    teacher = statistics.mean(lap_var(pair.teacher(*v)) for v in views_)
+    for r in (nr, 2 * nr):
+        for name, mode in (("bilinear", Image.BILINEAR), ("bicubic", Image.BICUBIC)):
+            lap = [lap_var(np.asarray(Image.fromarray(pair.teacher(*v, res=r)).resize((out_res, out_res), mode)))
+                   for v in views_]
+            rows[f"teacher_at_{r}_{name}_to_{out_res}"] = round(statistics.mean(lap) / teacher, 4)
+    for r in (nr, nr * 3 // 2, 2 * nr):
+        lap = [lap_var(pair.r.render(RenderSettings(seed=s, motion_seed=m, t=t, yaw=math.radians(y), psi=PSI,
+                                                    neural_resolution=r)).numpy()) for s, m, t, y in views_]
+        rows[f"model_at_neural_{r}"] = round(statistics.mean(lap) / teacher, 4)
+    return {"images": n, "neural_resolution": nr, "plane_resolution": int(G.config.plane_resolution), **rows}
+
+
 def load(ckpt):
     from pv3d_core.io import load_generator
     from pv3d_core.paths import default_checkpoint
@@ -224,6 +252,7 @@ def main(argv=None) -> int:
     ap.add_argument("--ckpt", help="model (default: the embedded default model)")
     ap.add_argument("--seeds", type=int, default=48)
     ap.add_argument("--curve", help="a distillation run's snapshots folder: image figures per snapshot")
+    ap.add_argument("--ceiling", action="store_true", help="sharpness the preset's resolutions allow (see above)")
     ap.add_argument("--no-identity", action="store_true", help="skip the +-30 degree identity check")
     ap.add_argument("--no-mesh", action="store_true")
     ap.add_argument("--out", help="folder for the model / teacher sample grids")
@@ -235,7 +264,10 @@ def main(argv=None) -> int:
     if not 1 <= a.seeds <= 1000:
         ap.error("--seeds must be within 1..1000")
     with torch.no_grad():
-        if a.curve:
+        if a.ceiling:
+            result = {"model": str(a.ckpt or "default"), "ceiling": ceiling_figures(Pair(load(a.ckpt)), a.seeds)}
+            print(json.dumps(result, indent=1))
+        elif a.curve:
             from pv3d_core.io import read_checkpoint
 
             rows = []

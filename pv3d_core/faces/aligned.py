@@ -10,7 +10,7 @@ import numpy as np
 from ..errors import UsageError
 from ..render import cameras
 from .align import CropFrame, crop_frame, warp
-from .detect import Face, FaceError, find_face, load_image
+from .detect import Face, FaceError, find_face, load_image, symmetric_landmarks
 from .landmarks import smooth_sequence
 from .pose import solve_camera
 
@@ -49,7 +49,7 @@ def align_face(image, size: int = 512, focal: float = cameras.DEFAULT_FOCAL, min
     img, scale = load_image(image)
     face = find_face(img, min_face=min_face)
     frame = crop_frame(face.landmarks)
-    cam, pose = solve_camera(frame.to_crop(face.landmarks), focal)
+    cam, pose = solve_camera(frame.to_crop(symmetric_landmarks(img, face.box, face.landmarks)), focal)
     notes = [face.note] if face.note else []
     if abs(pose["yaw"]) > np.radians(50):
         notes.append(f"the face is turned far ({np.degrees(pose['yaw']):.0f}° yaw); expect a weaker result")
@@ -66,7 +66,7 @@ def align_frames(frames, size: int = 256, sigma: float = 1.5, focal: float = cam
     Returns dict(crops (N, size, size, 3) uint8, cameras (N, 25), kept (frame indices), dropped
     {index: reason}, poses [(yaw, pitch)] radians).
     """
-    lms, kept, dropped = [], [], {}
+    lms, pose_lms, kept, dropped = [], [], [], {}
     n = len(frames)
     for i, f in enumerate(frames):
         if cancel is not None and cancel.is_set():
@@ -74,8 +74,10 @@ def align_frames(frames, size: int = 256, sigma: float = 1.5, focal: float = cam
 
             raise Cancelled("face tracking cancelled")
         try:
-            face = find_face(np.ascontiguousarray(f), min_face=min_face)
+            img = np.ascontiguousarray(f)
+            face = find_face(img, min_face=min_face)
             lms.append(face.landmarks)
+            pose_lms.append(symmetric_landmarks(img, face.box, face.landmarks))
             kept.append(i)
         except FaceError as e:
             dropped[i] = str(e).split(" (")[0]
@@ -85,18 +87,19 @@ def align_frames(frames, size: int = 256, sigma: float = 1.5, focal: float = cam
         return {"crops": np.zeros((0, size, size, 3), np.uint8), "cameras": np.zeros((0, 25), np.float32),
                 "kept": [], "dropped": dropped, "poses": []}
     # smooth within runs of consecutive kept frames (a gap restarts the filter)
-    lms = np.stack(lms)
+    lms, pose_lms = np.stack(lms), np.stack(pose_lms)
     runs, start = [], 0
     for j in range(1, len(kept) + 1):
         if j == len(kept) or kept[j] != kept[j - 1] + 1:
             runs.append((start, j))
             start = j
-    smoothed = np.empty_like(lms)
+    smoothed, pose_smoothed = np.empty_like(lms), np.empty_like(pose_lms)
     for a, b in runs:
         smoothed[a:b] = smooth_sequence(lms[a:b], sigma)
+        pose_smoothed[a:b] = smooth_sequence(pose_lms[a:b], sigma)
     crop_frames = [crop_frame(lm) for lm in smoothed]
     raw_angles = []
-    for fr, lm in zip(crop_frames, smoothed):
+    for fr, lm in zip(crop_frames, pose_smoothed):
         _, pose = solve_camera(fr.to_crop(lm), focal)
         raw_angles.append((pose["yaw"], pose["pitch"]))
     raw_angles = np.array(raw_angles)

@@ -198,6 +198,20 @@ def landmarks_in_box(img: np.ndarray, box) -> np.ndarray:
     return np.array([[p.x + 0.5, p.y + 0.5] for p in shape.parts()], dtype=np.float64)
 
 
+def symmetric_landmarks(img: np.ndarray, box, landmarks: np.ndarray | None = None) -> np.ndarray:
+    """68 landmarks averaged with those of the mirrored image (found in the mirrored box and mirrored
+    back): dlib's predictor leans with the light and with its own left/right asymmetry, and the mean
+    of the two readings cancels what flips with the image. For the head pose; the crop keeps the
+    predictor's own reading. ``landmarks``: the unmirrored reading when already known."""
+    from .landmarks import mirror_landmarks
+
+    w = img.shape[1]
+    own = landmarks_in_box(img, box) if landmarks is None else np.asarray(landmarks, dtype=np.float64)
+    flipped = np.ascontiguousarray(img[:, ::-1])
+    mbox = (w - box[2], box[1], w - box[0], box[3])
+    return (own + mirror_landmarks(landmarks_in_box(flipped, mbox), w)) / 2
+
+
 def find_face(image, min_face: int = MIN_FACE, detect_side: int = DETECT_SIDE) -> Face:
     """The largest face of an image (uint8 array; see :func:`load_image` for paths).
 

@@ -19,8 +19,10 @@ explain part of what one rigid face could only read as pitch, and the prior (cho
 heads) decides how much.
 
 Measured (`benchmarks/bench_portrait.py pnp --heads 40 --seed S`, heads the fit never saw; camera-
-direction error, median / max): seed 7 3.08° / 7.61° (one rigid mean face, used before: 3.75° /
-8.15°), seed 11 2.69° / 9.43° (3.06° / 11.26°). The lighting's yaw bias went from -2.0° / -1.2° to
+direction error, median / max): seed 7 2.67° / 6.90° with the landmarks averaged with the mirrored
+image's (:func:`~pv3d_core.faces.detect.symmetric_landmarks`, what :func:`~pv3d_core.faces.align_face`
+passes), 3.08° / 7.61° with dlib's reading alone, 3.75° / 8.15° with one rigid mean face; seed 11
+2.40° / 7.91°, 2.69° / 9.43°, 3.06° / 11.26°. The lighting's yaw bias went from -2.0° / -1.2° to
 -1.2° / -0.6°, the pitch error's spread from 3.6° / 3.4° to 3.2° / 3.0°: from one view much of a
 head's shape still reads as pitch. A solve takes about 14 ms (9 ms rigid) on one core. A hand-made
 face from average adult proportions, used before both, erred by 10.8° (median) on these heads.
