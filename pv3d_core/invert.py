@@ -64,6 +64,7 @@ class InversionConfig:
     freeze_motion: bool = True           # PTI leaves the motion layers as they are
     coarse_fraction: float = 0.0         # share of the first PTI steps fitted at half the neural resolution
     reg_every: int = 1                   # PTI's regularisers on every k-th step only, k times as strong
+    reg_scale: float = 1.0               # the regularisers' renders at this share of the neural resolution
     w_avg_samples: int = 2000
     seed: int = 0
 
@@ -82,8 +83,16 @@ class InversionConfig:
         a cosine decay 22.1; the regularisers on every 2nd step (``reg_every`` 2, 170 steps in the same
         time) 22.3. Tennis at 4e-3 / 120: 24.5 dB (2e-3 / 100: 22.2), every animation frame the same person
         (largest dlib distance 0.44). Earlier: 120 w+ steps (lr 0.02) reached 23.0 / 23.7 dB but lost the
-        tennis face's identity (every frame 0.62-0.66), so the w+ refinement stays short."""
-        return cls(**{"w_steps": 0, "wplus_steps": 30, "pti_steps": 120, "pti_lr": 4e-3, **kw})
+        tennis face's identity (every frame 0.62-0.66), so the w+ refinement stays short.
+
+        The regularisers render at half the neural resolution (``reg_scale`` 0.5): their ray marcher's
+        backward pass was most of a step. Quiet 2-core CPU, 2 threads (`bench_portrait.py invert --methods
+        encoder --threads 2 --set ...`), astronaut / tennis: regularisers at full resolution 141 / 135 s,
+        20.1 / 23.9 dB; every 2nd step 101 / 97 s, 17.2 / 23.9 dB; at half resolution 102 / 98 s,
+        19.2 / 23.8 dB, every frame of the animation and the ±20° views still the same person (largest
+        distance 0.57). The astronaut's figure moves by 2-3 dB with a tenth of a degree of camera: compare
+        on both photos."""
+        return cls(**{"w_steps": 0, "wplus_steps": 30, "pti_steps": 120, "pti_lr": 4e-3, "reg_scale": 0.5, **kw})
 
     @classmethod
     def legacy(cls, **kw) -> "InversionConfig":
@@ -104,7 +113,7 @@ INVERSION_RULES = {
     "perceptual_weight": _W, "locality_weight": _W, "locality_alpha": Float(0, 100), "locality_yaw": Float(0, 1.5),
     "geometry_weight": _W, "w_avg_samples": Int(1, 1_000_000), "seed": Int(0, 2 ** 32 - 1),
     "wplus_lr": Float(0, 10, lo_open=True), "preserve_motion": Bool(), "freeze_motion": Bool(),
-    "coarse_fraction": Float(0, 1), "reg_every": Int(1, 1000),
+    "coarse_fraction": Float(0, 1), "reg_every": Int(1, 1000), "reg_scale": Float(0.125, 1),
 }
 
 
@@ -237,7 +246,10 @@ def _latent_stats(G, cfg: InversionConfig, gen, c0):
 def pti_cost(cfg: InversionConfig) -> float:
     """A PTI step's cost relative to a latent step (renders with gradients: the data term, then the
     locality term's two renders, and the geometry term's side view without super-resolution)."""
-    return 1.0 + ((1.3 if cfg.locality_weight else 0) + (1.0 if cfg.geometry_weight else 0)) / cfg.reg_every
+    # a coarser render of the regularisers' (reg_scale 0.5) measured 0.52x their cost: the tri-planes'
+    # backward and the super-resolution stay
+    coarse = 0.3 + 0.7 * min(cfg.reg_scale, 1.0) ** 2
+    return 1.0 + ((1.3 if cfg.locality_weight else 0) + (1.0 if cfg.geometry_weight else 0)) * coarse / cfg.reg_every
 
 
 def invert(G, target: torch.Tensor, camera, config: InversionConfig | None = None, d_img=None,
@@ -367,15 +379,19 @@ def _pivotal_tune(G, ws, data_loss, cfg: InversionConfig, gen, w_std: float, c0,
             for y in (-cfg.locality_yaw, cfg.locality_yaw, 0.0)]
     rep = reporter or _Reporter(history, progress, None, None, [])
 
+    # the regularisers guard shape and the look from the side, not fine detail: a coarser render of
+    # theirs (reg_scale) cuts the ray marcher's backward pass, most of a step's cost on a CPU
+    reg_res = None if cfg.reg_scale >= 1 else max(8, round(G.neural_rendering_resolution * cfg.reg_scale))
+
     def synth(G_, w, c):
-        return G_.synthesis(w, zm, t0, c, noise_mode="const", deterministic=True)
+        return G_.synthesis(w, zm, t0, c, reg_res, noise_mode="const", deterministic=True)
 
     geo_ref = []
     if cfg.geometry_weight:
         with torch.no_grad():
             p0 = G.planes(ws, zm, t0, noise_mode="const")
             for c in side[:2]:
-                o = G.ray_march(p0, c)
+                o = G.ray_march(p0, c, reg_res)
                 geo_ref.append((o["image_depth"], o["image_alpha"]))
     G_t = copy.deepcopy(G)
     G_t.requires_grad_(False)
@@ -412,7 +428,7 @@ def _pivotal_tune(G, ws, data_loss, cfg: InversionConfig, gen, w_std: float, c0,
                                                  + (out["image_raw"] - ref["image_raw"]).square().mean())
         if geo_ref and reg:
             k = k_reg % len(geo_ref)
-            out = G_t.ray_march(planes, side[k])
+            out = G_t.ray_march(planes, side[k], reg_res)
             loss = loss + cfg.reg_every * cfg.geometry_weight * ((out["image_depth"] - geo_ref[k][0]).abs().mean()
                                                  + (out["image_alpha"] - geo_ref[k][1]).abs().mean())
         rep.step(opt, loss, "pti", step, cfg.pti_steps, ws, G_t, tuned=True)

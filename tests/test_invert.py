@@ -259,6 +259,34 @@ def test_regularisers_every_kth_step_run_k_times_as_strong(tiny_generator, monke
     assert inv.pti_cost(InversionConfig(reg_every=3)) < inv.pti_cost(InversionConfig(reg_every=1))
 
 
+def test_regularisers_render_at_reg_scale(tiny_generator, monkeypatch):
+    """reg_scale 0.5: the locality and geometry renders (and the geometry reference) march at half the
+    neural resolution, the data term at the model's own; the progress plan counts them as cheaper."""
+    import pv3d_core.invert as inv
+
+    tgt, cam = _target(tiny_generator, seed=4)
+    nr = tiny_generator.neural_rendering_resolution
+    seen = []
+    real_march = type(tiny_generator).ray_march
+
+    def spy_march(self, planes, c, neural_rendering_resolution=None, *a, **k):
+        out = real_march(self, planes, c, neural_rendering_resolution, *a, **k)
+        seen.append((torch.is_grad_enabled(), out["image_depth"].shape[-1]))
+        return out
+    monkeypatch.setattr(type(tiny_generator), "ray_march", spy_march)
+    base = dict(w_steps=0, pti_steps=3, locality_weight=1.0, geometry_weight=1.0, w_avg_samples=50)
+    invert(tiny_generator, tgt, cam, InversionConfig(**base, reg_scale=0.5))
+    grad = [r for g, r in seen if g]
+    # per step: the data term's march at nr, then the locality and geometry marches at nr / 2
+    assert grad == [nr, nr // 2, nr // 2] * 3, grad
+    assert [r for g, r in seen if not g][:2] == [nr // 2, nr // 2]      # the geometry reference
+    seen.clear()
+    invert(tiny_generator, tgt, cam, InversionConfig(**base))
+    assert {r for _, r in seen if _} == {nr}
+    assert inv.pti_cost(InversionConfig(reg_scale=0.5)) < inv.pti_cost(InversionConfig())
+    assert InversionConfig.after_encoder().reg_scale == 0.5
+
+
 def test_pti_learning_rate_falls_along_a_half_cosine(tiny_generator, monkeypatch):
     import math
 
