@@ -200,9 +200,10 @@ def landmarks_in_box(img: np.ndarray, box) -> np.ndarray:
 
 def symmetric_landmarks(img: np.ndarray, box, landmarks: np.ndarray | None = None) -> np.ndarray:
     """68 landmarks averaged with those of the mirrored image (found in the mirrored box and mirrored
-    back): dlib's predictor leans with the light and with its own left/right asymmetry, and the mean
-    of the two readings cancels what flips with the image. For the head pose; the crop keeps the
-    predictor's own reading. ``landmarks``: the unmirrored reading when already known."""
+    back). dlib's predictor is not mirror-symmetric: its reading of the mirrored face, mirrored back,
+    differs from its reading of the face; the mean of the two cancels that part of its error (on heads
+    with known cameras the pose's median error fell from 3.1° to 2.7°, see :mod:`.pose`). For the head
+    pose; the crop keeps the predictor's own reading. ``landmarks``: the unmirrored reading when known."""
     from .landmarks import mirror_landmarks
 
     w = img.shape[1]
