@@ -1,7 +1,6 @@
 """The bugs a first real use of the viewer found (issue 18), each driven in the real app under Xvfb on the
 embedded default model (a real head: zoom, depth and portraits need one)."""
 import math
-import shutil
 import time
 from pathlib import Path
 
