@@ -57,9 +57,9 @@ def add_parser(sub) -> None:
                    help="weight of zero density where the teacher's head is not, at random points of the box")
     d.add_argument("--occupancy", type=_distill("occupancy"), default=0.0,
                    help="weight of solid density (raw σ >= 20) inside the teacher's head, at the same points")
-    d.add_argument("--train-only", choices=("all", "superresolution"), default="all",
-                   help="'superresolution': train only the super-resolution network (geometry and raw render "
-                        "kept; a step costs about a third), to sharpen a model whose shape is done")
+    d.add_argument("--train-only", type=_distill("train_only"), default="all",
+                   help="all (default) or superresolution (only the super-resolution network trains, geometry "
+                        "and raw render kept, a step costs about a third: to sharpen a model whose shape is done)")
     d.add_argument("--checkpoint-every", type=_distill("checkpoint_every"), default=50)
     d.add_argument("--snapshot-every", type=_distill("snapshot_every"), default=500,
                    help="keep the EMA generator every N steps (0 = never)")

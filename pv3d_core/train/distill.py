@@ -31,7 +31,7 @@ import torch
 from .. import paths
 from ..config import ModelConfig, preset
 from ..errors import UsageError
-from ..rules import Bool, Float, Int, Str, check_fields
+from ..rules import Bool, Choice, Float, Int, Str, check_fields
 from ..data import head_codes, heads
 from ..io import build_discriminators, build_generator, load_state_strict, read_checkpoint, save_checkpoint, \
     save_generator
@@ -105,8 +105,6 @@ class DistillConfig:
     def validate(self) -> "DistillConfig":
         """Every option's type and range (:data:`DISTILL_RULES`), before anything is built."""
         check_fields(self, DISTILL_RULES)
-        if self.train_only not in TRAINABLE:
-            raise UsageError(f"train_only must be one of {', '.join(TRAINABLE)}, got {self.train_only!r}")
         if not isinstance(self.weights, RegressionWeights):
             raise UsageError("weights must be RegressionWeights")
         check_fields(self.weights, {k: Float(0, 1e6) for k in asdict(self.weights)}, "weights.")
@@ -122,7 +120,7 @@ DISTILL_RULES = {
     "max_yaw_deg": Float(0, 90), "max_pitch_deg": Float(0, 89), "ssaa": Int(1, 4), "compile_teacher": Bool(),
     "density_reg": Float(0, 1e6), "free_space": Float(0, 1e6), "free_space_margin": Float(0, 1),
     "free_space_points": Int(1, 100_000), "occupancy": Float(0, 1e6), "occupancy_sigma": Float(-1e3, 1e3),
-    "adv_weight": Float(0, 1e6), "adv_start_step": Int(0, 10_000_000),
+    "adv_weight": Float(0, 1e6), "adv_start_step": Int(0, 10_000_000), "train_only": Choice(TRAINABLE),
     "checkpoint_every": Int(1, 10_000_000), "snapshot_every": Int(0, 10_000_000),
     "sample_every": Int(0, 10_000_000), "seed": Int(0, 2 ** 32 - 1), "threads": Int(0, 1024),
 }
@@ -303,8 +301,8 @@ class Distiller:
         return logs
 
     def full_loss(self, b: dict) -> tuple[torch.Tensor, dict, torch.Tensor]:
-        """(loss, logs, final frames): every term on every weight: the regression of the final and raw frames, silhouette and depth,
-        the density regulariser and the 3D terms."""
+        """(loss, logs, final frames): every term on every weight: the regression of the final and raw
+        frames, silhouette and depth, the density regulariser and the 3D terms."""
         cfg, G = self.cfg, self.G
         ws = self.mapping(b["z"], b["psi"], update_emas=True)
         # const noise: the teacher is deterministic, and display renders use the const buffers
@@ -321,8 +319,8 @@ class Distiller:
         return loss, logs, out["image"]
 
     def superresolution_loss(self, b: dict) -> tuple[torch.Tensor, dict, torch.Tensor]:
-        """(loss, logs, final frames): the final frame's terms (image, gradients) on the super-resolution network alone: the mapping,
-        tri-planes and raw render run without gradients."""
+        """(loss, logs, final frames): the final frame's terms (image, gradients) on the super-resolution
+        network alone; the mapping, tri-planes and raw render run without gradients."""
         cfg, G = self.cfg, self.G
         with torch.no_grad():
             ws = self.mapping(b["z"], b["psi"])
