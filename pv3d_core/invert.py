@@ -224,6 +224,12 @@ def psnr(a: torch.Tensor, b: torch.Tensor) -> float:
     return float("inf") if mse == 0 else 10 * math.log10(1.0 / mse)
 
 
+def _coarse_resolution(G, scale: float) -> int | None:
+    """The neural resolution at ``scale`` of the model's (at least 8), for the renders PTI can afford
+    coarser (the early data steps of ``coarse_fraction``, the regularisers of ``reg_scale``); None at 1."""
+    return None if scale >= 1 else max(8, round(G.neural_rendering_resolution * scale))
+
+
 def _orbit(G) -> tuple[tuple, float]:
     """(pivot, radius) of the cameras the model was trained with."""
     return (tuple(G.rendering_kwargs.get("avg_camera_pivot", cameras.DEFAULT_PIVOT)),
@@ -330,7 +336,7 @@ def invert(G, target: torch.Tensor, camera, config: InversionConfig | None = Non
     G_t = G
     if cfg.pti_steps:
         tic = time.perf_counter()
-        coarse = max(8, G.neural_rendering_resolution // 2)
+        coarse = _coarse_resolution(G, 0.5)
 
         def data_loss(G_, step, planes):
             res = coarse if step < cfg.coarse_fraction * cfg.pti_steps else None
@@ -381,7 +387,7 @@ def _pivotal_tune(G, ws, data_loss, cfg: InversionConfig, gen, w_std: float, c0,
 
     # the regularisers guard shape and the look from the side, not fine detail: a coarser render of
     # theirs (reg_scale) cuts the ray marcher's backward pass, most of a step's cost on a CPU
-    reg_res = None if cfg.reg_scale >= 1 else max(8, round(G.neural_rendering_resolution * cfg.reg_scale))
+    reg_res = _coarse_resolution(G, cfg.reg_scale)
 
     def synth(G_, w, c):
         return G_.synthesis(w, zm, t0, c, reg_res, noise_mode="const", deterministic=True)
