@@ -282,7 +282,7 @@ def test_regularisers_render_at_reg_scale(tiny_generator, monkeypatch):
     assert [r for g, r in seen if not g][:2] == [nr // 2, nr // 2]      # the geometry reference
     seen.clear()
     invert(tiny_generator, tgt, cam, InversionConfig(**base))
-    assert {r for _, r in seen if _} == {nr}
+    assert {r for g, r in seen if g} == {nr}
     assert inv.pti_cost(InversionConfig(reg_scale=0.5)) < inv.pti_cost(InversionConfig())
     assert InversionConfig.after_encoder().reg_scale == 0.5
 
