@@ -9,6 +9,7 @@ import pytest
 
 from pv3d_core.pipeline import RenderSettings
 from pv3d_viewer import jobs as J
+from pv3d_viewer.cpu_share import JOB_NICE, JOB_THREADS, use_threads
 from pv3d_viewer import state as S
 from pv3d_viewer.playback import Playback
 from pv3d_viewer.progress import StagedProgress
@@ -140,8 +141,29 @@ def test_background_jobs_run_at_a_lower_priority_than_the_ui():
     ui_nice = os.getpriority(os.PRIO_PROCESS, threading.get_native_id())
     job = J.Job("x", lambda job: os.getpriority(os.PRIO_PROCESS, threading.get_native_id())).start()
     job.join(10)
-    assert job.result == min(19, ui_nice + J.JOB_NICE) and job.nice == job.result
+    assert job.result == min(19, ui_nice + JOB_NICE) and job.nice == job.result
     assert os.getpriority(os.PRIO_PROCESS, threading.get_native_id()) == ui_nice     # the caller is untouched
+
+
+@pytest.mark.skipif(JOB_THREADS < 2, reason="one core: a job and the UI compute with one thread each")
+def test_a_job_computes_with_every_core_and_leaves_the_callers_thread_count_alone():
+    # the UI (here a thread standing for it) computes with one thread; the job it starts with all of
+    # them, without changing the UI's count
+    import torch
+
+    out = {}
+
+    def ui():
+        out["ui_before"] = use_threads(1)
+        job = J.Job("x", lambda job: torch.get_num_threads()).start()
+        job.join(10)
+        out["job"], out["job_attr"] = job.result, job.threads
+        out["ui_after"] = torch.get_num_threads()
+
+    th = threading.Thread(target=ui)
+    th.start()
+    th.join(20)
+    assert out == {"ui_before": 1, "job": JOB_THREADS, "job_attr": JOB_THREADS, "ui_after": 1}
 
 
 def test_exports_of_a_portrait_are_named_after_it(tmp_path):

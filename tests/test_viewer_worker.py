@@ -1,4 +1,5 @@
 """The render worker: latest request wins, stale results are dropped, errors come back as results."""
+import re
 import threading
 import time
 
@@ -6,6 +7,7 @@ import pytest
 import torch
 
 from pv3d_core.pipeline import RenderSettings
+from pv3d_viewer.cpu_share import RENDER_THREADS
 from pv3d_viewer.worker import RenderWorker, Result, ResultGate
 
 
@@ -228,12 +230,13 @@ def test_the_kernel_build_never_delays_the_first_frame(tiny_generator, monkeypat
 
 def test_worker_says_what_volume_rendering_runs_on(tiny_generator):
     """The status bar's "volume rendering: ..." comes from the model once installed (kernels compiled and
-    self-checked then, on the warm-up thread)."""
+    self-checked then, on the warm-up thread), with the render thread's own thread count."""
     w = RenderWorker("cpu").start()
     try:
         w.set_generator(tiny_generator, "tiny")
         assert wait(lambda: w.has_model and w.backend, 60)
-        assert w.backend and w.backend == tiny_generator.volume_rendering_backend()
+        here = tiny_generator.volume_rendering_backend()
+        assert w.backend and w.backend == re.sub(r"\d+ threads", f"{RENDER_THREADS} threads", here)
         assert w.backend.startswith(("CPU kernels (", "PyTorch ("))
     finally:
         w.stop()

@@ -6,18 +6,15 @@ and to poll for cancellation. Jobs render with their own :class:`FrameRenderer` 
 generator (inference only, so sharing the weights between threads is safe), so the viewer's
 render worker keeps serving the UI meanwhile. Files are written atomically by pv3d_core.export.
 
-Interactive priority: a job's thread lowers its own scheduling priority (``nice`` +:data:`JOB_NICE` on
-Linux, where a thread has its own), and so do the threads it starts (PyTorch's, OpenMP's), which
-inherit it; the UI and the render worker then win the CPU whenever they want it, and the job takes
-what is left.
+Interactive priority: a job's thread lowers its own scheduling priority and computes with every core
+(:mod:`.cpu_share`): the UI and the render worker win the CPU whenever they want it, and the job takes
+what is left, which is all of it while the viewer is idle.
 """
 from __future__ import annotations
 
 import gc
 import itertools
 import logging
-import os
-import sys
 import threading
 import time
 import traceback
@@ -28,32 +25,15 @@ from pv3d_core.errors import REPORT_BUG, UserError
 from pv3d_core.export import Cancelled, ClipSpec, ExportError, clip_settings, render_clip, write_mp4, write_png
 from pv3d_core.pipeline import FrameRenderer, RenderSettings
 
+from .cpu_share import JOB_THREADS, lower_thread_priority, use_threads
 from .progress import StagedProgress
 
 log = logging.getLogger(__name__)
-
-# how much lower than the UI a background job runs (Linux nice steps); $PV3D_JOB_NICE=0 turns it off (A/B runs)
-JOB_NICE = int(os.environ.get("PV3D_JOB_NICE", "10") or 0)
-
 
 # a portrait fit's stages in latent-step units, measured on the default model (1 thread, shared CPU): a
 # latent step 0.5-0.9 s, a pivotal-tuning step 1.7-2.8 s, finding and cropping the face 3-5 s
 PTI_STEP_COST = 3.5
 ALIGN_STEP_COST = 6.0
-
-
-def lower_thread_priority(step: int = JOB_NICE) -> int | None:
-    """Lower the calling thread's priority by ``step`` nice levels (Linux: per thread). Returns the new
-    nice value, or None where the platform has no per-thread priority or refuses."""
-    if not sys.platform.startswith("linux") or step <= 0:
-        return None
-    try:
-        tid = threading.get_native_id()
-        now = os.getpriority(os.PRIO_PROCESS, tid)
-        os.setpriority(os.PRIO_PROCESS, tid, min(19, now + step))
-        return os.getpriority(os.PRIO_PROCESS, tid)
-    except (OSError, AttributeError):
-        return None
 
 
 class Job:
@@ -106,6 +86,7 @@ class Job:
 
     def _run(self) -> None:
         self.nice = lower_thread_priority()
+        self.threads = use_threads(JOB_THREADS)
         try:
             self.result = self.fn(self)
             self.status = "done"

@@ -38,6 +38,8 @@ from pv3d_core.errors import REPORT_BUG, UserError
 from pv3d_core.pipeline import FrameRenderer, RenderSettings
 from pv3d_core.render import cuda_ops
 
+from .cpu_share import RENDER_THREADS, use_threads
+
 log = logging.getLogger(__name__)
 
 
@@ -325,6 +327,8 @@ class RenderWorker:
         """Warm-up thread: which volume renderer runs here for this model's size, building and self-checking
         the kernels if needed (never on the render thread, so the first frame never waits for a compiler)."""
         self.kernels = "volume renderer: checking (a first use builds the CPU kernels, 1-2 s)"
+        if self.device.type == "cpu":
+            use_threads(RENDER_THREADS)     # the line tells the render thread's count
         try:
             if hasattr(G, "volume_rendering_backend"):
                 self.backend = G.volume_rendering_backend()
@@ -370,6 +374,8 @@ class RenderWorker:
                 self._cond.wait()
 
     def _run(self) -> None:
+        if self.device.type == "cpu":
+            use_threads(RENDER_THREADS)     # its own count, whatever a job's thread sets for itself
         while True:
             job = self._next()
             if job is None:

@@ -1,0 +1,54 @@
+"""How the viewer's threads share the CPU cores: the UI and the render worker first, background jobs
+(a portrait fit, an export) with what is left.
+
+* Priority: a job's thread lowers its own scheduling priority (``nice`` +:data:`JOB_NICE` on Linux,
+  where a thread has its own), and so do the threads it starts (PyTorch's, OpenMP's), which inherit it.
+* Thread counts: the render worker computes with one core fewer than the machine has (the UI keeps
+  one), a job with all of them (:data:`JOB_THREADS`): when the viewer is idle, which is most of the time
+  a fit runs, the fit gets the whole CPU, and when the user orbits, the scheduler takes the cores back
+  for the worker because the job's threads are niced. PyTorch keeps an intra-op thread count per
+  calling thread once that thread has computed, so :func:`use_threads` fixes the calling thread's own
+  count, whatever other threads set.
+
+``$PV3D_JOB_NICE`` and ``$PV3D_JOB_THREADS`` override the two job settings (for A/B runs).
+"""
+from __future__ import annotations
+
+import os
+import sys
+import threading
+
+CORES = os.cpu_count() or 2
+# how much lower than the UI a background job runs (Linux nice steps); $PV3D_JOB_NICE=0 turns it off
+JOB_NICE = int(os.environ.get("PV3D_JOB_NICE", "10") or 0)
+# how many threads a background job computes with (all the cores: it is niced)
+JOB_THREADS = max(1, min(CORES, int(os.environ.get("PV3D_JOB_THREADS", "0") or 0) or CORES))
+# the render worker's (and the UI thread's) threads: one core stays with the UI loop
+RENDER_THREADS = max(1, CORES - 1)
+
+
+def lower_thread_priority(step: int = JOB_NICE) -> int | None:
+    """Lower the calling thread's priority by ``step`` nice levels (Linux: per thread). Returns the new
+    nice value, or None where the platform has no per-thread priority or refuses."""
+    if not sys.platform.startswith("linux") or step <= 0:
+        return None
+    try:
+        tid = threading.get_native_id()
+        now = os.getpriority(os.PRIO_PROCESS, tid)
+        os.setpriority(os.PRIO_PROCESS, tid, min(19, now + step))
+        return os.getpriority(os.PRIO_PROCESS, tid)
+    except (OSError, AttributeError):
+        return None
+
+
+def use_threads(n: int) -> int:
+    """Make the calling thread compute with ``n`` intra-op threads and return the count it now has.
+
+    PyTorch gives a thread the process-wide count at its first parallel operation and keeps it for that
+    thread afterwards; asking for the count first takes that step, so that the ``set`` below is this
+    thread's own and later calls from other threads do not change it."""
+    import torch
+
+    torch.get_num_threads()
+    torch.set_num_threads(max(1, int(n)))
+    return torch.get_num_threads()
