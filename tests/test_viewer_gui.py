@@ -52,6 +52,25 @@ def test_launch_draws_the_first_frame(app):
     assert frame["shape"] == [128, 128, 3]
 
 
+def test_an_idle_window_draws_only_when_something_changes(app):
+    # redraw on demand: with nothing changing, about one frame a second instead of 20 (each one is
+    # ~25 ms of both cores under a software OpenGL), and a change is still drawn at once
+    app.settle()
+    time.sleep(1.5)                     # past the input tail of what came before
+    a = app.state()["ui_frames_drawn"]
+    time.sleep(3.0)
+    b = app.state()["ui_frames_drawn"]
+    assert b - a <= 6, f"{b - a} frames drawn in 3 s of idling"
+    seed = app.state()["state"]["seed"]
+    app.call("set", seed=seed + 1)
+    s = app.settle()
+    assert s["ui_frames_drawn"] > b and s["shown"]["seed"] == seed + 1
+    _, vp = app.shot("idle_then_changed")
+    assert vp.std() > 5
+    app.call("set", seed=seed)
+    app.settle()
+
+
 CHANGES = [("seed", 1), ("motion_seed", 3), ("t", 0.8), ("psi", 0.3), ("yaw", 25.0), ("pitch", 15.0),
            ("fov", 12.0), ("resolution", 64), ("view", "raw"), ("view", "depth"),
            ("view", "normals"), ("view", "final"), ("long_clip", True), ("phase", 1.6)]

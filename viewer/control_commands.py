@@ -19,6 +19,10 @@ from pv3d_core.errors import one_line
 from . import state as S
 
 
+# commands that only read: they do not make the window draw a frame
+READ_ONLY = frozenset({"state", "jobs"})
+
+
 class ControlCommands:
     def __init__(self, app, server, test_faults: bool = False):
         self.app = app
@@ -29,10 +33,13 @@ class ControlCommands:
             self.commands.update(break_generator=faults.break_generator, fix_generator=faults.fix_generator,
                                  slow_render=faults.slow_render)
         self._screenshots: list = []
+        self.handled = 0                 # commands that may change what is shown (the loop redraws)
 
     # ------------------------------------------------------------------ dispatch (UI thread, once a frame)
     def handle(self) -> None:
         for p in self.server.drain():
+            if p.msg.get("cmd") not in READ_ONLY:
+                self.handled += 1
             cmd = p.msg.get("cmd")
             fn = self.commands.get(cmd)
             if fn is None:
@@ -73,7 +80,7 @@ class ControlCommands:
             "model_path": app.worker.model_path, "epoch": app.worker.epoch,
             "display_path": app.display.path, "display_reason": app.display.reason,
             "upload_ms": app.display.last_upload_ms,
-            "ui_frame_parts": app.frame_parts, "ui_fps": app.ui_fps(), "ui_frame_ms": list(app.frame_ms),
+            "ui_frame_parts": app.frame_parts, "ui_frames_drawn": app.frames_drawn, "ui_fps": app.ui_fps(), "ui_frame_ms": list(app.frame_ms),
             "frames_shown": app.frames_shown, "uploads": app.display.uploads,
             "rendered": app.worker.rendered, "prefetched": app.worker.prefetched,
             "render_ms": app.worker.render_s * 1e3,

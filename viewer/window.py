@@ -20,6 +20,7 @@ from pv3d_core.errors import REPORT_BUG, UserError, one_line
 from . import settings_store
 from . import state as S
 from .actions import Actions
+from .cpu_share import RENDER_THREADS, use_threads
 from .dialogs import Dialogs
 from .jobs import JobManager
 from .messages import EXIT_USAGE, NO_DISPLAY, missing_model_notice
@@ -31,7 +32,9 @@ from .recent import RecentFiles
 PANEL_WIDTH = 392
 STATUS_HEIGHT = 44             # two lines: what runs and how fast, then the last message
 PREVIEW_HOLD_S = 0.25          # input pause after which the full frame replaces the preview
-JOB_REDRAW_S = 0.1             # while only a background job runs, redraw its progress this often
+JOB_REDRAW_S = 0.1             # while only a background job runs, look at its progress this often
+INPUT_TAIL_S = 1.0             # after an input event, draw every loop turn this long (imgui's hover delays)
+IDLE_REDRAW_S = 1.0            # with nothing changing, draw once a second anyway (status bar figures)
 
 log = logging.getLogger(__name__)
 
@@ -75,7 +78,12 @@ class ViewerApp:
         self.shown_preview = False
         self.last_result_settings = None
         self.last_requested = None
-        self.last_input = 0.0
+        self.last_input = 0.0             # last viewport interaction (previews while dragging)
+        self.last_event = 0.0             # last window input event of any kind
+        self.input_events = 0
+        self.results_seen = 0             # worker results taken
+        self.frames_drawn = 0
+        self._drawn_state: tuple | None = None
         self.ui_dt = []
         self.frame_ms = []
         self.frame_parts: dict = {}       # EMA of the UI frame's parts, ms
@@ -109,7 +117,6 @@ class ViewerApp:
     def run(self) -> int:
         import glfw
         import OpenGL.GL as gl
-        import torch
         from imgui_bundle import imgui
         from imgui_bundle.python_backends.glfw_backend import GlfwRenderer
 
@@ -139,10 +146,9 @@ class ViewerApp:
         glfw.make_context_current(self.window)
         glfw.swap_interval(0)   # the loop caps itself at 60 fps; vsync under Xvfb/llvmpipe only adds latency
 
-        # the render thread and the UI share the CPU cores
-        cores = os.cpu_count() or 2
+        # the render thread and the UI share the CPU cores (cpu_share: jobs take what is left)
         if device.type == "cpu":
-            torch.set_num_threads(max(1, cores - 1))
+            use_threads(RENDER_THREADS)
 
         imgui.create_context()
         from imgui_bundle import implot
@@ -188,7 +194,8 @@ class ViewerApp:
 
         from .widgets import Panels
         self.panels = Panels()
-        last = time.perf_counter()
+        self._watch_input()
+        last_draw = 0.0
         try:
             while not glfw.window_should_close(self.window) and not self._quit:
                 animating = bool(self.st.playing or self.path_editor.previewing
@@ -201,16 +208,21 @@ class ViewerApp:
                     # 20 ms, leaving the CPU to the render thread in between
                     glfw.wait_events_timeout(0.02)
                 elif self.jobs.active():
-                    # a portrait fit or an export runs on the CPU the UI would take: its progress bar
-                    # needs ~10 redraws a second, not 60 (input still wakes the loop at once)
+                    # a portrait fit or an export runs on the CPU the UI would take: look at its
+                    # progress ~10 times a second (input still wakes the loop at once)
                     glfw.wait_events_timeout(JOB_REDRAW_S)
                 else:
                     glfw.wait_events_timeout(0.05)
                 now = time.perf_counter()
-                dt, last = now - last, now
+                self.poll()
+                if not (animating or self.needs_redraw(now, last_draw)):
+                    continue
+                dt, last_draw = now - last_draw, now
                 if animating:   # idle frames wait for events: their spacing is not a frame rate
                     self.ui_dt = (self.ui_dt + [dt])[-120:]
-                self.frame(dt)
+                self.draw(min(dt, 1.0))
+                self.frames_drawn += 1
+                self._drawn_state = self.visible_state()
                 self.frame_ms = (self.frame_ms + [(time.perf_counter() - now) * 1e3])[-120:]
                 self.perf.add("ui", self.frame_ms[-1])
                 if animating:  # cap the UI at ~60 fps so that the render thread keeps its core
@@ -248,10 +260,50 @@ class ViewerApp:
         glfw.terminate()
 
     # ------------------------------------------------------------------ per frame
-    def frame(self, dt: float) -> None:
-        imgui, gl, glfw = self.imgui, self.gl, self.glfw
-        t0 = time.perf_counter()
-        self.impl.process_inputs()
+    # ------------------------------------------------------------------ redraw on demand
+    def _watch_input(self) -> None:
+        """Count the window's input events (chained after imgui's own callbacks), so that the loop knows
+        when a frame must be drawn."""
+        glfw = self.glfw
+
+        def counted(setter):
+            previous = None
+
+            def cb(*a):
+                self.input_events += 1
+                self.last_event = time.perf_counter()
+                if previous is not None:
+                    previous(*a)
+            previous = setter(self.window, cb)
+
+        for setter in (glfw.set_key_callback, glfw.set_char_callback, glfw.set_cursor_pos_callback,
+                       glfw.set_mouse_button_callback, glfw.set_scroll_callback, glfw.set_window_size_callback,
+                       glfw.set_framebuffer_size_callback, glfw.set_window_refresh_callback,
+                       glfw.set_window_focus_callback, glfw.set_cursor_enter_callback):
+            counted(setter)
+
+    def visible_state(self) -> tuple:
+        """What the window shows that can change without input: a new frame, a message, a model, a
+        job's progress, a dialog, a result taken from the worker. A frame is drawn when it changes."""
+        w = self.worker
+        return (self.input_events, self.results_seen, self.display.uploads, self.frames_shown, w.epoch,
+                w.model_name, self.message, self.notice, self.viewport_error, len(self.dialogs.pending),
+                self.portrait_active, self.last_requested is None,
+                None if self.control_commands is None else self.control_commands.handled,
+                tuple((j.id, j.status, round(j.progress, 3), j.done, j.error) for j in self.jobs.jobs))
+
+    def needs_redraw(self, now: float, last_draw: float) -> bool:
+        """Draw only when something changed, for a while after input (imgui's hover delays and
+        tooltips), while text is typed, and once a second regardless. An idle window (or one beside a
+        portrait fit) then costs the CPU almost nothing: under a software OpenGL (Mesa's llvmpipe) each
+        frame is ~20-30 ms of both cores."""
+        return (self.visible_state() != self._drawn_state or now - self.last_event < INPUT_TAIL_S
+                or now - last_draw >= IDLE_REDRAW_S or self.imgui.get_io().want_text_input)
+
+    # ------------------------------------------------------------------ per frame
+    def poll(self) -> None:
+        """Every loop turn, drawn or not: what the control socket, drops, dialogs, jobs and the render
+        worker have for the UI thread."""
         if self.control_commands is not None:
             self.control_commands.handle()
         self.guarded("a drop", self.actions.handle_drops)
@@ -262,6 +314,11 @@ class ViewerApp:
             self.perf.add_render(ms, timings, when)
         self.actions.update_fit_preview()  # a running portrait fit's newest state, shown live
         self.actions.apply_portrait_view()
+
+    def draw(self, dt: float) -> None:
+        imgui, gl, glfw = self.imgui, self.gl, self.glfw
+        t0 = time.perf_counter()
+        self.impl.process_inputs()
         t1 = time.perf_counter()
         if self.cpp_renderer:
             imgui.backends.opengl3_new_frame()
@@ -285,7 +342,7 @@ class ViewerApp:
         t3 = time.perf_counter()
         glfw.swap_buffers(self.window)
         t4 = time.perf_counter()
-        for k, v in (("inputs+results", t1 - t0), ("ui", t2 - t1), ("gl", t3 - t2), ("swap", t4 - t3)):
+        for k, v in (("inputs", t1 - t0), ("ui", t2 - t1), ("gl", t3 - t2), ("swap", t4 - t3)):
             self.frame_parts[k] = 0.9 * self.frame_parts.get(k, v * 1e3) + 0.1 * v * 1e3
 
     def shortcuts_and_schedule(self, dt: float) -> None:
@@ -294,6 +351,7 @@ class ViewerApp:
 
     def collect_results(self) -> None:
         for r in self.worker.poll():
+            self.results_seen += 1
             if r.kind == "model":
                 if r.error:
                     self.viewport_error = f"could not load the model: {r.error}"
