@@ -2,13 +2,15 @@
 its control socket (the same handlers as the widgets and glfw's drop callback).
 
     python benchmarks/bench_viewer_jobs.py export [--runs 3] [--frames 64] [--root DIR ...]
-    python benchmarks/bench_viewer_jobs.py portrait [--photo PATH] [--out DIR]
+    python benchmarks/bench_viewer_jobs.py portrait [--photo PATH] [--out DIR] [--runs N] [--env K=V ...] [--export]
     python benchmarks/bench_viewer_jobs.py load [--seconds 6] [--job-nice 10 0]
 
 `export` times a mp4 export job on the default model; give several ``--root`` checkouts (e.g. a
 worktree of an older commit and this one) to compare them in alternating runs of one session.
-`portrait` drops a photo (default: scikit-image's astronaut), times the fit, saves the frames at the
-photo's camera turned -20/0/+20 degrees and exports the portrait's clip.
+`portrait` drops a photo (default: scikit-image's astronaut), times the fit as the user sees it (first
+result, live states shown, each stage's start), saves the frames at the photo's camera turned
+-20/0/+20 degrees and (``--export``) exports the portrait's clip. ``--env`` given twice runs an A/B of
+two environments alternately, ``--runs`` times each.
 `load` measures the viewer while a portrait fit shares the CPU (issue 14): drag (UI fps, previews),
 orbit (full frames per second) and playback (timeline speed, frames shown) from
 ``bench_viewer.interactive``, first with nothing else running, then during a fit of the astronaut, for
@@ -84,6 +86,29 @@ def run_export(args, display):
     return {"frames": args.frames, "runs": times, "median_s": {k: statistics.median(v) for k, v in times.items()}}
 
 
+def watch_fit(v: "Viewer", poll: float = 0.25) -> dict:
+    """Follow a portrait fit as the user sees it: when the first result shows (the model's name turns
+    to "portrait (..., fitting)"), how many live states were shown (the worker's epoch moves), when each
+    stage began (from the progress label), and when the job ended."""
+    t0 = time.perf_counter()
+    first = None
+    epochs, stages = set(), {}
+    while True:
+        s = v.state()
+        t = time.perf_counter() - t0
+        if "fitting" in (s["model"] or ""):
+            first = t if first is None else first
+            epochs.add(s["epoch"])
+        j = s["jobs"][-1]
+        stage = (j["status"] or "").split(" ")[0]
+        if stage and stage not in stages:
+            stages[stage] = round(t, 1)
+        if j["done"]:
+            return {"job": j, "fit_s": t, "first_result_s": None if first is None else round(first, 2),
+                    "previews_shown": len(epochs), "stage_start_s": stages}
+        time.sleep(poll)
+
+
 def run_portrait(args, display):
     import numpy as np
     from PIL import Image
@@ -95,30 +120,52 @@ def run_portrait(args, display):
         import skimage.data
 
         Image.fromarray(skimage.data.astronaut()).save(photo)
-    v = Viewer(display, ROOT, out)
-    t0 = time.perf_counter()
-    r = v.c.call("drop", paths=[str(photo)])
-    j = v.wait_job(poll=1.0)
-    fit_s = time.perf_counter() - t0
-    s = v.state()
-    base_yaw, base_pitch = s["state"]["yaw"], s["state"]["pitch"]
-    frames = {}
-    for dy in (-20, 0, 20):
-        v.c.call("set", yaw=base_yaw + dy)
-        v.settle()
-        p = out / f"frame_{dy:+d}.png"
-        v.c.call("frame", path=str(p))
-        frames[dy] = str(p)
-    t1 = time.perf_counter()
-    v.c.call("export", kind="mp4", path=str(out / "portrait.mp4"))
-    e = v.wait_job()
-    export_s = time.perf_counter() - t1
-    v.quit()
-    imgs = [np.asarray(Image.open(frames[d]).convert("RGB")) for d in (-20, 0, 20)]
-    Image.fromarray(np.concatenate(imgs, 1)).save(out / "frames_row.png")
-    return {"startup_s": round(v.startup_s, 1), "drop": r.get("outcomes"), "fit_s": round(fit_s, 1),
-            "fit_error": j["error"], "model_after": s["model"], "photo_view_deg": [base_yaw, base_pitch],
-            "export_s": round(export_s, 1), "export": e["result"], "frames": frames}
+    envs = [dict(kv.split("=", 1) for kv in (e or "").split(",") if kv) for e in (args.env or [""])]
+    roots = [Path(r).resolve() for r in (args.root or [ROOT])]
+    variants = [(r, e) for r in roots for e in envs]
+    runs = []
+    for rep in range(args.runs):
+        for k, (root, env) in enumerate(variants):
+            tag = " ".join(([str(root)] if len(roots) > 1 else []) + [f"{a}={b}" for a, b in env.items()]) or "as is"
+            d = out / f"run{rep}_{k}"
+            d.mkdir(parents=True, exist_ok=True)
+            v = Viewer(display, root, d, env=env)
+            r = v.c.call("drop", paths=[str(photo)])
+            w = watch_fit(v)
+            t_done = time.perf_counter()
+            s = v.state()
+            while "fitting" in (s["model"] or "") and time.perf_counter() - t_done < 30:
+                time.sleep(0.1)         # the job is done; the UI installs its result at its next turn
+                s = v.state()
+            base_yaw, base_pitch = s["state"]["yaw"], s["state"]["pitch"]
+            frames = {}
+            for dy in (-20, 0, 20):
+                v.c.call("set", yaw=base_yaw + dy)
+                v.settle()
+                p = d / f"frame_{dy:+d}.png"
+                v.c.call("frame", path=str(p))
+                frames[dy] = str(p)
+            export_s = None
+            if args.export:
+                t1 = time.perf_counter()
+                v.c.call("export", kind="mp4", path=str(d / "portrait.mp4"))
+                v.wait_job()
+                export_s = round(time.perf_counter() - t1, 1)
+            v.quit()
+            imgs = [np.asarray(Image.open(frames[x]).convert("RGB")) for x in (-20, 0, 20)]
+            Image.fromarray(np.concatenate(imgs, 1)).save(d / "frames_row.png")
+            res = {"variant": tag, "rep": rep, "startup_s": round(v.startup_s, 1), "drop": r.get("outcomes"),
+                   "fit_s": round(w["fit_s"], 1), "first_result_s": w["first_result_s"],
+                   "previews_shown": w["previews_shown"], "stage_start_s": w["stage_start_s"],
+                   "fit_error": w["job"]["error"], "model_after": s["model"],
+                   "photo_view_deg": [base_yaw, base_pitch], "export_s": export_s, "frames": str(d)}
+            print(json.dumps(res), flush=True)
+            runs.append(res)
+    med = {}
+    for res in runs:
+        med.setdefault(res["variant"], []).append(res["fit_s"])
+    return {"runs": runs, "median_fit_s": {k: statistics.median(x) for k, x in med.items()},
+            "load_average": os.getloadavg()}
 
 
 def run_load(args, display):
@@ -165,6 +212,12 @@ def main():
     b = sub.add_parser("portrait")
     b.add_argument("--photo")
     b.add_argument("--out", default="bench_viewer_portrait")
+    b.add_argument("--runs", type=int, default=1)
+    b.add_argument("--env", action="append",
+                   help="environment for one variant, KEY=VAL[,KEY=VAL]; repeat for an A/B in alternating runs")
+    b.add_argument("--root", action="append",
+                   help="a checkout to run the viewer from (repeatable; it needs a pv3d_viewer link to its viewer/)")
+    b.add_argument("--export", action="store_true", help="also time an mp4 export of the portrait")
     args = ap.parse_args()
     from pv3d_viewer.control import start_xvfb
 
