@@ -15,6 +15,7 @@ from __future__ import annotations
 import gc
 import itertools
 import logging
+import os
 import threading
 import time
 import traceback
@@ -33,6 +34,10 @@ log = logging.getLogger(__name__)
 # a portrait fit's stages in latent-step units, measured on the default model (1 thread, shared CPU): a
 # latent step 0.5-0.9 s, a pivotal-tuning step 1.7-2.8 s, finding and cropping the face 3-5 s
 PTI_STEP_COST = 3.5
+# how often a running portrait fit's current state is shown (seconds); the first result and each new
+# stage show at once. Measured on the astronaut (bench_viewer_jobs.py portrait --env PV3D_LIVE_STATE_S=1
+# --env PV3D_LIVE_STATE_S=2 --runs 2, quiet): 110 s vs 114 s to the end, so every second it is
+LIVE_STATE_S = float(os.environ.get("PV3D_LIVE_STATE_S", "1.0") or 1.0)
 ALIGN_STEP_COST = 6.0
 
 
@@ -326,7 +331,9 @@ def portrait_job(image_path, G, config=None):
             raise Cancelled("cancelled")
         _hand_over(job, out)
         return out.ws
-    body.latest = LatestState(min_interval_s=1.0)
+    # a live state every LIVE_STATE_S: each costs the fit a copy of the tuned generator (~25 ms on the
+    # default model) and the render worker a full frame (~140 ms on its one thread)
+    body.latest = LatestState(min_interval_s=LIVE_STATE_S)
     return body
 
 
