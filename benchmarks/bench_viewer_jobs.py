@@ -86,26 +86,35 @@ def run_export(args, display):
     return {"frames": args.frames, "runs": times, "median_s": {k: statistics.median(v) for k, v in times.items()}}
 
 
-def watch_fit(v: "Viewer", poll: float = 0.25) -> dict:
+def watch_fit(v: "Viewer", poll: float = 0.25, shots: Path | None = None, shot_every: float = 30.0) -> dict:
     """Follow a portrait fit as the user sees it: when the first result shows (the model's name turns
     to "portrait (..., fitting)"), how many live states were shown (the worker's epoch moves), when each
-    stage began (from the progress label), and when the job ended."""
+    stage began (from the progress label), and when the job ended. ``shots``: a folder for screenshots
+    of the window at the first result and every ``shot_every`` seconds after it."""
     t0 = time.perf_counter()
     first = None
     epochs, stages = set(), {}
+    next_shot = 0.0
+    labels, next_label = [], 0.0
     while True:
         s = v.state()
         t = time.perf_counter() - t0
         if "fitting" in (s["model"] or ""):
             first = t if first is None else first
             epochs.add(s["epoch"])
+            if shots is not None and t >= next_shot:
+                v.c.call("screenshot", path=str(shots / f"drop_{t:05.1f}s.png"))
+                next_shot = (first if next_shot == 0.0 else next_shot) + shot_every
         j = s["jobs"][-1]
+        if t >= next_label:             # the progress label (its time left) every 10 s
+            labels.append((round(t, 1), j["status"]))
+            next_label += 10.0
         stage = (j["status"] or "").split(" ")[0]
         if stage and stage not in stages:
             stages[stage] = round(t, 1)
         if j["done"]:
             return {"job": j, "fit_s": t, "first_result_s": None if first is None else round(first, 2),
-                    "previews_shown": len(epochs), "stage_start_s": stages}
+                    "previews_shown": len(epochs), "stage_start_s": stages, "labels": labels}
         time.sleep(poll)
 
 
@@ -131,13 +140,15 @@ def run_portrait(args, display):
             d.mkdir(parents=True, exist_ok=True)
             v = Viewer(display, root, d, env=env)
             r = v.c.call("drop", paths=[str(photo)])
-            w = watch_fit(v)
+            w = watch_fit(v, shots=d if args.shots else None)
             t_done = time.perf_counter()
             s = v.state()
             while "fitting" in (s["model"] or "") and time.perf_counter() - t_done < 30:
                 time.sleep(0.1)         # the job is done; the UI installs its result at its next turn
                 s = v.state()
             base_yaw, base_pitch = s["state"]["yaw"], s["state"]["pitch"]
+            if args.shots:
+                v.c.call("screenshot", path=str(d / f"drop_{w['fit_s']:05.1f}s_done.png"))
             frames = {}
             for dy in (-20, 0, 20):
                 v.c.call("set", yaw=base_yaw + dy)
@@ -157,6 +168,7 @@ def run_portrait(args, display):
             res = {"variant": tag, "rep": rep, "startup_s": round(v.startup_s, 1), "drop": r.get("outcomes"),
                    "fit_s": round(w["fit_s"], 1), "first_result_s": w["first_result_s"],
                    "previews_shown": w["previews_shown"], "stage_start_s": w["stage_start_s"],
+                   "labels": w["labels"],
                    "fit_error": w["job"]["error"], "model_after": s["model"],
                    "photo_view_deg": [base_yaw, base_pitch], "export_s": export_s, "frames": str(d)}
             print(json.dumps(res), flush=True)
@@ -217,6 +229,8 @@ def main():
                    help="environment for one variant, KEY=VAL[,KEY=VAL]; repeat for an A/B in alternating runs")
     b.add_argument("--root", action="append",
                    help="a checkout to run the viewer from (repeatable; it needs a pv3d_viewer link to its viewer/)")
+    b.add_argument("--shots", action="store_true",
+                   help="screenshots of the window at the first result, every 30 s, and at the end")
     b.add_argument("--export", action="store_true", help="also time an mp4 export of the portrait")
     args = ap.parse_args()
     from pv3d_viewer.control import start_xvfb

@@ -9,7 +9,7 @@ import pytest
 
 from pv3d_core.pipeline import RenderSettings
 from pv3d_viewer import jobs as J
-from pv3d_viewer.cpu_share import JOB_NICE, JOB_THREADS, use_threads
+from pv3d_viewer.cpu_share import JOB_NICE, JOB_THREADS, USER_ACTIVE, use_threads
 from pv3d_viewer import state as S
 from pv3d_viewer.playback import Playback
 from pv3d_viewer.progress import StagedProgress
@@ -164,6 +164,26 @@ def test_a_job_computes_with_every_core_and_leaves_the_callers_thread_count_alon
     th.start()
     th.join(20)
     assert out == {"ui_before": 1, "job": JOB_THREADS, "job_attr": JOB_THREADS, "ui_after": 1}
+
+
+@pytest.mark.skipif(JOB_THREADS < 2, reason="one core: a job computes with one thread anyway")
+def test_a_job_gives_its_cores_back_while_the_user_interacts():
+    import torch
+
+    seen = []
+
+    def body(job):
+        for active in (True, False, True):
+            (USER_ACTIVE.set if active else USER_ACTIVE.clear)()
+            job.report(1, 3)                # between two steps
+            seen.append((torch.get_num_threads(), job.threads))
+        return None
+
+    try:
+        J.Job("x", body).start().join(10)
+    finally:
+        USER_ACTIVE.clear()
+    assert seen == [(1, 1), (JOB_THREADS, JOB_THREADS), (1, 1)]
 
 
 def test_exports_of_a_portrait_are_named_after_it(tmp_path):

@@ -4,11 +4,13 @@
 * Priority: a job's thread lowers its own scheduling priority (``nice`` +:data:`JOB_NICE` on Linux,
   where a thread has its own), and so do the threads it starts (PyTorch's, OpenMP's), which inherit it.
 * Thread counts: the render worker computes with one core fewer than the machine has (the UI keeps
-  one), a job with all of them (:data:`JOB_THREADS`): when the viewer is idle, which is most of the time
-  a fit runs, the fit gets the whole CPU, and when the user orbits, the scheduler takes the cores back
-  for the worker because the job's threads are niced. PyTorch keeps an intra-op thread count per
-  calling thread once that thread has computed, so :func:`use_threads` fixes the calling thread's own
-  count, whatever other threads set.
+  one); a job with all of them (:data:`JOB_THREADS`) while the viewer is idle, which is most of the
+  time a fit runs, and with one while the user interacts (:data:`USER_ACTIVE`, set by the UI loop;
+  the job looks at it between its steps, :func:`share_cores`). Niced threads alone are not enough: an
+  OpenMP team whose one thread is preempted by the render worker spins its other thread at the
+  barrier, on the core the UI needs (measured: the UI loop while dragging fell from 46 to 32 fps).
+  PyTorch keeps an intra-op thread count per calling thread once that thread has computed, so
+  :func:`use_threads` fixes the calling thread's own count, whatever other threads set.
 
 ``$PV3D_JOB_NICE`` and ``$PV3D_JOB_THREADS`` override the two job settings (for A/B runs).
 """
@@ -39,6 +41,20 @@ def lower_thread_priority(step: int = JOB_NICE) -> int | None:
         return os.getpriority(os.PRIO_PROCESS, tid)
     except (OSError, AttributeError):
         return None
+
+
+# set by the UI loop while the user interacts (input in the last second, playback, a path preview)
+USER_ACTIVE = threading.Event()
+_job_threads = threading.local()
+
+
+def share_cores() -> int:
+    """For a background job, between its steps, on its own thread: compute with one thread while the
+    user interacts with the viewer, with :data:`JOB_THREADS` otherwise. Returns the count in use."""
+    want = 1 if USER_ACTIVE.is_set() else JOB_THREADS
+    if getattr(_job_threads, "n", None) != want:
+        _job_threads.n = use_threads(want)
+    return _job_threads.n
 
 
 def use_threads(n: int) -> int:

@@ -26,7 +26,7 @@ from pv3d_core.errors import REPORT_BUG, UserError
 from pv3d_core.export import Cancelled, ClipSpec, ExportError, clip_settings, render_clip, write_mp4, write_png
 from pv3d_core.pipeline import FrameRenderer, RenderSettings
 
-from .cpu_share import JOB_THREADS, lower_thread_priority, use_threads
+from .cpu_share import lower_thread_priority, share_cores
 from .progress import StagedProgress
 
 log = logging.getLogger(__name__)
@@ -70,6 +70,9 @@ class Job:
         return self
 
     def report(self, done: int, total: int, status: str | None = None) -> None:
+        """Progress, from the job's thread between its steps (where it also gives cores back to an
+        interacting user, :func:`.cpu_share.share_cores`)."""
+        self.threads = share_cores()
         self.progress = 0.0 if total <= 0 else min(1.0, done / total)
         if status:
             self.status = status
@@ -91,7 +94,7 @@ class Job:
 
     def _run(self) -> None:
         self.nice = lower_thread_priority()
-        self.threads = use_threads(JOB_THREADS)
+        self.threads = share_cores()
         try:
             self.result = self.fn(self)
             self.status = "done"
@@ -323,6 +326,7 @@ def portrait_job(image_path, G, config=None):
                               ("w", cfg.w_steps), ("w+", cfg.wplus_steps), ("pti", cfg.pti_steps, PTI_STEP_COST)])
 
         def progress(stage, i, n, loss=0.0):
+            job.threads = share_cores()
             job.progress, job.status = bar.update(stage, i, n)
 
         out = portrait.prepare_and_invert(image_path, G, progress=progress, cancel=job.cancel_event, config=pcfg,

@@ -20,7 +20,7 @@ from pv3d_core.errors import REPORT_BUG, UserError, one_line
 from . import settings_store
 from . import state as S
 from .actions import Actions
-from .cpu_share import RENDER_THREADS, use_threads
+from .cpu_share import RENDER_THREADS, USER_ACTIVE, use_threads
 from .dialogs import Dialogs
 from .jobs import JobManager
 from .messages import EXIT_USAGE, NO_DISPLAY, missing_model_notice
@@ -215,6 +215,11 @@ class ViewerApp:
                     glfw.wait_events_timeout(0.05)
                 now = time.perf_counter()
                 self.poll()
+                # a background job computes with one thread while the user interacts (cpu_share)
+                if animating or now - self.last_event < INPUT_TAIL_S:
+                    USER_ACTIVE.set()
+                else:
+                    USER_ACTIVE.clear()
                 if not (animating or self.needs_redraw(now, last_draw)):
                     continue
                 dt, last_draw = now - last_draw, now
@@ -305,7 +310,10 @@ class ViewerApp:
         """Every loop turn, drawn or not: what the control socket, drops, dialogs, jobs and the render
         worker have for the UI thread."""
         if self.control_commands is not None:
+            handled = self.control_commands.handled
             self.control_commands.handle()
+            if self.control_commands.handled != handled:     # a script acting for the user
+                self.last_event = time.perf_counter()
         self.guarded("a drop", self.actions.handle_drops)
         self.guarded("a file dialog", self.dialogs.poll)
         self.guarded("a finished job", self.jobs.collect)   # completions run here, on the UI thread
