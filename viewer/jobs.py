@@ -31,9 +31,9 @@ from .progress import StagedProgress
 
 log = logging.getLogger(__name__)
 
-# a portrait fit's stages in latent-step units, measured on the default model (1 thread, shared CPU): a
-# latent step 0.5-0.9 s, a pivotal-tuning step 1.7-2.8 s, finding and cropping the face 3-5 s
-PTI_STEP_COST = 3.5
+# a portrait fit's stages in latent-step units: a pivotal-tuning step costs pv3d_core.invert.pti_cost
+# (2.1 with the encoder's settings; measured in the viewer on the astronaut, 0.40 s a latent step and
+# 0.76 s a PTI step: 1.9), finding and cropping the face ~3 s, 6-8 latent steps
 # how often a running portrait fit's current state is shown (seconds); the first result and each new
 # stage show at once. Measured on the astronaut (bench_viewer_jobs.py portrait --env PV3D_LIVE_STATE_S=1
 # --env PV3D_LIVE_STATE_S=2 --runs 2, quiet): 110 s vs 114 s to the end, so every second it is
@@ -317,13 +317,14 @@ def portrait_job(image_path, G, config=None):
 
     def body(job: Job):
         from pv3d_core import portrait
+        from pv3d_core.invert import pti_cost
 
         pcfg = config if isinstance(config, portrait.PortraitConfig) else portrait.PortraitConfig(inversion=config)
         job.status = "finding the face"
         encoder, _ = portrait.find_encoder(G, pcfg.encoder)
         cfg = pcfg.inversion_for(encoder is not None)
         bar = StagedProgress([("align", 1, ALIGN_STEP_COST), ("encoder", 1 if encoder is not None else 0),
-                              ("w", cfg.w_steps), ("w+", cfg.wplus_steps), ("pti", cfg.pti_steps, PTI_STEP_COST)])
+                              ("w", cfg.w_steps), ("w+", cfg.wplus_steps), ("pti", cfg.pti_steps, pti_cost(cfg))])
 
         def progress(stage, i, n, loss=0.0):
             job.threads = share_cores()

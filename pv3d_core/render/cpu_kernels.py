@@ -253,7 +253,13 @@ def describe(dims=(32, 64, 32)) -> str:
         lib = library(dims)
     except CpuKernelsUnavailable as e:
         return f"PyTorch ({e})"
-    return f"CPU kernels ({lib.label()}; {torch.get_num_threads()} threads)"
+    return status_line(lib)
+
+
+def status_line(lib) -> str:
+    """"CPU kernels (<compiler and flags>; N threads)", N the calling thread's own count."""
+    n = torch.get_num_threads()
+    return f"CPU kernels ({lib.label()}; {n} thread{'' if n == 1 else 's'})"
 
 
 # ---------------------------------------------------------------------------------------------- options

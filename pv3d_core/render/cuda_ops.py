@@ -585,7 +585,7 @@ def describe(device: torch.device | str | None = None, decoder=None) -> str:
         problem = _rejection(check_cpu(lib))
         if problem is not None:
             return f"PyTorch ({problem})"
-        return f"CPU kernels ({lib.label()}; {torch.get_num_threads()} threads)"
+        return cpu_kernels.status_line(lib)
     if device.type != "cuda":
         return f"PyTorch (no kernels for {device.type} tensors)"
     try:
