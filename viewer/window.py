@@ -195,7 +195,7 @@ class ViewerApp:
         from .widgets import Panels
         self.panels = Panels()
         self._watch_input()
-        last_draw = 0.0
+        last_draw = last_turn = time.perf_counter()
         try:
             while not glfw.window_should_close(self.window) and not self._quit:
                 animating = bool(self.st.playing or self.path_editor.previewing
@@ -221,11 +221,14 @@ class ViewerApp:
                 else:
                     USER_ACTIVE.clear()
                 if not (animating or self.needs_redraw(now, last_draw)):
+                    last_turn = now
                     continue
-                dt, last_draw = now - last_draw, now
+                # dt: since the last loop turn (playback and a path preview, which use it, draw every turn)
+                dt, last_turn = now - last_turn, now
+                last_draw = now
                 if animating:   # idle frames wait for events: their spacing is not a frame rate
                     self.ui_dt = (self.ui_dt + [dt])[-120:]
-                self.draw(min(dt, 1.0))
+                self.draw(dt)
                 self.frames_drawn += 1
                 self._drawn_state = self.visible_state()
                 self.frame_ms = (self.frame_ms + [(time.perf_counter() - now) * 1e3])[-120:]
