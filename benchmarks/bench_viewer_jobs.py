@@ -106,8 +106,8 @@ def watch_fit(v: "Viewer", poll: float = 0.25, shots: Path | None = None, shot_e
                 v.c.call("screenshot", path=str(shots / f"drop_{t:05.1f}s.png"))
                 next_shot = (first if next_shot == 0.0 else next_shot) + shot_every
         j = s["jobs"][-1]
-        if t >= next_label:             # the progress label (its time left) every 10 s
-            labels.append((round(t, 1), j["status"]))
+        if t >= next_label:             # the progress label (its time left) and the job's threads every 10 s
+            labels.append((round(t, 1), j["status"], j.get("threads")))
             next_label += 10.0
         stage = (j["status"] or "").split(" ")[0]
         if stage and stage not in stages:
