@@ -198,7 +198,7 @@ class ControlCommands:
 def job_dict(j) -> dict:
     return {"id": j.id, "name": j.name, "done": j.done, "progress": j.progress, "error": j.error,
             "cancelled": j.cancelled, "result": j.result if isinstance(j.result, str) else None,
-            "output": j.output, "status": j.status, "threads": getattr(j, "threads", None)}
+            "output": j.output, "status": j.status, "threads": j.threads}
 
 
 class FaultInjection:

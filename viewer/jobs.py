@@ -34,11 +34,12 @@ log = logging.getLogger(__name__)
 # a portrait fit's stages in latent-step units: a pivotal-tuning step costs pv3d_core.invert.pti_cost
 # (2.1 with the encoder's settings; measured in the viewer on the astronaut, 0.40 s a latent step and
 # 0.76 s a PTI step: 1.9), finding and cropping the face ~3 s, 6-8 latent steps
+ALIGN_STEP_COST = 6.0
+
 # how often a running portrait fit's current state is shown (seconds); the first result and each new
 # stage show at once. Measured on the astronaut (bench_viewer_jobs.py portrait --env PV3D_LIVE_STATE_S=1
 # --env PV3D_LIVE_STATE_S=2 --runs 2, quiet): 110 s vs 114 s to the end, so every second it is
 LIVE_STATE_S = float(os.environ.get("PV3D_LIVE_STATE_S", "1.0") or 1.0)
-ALIGN_STEP_COST = 6.0
 
 
 class Job:
@@ -61,6 +62,7 @@ class Job:
         self.done = False
         self.collected = False          # its completion was handled on the UI thread
         self.output: str | None = None
+        self.threads: int | None = None     # the intra-op threads it computes with now (cpu_share)
         self.started = time.time()
         self.finished: float | None = None
         self._thread = threading.Thread(target=self._run, name=f"pv3d-job-{name}", daemon=True)
