@@ -4,6 +4,7 @@ its control socket (the same handlers as the widgets and glfw's drop callback).
     python benchmarks/bench_viewer_jobs.py export [--runs 3] [--frames 64] [--root DIR ...]
     python benchmarks/bench_viewer_jobs.py portrait [--photo PATH] [--out DIR] [--runs N] [--env K=V ...] [--export]
     python benchmarks/bench_viewer_jobs.py load [--seconds 6] [--job-nice 10 0]
+    python benchmarks/bench_viewer_jobs.py idle [--runs 2] [--seconds 10] [--root DIR ...]
 
 `export` times a mp4 export job on the default model; give several ``--root`` checkouts (e.g. a
 worktree of an older commit and this one) to compare them in alternating runs of one session.
@@ -15,6 +16,8 @@ two environments alternately, ``--runs`` times each.
 orbit (full frames per second) and playback (timeline speed, frames shown) from
 ``bench_viewer.interactive``, first with nothing else running, then during a fit of the astronaut, for
 each ``--job-nice`` (how many nice levels the job's thread drops; 0 = the same priority as the UI).
+`idle` measures the cores an idle viewer uses (its whole process: UI loop, render worker, the
+software OpenGL's threads); with several ``--root`` checkouts, alternately.
 Needs Xvfb.
 """
 from __future__ import annotations
@@ -180,6 +183,34 @@ def run_portrait(args, display):
             "load_average": os.getloadavg()}
 
 
+def process_cpu_s(pid: int) -> float:
+    """CPU seconds (user + system) of every thread of a process so far (Linux /proc)."""
+    total = 0
+    for task in os.listdir(f"/proc/{pid}/task"):
+        fields = Path(f"/proc/{pid}/task/{task}/stat").read_text().rsplit(")", 1)[1].split()
+        total += int(fields[11]) + int(fields[12])
+    return total / os.sysconf("SC_CLK_TCK")
+
+
+def run_idle(args, display):
+    """How many cores an idle viewer uses (its UI loop, the software OpenGL's threads, everything in
+    its process), after it settled on the default model; alternating checkouts."""
+    roots = [Path(r).resolve() for r in (args.root or [ROOT])]
+    cores = {str(r): [] for r in roots}
+    for rep in range(args.runs):
+        for r in roots:
+            with tempfile.TemporaryDirectory() as d:
+                v = Viewer(display, r, Path(d))
+                time.sleep(2.0)                 # past the input tail of the launch
+                a, t = process_cpu_s(v.proc.pid), time.perf_counter()
+                time.sleep(args.seconds)
+                used = (process_cpu_s(v.proc.pid) - a) / (time.perf_counter() - t)
+                cores[str(r)].append(round(used, 3))
+                print(r, rep, f"{used:.3f} cores", flush=True)
+                v.quit()
+    return {"seconds": args.seconds, "cores": cores, "median": {k: statistics.median(x) for k, x in cores.items()}}
+
+
 def run_load(args, display):
     import skimage.data
     from PIL import Image
@@ -218,6 +249,10 @@ def main():
     a.add_argument("--runs", type=int, default=3)
     a.add_argument("--frames", type=int, default=64)
     a.add_argument("--root", action="append", help="a checkout to run the viewer from (repeatable)")
+    i = sub.add_parser("idle")
+    i.add_argument("--runs", type=int, default=2)
+    i.add_argument("--seconds", type=float, default=10.0)
+    i.add_argument("--root", action="append", help="a checkout to run the viewer from (repeatable)")
     c = sub.add_parser("load")
     c.add_argument("--seconds", type=float, default=6.0)
     c.add_argument("--job-nice", type=int, nargs="+", default=[10, 0])
@@ -237,7 +272,7 @@ def main():
 
     xv, display = start_xvfb()
     try:
-        run = {"export": run_export, "portrait": run_portrait, "load": run_load}[args.mode]
+        run = {"export": run_export, "portrait": run_portrait, "load": run_load, "idle": run_idle}[args.mode]
         res = run(args, display)
     finally:
         xv.terminate()
