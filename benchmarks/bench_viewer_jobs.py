@@ -143,7 +143,7 @@ def run_portrait(args, display):
             d.mkdir(parents=True, exist_ok=True)
             v = Viewer(display, root, d, env=env)
             r = v.c.call("drop", paths=[str(photo)])
-            w = watch_fit(v, shots=d if args.shots else None)
+            w = watch_fit(v, poll=args.poll, shots=d if args.shots else None)
             t_done = time.perf_counter()
             s = v.state()
             while "fitting" in (s["model"] or "") and time.perf_counter() - t_done < 30:
@@ -264,6 +264,7 @@ def main():
                    help="environment for one variant, KEY=VAL[,KEY=VAL]; repeat for an A/B in alternating runs")
     b.add_argument("--root", action="append",
                    help="a checkout to run the viewer from (repeatable; it needs a pv3d_viewer link to its viewer/)")
+    b.add_argument("--poll", type=float, default=0.25, help="seconds between two looks at the viewer's state")
     b.add_argument("--shots", action="store_true",
                    help="screenshots of the window at the first result, every 30 s, and at the end")
     b.add_argument("--export", action="store_true", help="also time an mp4 export of the portrait")
