@@ -33,14 +33,14 @@ class ControlCommands:
             self.commands.update(break_generator=faults.break_generator, fix_generator=faults.fix_generator,
                                  slow_render=faults.slow_render)
         self._screenshots: list = []
-        self.handled = 0                 # commands that may change what is shown (the loop redraws)
 
     # ------------------------------------------------------------------ dispatch (UI thread, once a frame)
-    def handle(self) -> None:
+    def handle(self) -> int:
+        """Run the commands that came in; returns how many of them may change what is shown."""
+        acting = 0
         for p in self.server.drain():
-            if p.msg.get("cmd") not in READ_ONLY:
-                self.handled += 1
             cmd = p.msg.get("cmd")
+            acting += cmd not in READ_ONLY
             fn = self.commands.get(cmd)
             if fn is None:
                 p.finish({"ok": False, "error": f"unknown command {cmd!r}"})
@@ -51,6 +51,7 @@ class ControlCommands:
                     p.finish({"ok": True, **reply})
             except Exception as e:  # noqa: BLE001 - the caller sees the error; the app goes on
                 p.finish({"ok": False, "error": f"{type(e).__name__}: {one_line(e)}"})
+        return acting
 
     @property
     def wants_screenshot(self) -> bool:
@@ -80,7 +81,8 @@ class ControlCommands:
             "model_path": app.worker.model_path, "epoch": app.worker.epoch,
             "display_path": app.display.path, "display_reason": app.display.reason,
             "upload_ms": app.display.last_upload_ms,
-            "ui_frame_parts": app.frame_parts, "ui_frames_drawn": app.frames_drawn, "ui_fps": app.ui_fps(), "ui_frame_ms": list(app.frame_ms),
+            "ui_frame_parts": app.frame_parts, "ui_frames_drawn": app.frames_drawn, "ui_fps": app.ui_fps(),
+            "ui_frame_ms": list(app.frame_ms),
             "frames_shown": app.frames_shown, "uploads": app.display.uploads,
             "rendered": app.worker.rendered, "prefetched": app.worker.prefetched,
             "render_ms": app.worker.render_s * 1e3,

@@ -79,8 +79,7 @@ class ViewerApp:
         self.last_result_settings = None
         self.last_requested = None
         self.last_input = 0.0             # last viewport interaction (previews while dragging)
-        self.last_event = 0.0             # last window input event of any kind
-        self.input_events = 0
+        self.last_event = 0.0             # last input event of any kind, or a script's command
         self.results_seen = 0             # worker results taken
         self.frames_drawn = 0
         self._drawn_state: tuple | None = None
@@ -267,18 +266,16 @@ class ViewerApp:
         self.impl.shutdown()
         glfw.terminate()
 
-    # ------------------------------------------------------------------ per frame
     # ------------------------------------------------------------------ redraw on demand
     def _watch_input(self) -> None:
-        """Count the window's input events (chained after imgui's own callbacks), so that the loop knows
-        when a frame must be drawn."""
+        """Note the time of every input event (chained after imgui's own callbacks): the loop draws
+        for :data:`INPUT_TAIL_S` after one."""
         glfw = self.glfw
 
-        def counted(setter):
+        def noted(setter):
             previous = None
 
             def cb(*a):
-                self.input_events += 1
                 self.last_event = time.perf_counter()
                 if previous is not None:
                     previous(*a)
@@ -288,16 +285,16 @@ class ViewerApp:
                        glfw.set_mouse_button_callback, glfw.set_scroll_callback, glfw.set_window_size_callback,
                        glfw.set_framebuffer_size_callback, glfw.set_window_refresh_callback,
                        glfw.set_window_focus_callback, glfw.set_cursor_enter_callback):
-            counted(setter)
+            noted(setter)
 
     def visible_state(self) -> tuple:
         """What the window shows that can change without input: a new frame, a message, a model, a
-        job's progress, a dialog, a result taken from the worker. A frame is drawn when it changes."""
+        job's progress, a dialog, a result taken from the worker. A frame is drawn when it changes
+        (input and scripts' commands count through :attr:`last_event`)."""
         w = self.worker
-        return (self.input_events, self.results_seen, self.display.uploads, self.frames_shown, w.epoch,
-                w.model_name, self.message, self.notice, self.viewport_error, len(self.dialogs.pending),
-                self.portrait_active, self.last_requested is None,
-                None if self.control_commands is None else self.control_commands.handled,
+        return (self.results_seen, self.display.uploads, self.frames_shown, w.epoch, w.model_name, self.message,
+                self.notice, self.viewport_error, len(self.dialogs.pending), self.portrait_active,
+                self.last_requested is None,
                 tuple((j.id, j.status, round(j.progress, 3), j.done, j.error) for j in self.jobs.jobs))
 
     def needs_redraw(self, now: float, last_draw: float) -> bool:
@@ -312,11 +309,8 @@ class ViewerApp:
     def poll(self) -> None:
         """Every loop turn, drawn or not: what the control socket, drops, dialogs, jobs and the render
         worker have for the UI thread."""
-        if self.control_commands is not None:
-            handled = self.control_commands.handled
-            self.control_commands.handle()
-            if self.control_commands.handled != handled:     # a script acting for the user
-                self.last_event = time.perf_counter()
+        if self.control_commands is not None and self.control_commands.handle():
+            self.last_event = time.perf_counter()       # a script acting for the user
         self.guarded("a drop", self.actions.handle_drops)
         self.guarded("a file dialog", self.dialogs.poll)
         self.guarded("a finished job", self.jobs.collect)   # completions run here, on the UI thread
