@@ -72,10 +72,13 @@ class Job:
         return self
 
     def report(self, done: int, total: int, status: str | None = None) -> None:
+        self.update(0.0 if total <= 0 else min(1.0, done / total), status)
+
+    def update(self, fraction: float, status: str | None = None) -> None:
         """Progress, from the job's thread between its steps (where it also gives cores back to an
         interacting user, :func:`.cpu_share.share_cores`)."""
         self.threads = share_cores()
-        self.progress = 0.0 if total <= 0 else min(1.0, done / total)
+        self.progress = fraction
         if status:
             self.status = status
 
@@ -329,8 +332,7 @@ def portrait_job(image_path, G, config=None):
                               ("w", cfg.w_steps), ("w+", cfg.wplus_steps), ("pti", cfg.pti_steps, pti_cost(cfg))])
 
         def progress(stage, i, n, loss=0.0):
-            job.threads = share_cores()
-            job.progress, job.status = bar.update(stage, i, n)
+            job.update(*bar.update(stage, i, n))
 
         out = portrait.prepare_and_invert(image_path, G, progress=progress, cancel=job.cancel_event, config=pcfg,
                                           on_state=body.latest, encoder=encoder)
