@@ -72,8 +72,13 @@ class Viewer:
         self.proc.wait(30)
 
 
+def checkouts(args) -> list[Path]:
+    """The ``--root`` checkouts to run the viewer from (this one when none is given)."""
+    return [Path(r).resolve() for r in (args.root or [ROOT])]
+
+
 def run_export(args, display):
-    roots = [Path(r).resolve() for r in (args.root or [ROOT])]
+    roots = checkouts(args)
     times = {str(r): [] for r in roots}
     for rep in range(args.runs):
         for r in roots:
@@ -133,7 +138,7 @@ def run_portrait(args, display):
 
         Image.fromarray(skimage.data.astronaut()).save(photo)
     envs = [dict(kv.split("=", 1) for kv in (e or "").split(",") if kv) for e in (args.env or [""])]
-    roots = [Path(r).resolve() for r in (args.root or [ROOT])]
+    roots = checkouts(args)
     variants = [(r, e) for r in roots for e in envs]
     runs = []
     for rep in range(args.runs):
@@ -195,7 +200,7 @@ def process_cpu_s(pid: int) -> float:
 def run_idle(args, display):
     """How many cores an idle viewer uses (its UI loop, the software OpenGL's threads, everything in
     its process), after it settled on the default model; alternating checkouts."""
-    roots = [Path(r).resolve() for r in (args.root or [ROOT])]
+    roots = checkouts(args)
     cores = {str(r): [] for r in roots}
     for rep in range(args.runs):
         for r in roots:
