@@ -9,7 +9,7 @@ import pytest
 
 from pv3d_core.pipeline import RenderSettings
 from pv3d_viewer import jobs as J
-from pv3d_viewer.cpu_share import JOB_NICE, JOB_THREADS, USER_ACTIVE, use_threads
+from pv3d_viewer.cpu_share import JOB_NICE, JOB_THREADS, USER_ACTIVE, env_number, use_threads
 from pv3d_viewer import state as S
 from pv3d_viewer.playback import Playback
 from pv3d_viewer.progress import StagedProgress
@@ -184,6 +184,19 @@ def test_a_job_gives_its_cores_back_while_the_user_interacts():
     finally:
         USER_ACTIVE.clear()
     assert seen == [(1, 1), (JOB_THREADS, JOB_THREADS), (1, 1)]
+
+
+def test_a_bad_override_in_the_environment_gives_the_default_and_one_warning(monkeypatch, caplog):
+    monkeypatch.setenv("PV3D_TEST_KNOB", "2.5")
+    assert env_number("PV3D_TEST_KNOB", 1.0, 0.05, 10) == 2.5
+    for bad in ("abc", "-1", "nan", "1e9"):
+        monkeypatch.setenv("PV3D_TEST_KNOB", bad)
+        caplog.clear()
+        with caplog.at_level("WARNING"):
+            assert env_number("PV3D_TEST_KNOB", 1.0, 0.05, 10) == 1.0
+        assert len(caplog.records) == 1 and "PV3D_TEST_KNOB" in caplog.records[0].getMessage()
+    monkeypatch.delenv("PV3D_TEST_KNOB")
+    assert env_number("PV3D_TEST_KNOB", 1.0, 0.05, 10) == 1.0
 
 
 def test_exports_of_a_portrait_are_named_after_it(tmp_path):

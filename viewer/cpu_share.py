@@ -16,15 +16,36 @@
 """
 from __future__ import annotations
 
+import logging
+import math
 import os
 import sys
 import threading
 
+log = logging.getLogger(__name__)
+
+
+def env_number(name: str, default: float, lo: float, hi: float) -> float:
+    """``$name`` as a number in [lo, hi], for the viewer's A/B overrides; unset gives ``default``, and so
+    does a value that is not such a number, with one warning line (the viewer still opens)."""
+    raw = os.environ.get(name, "").strip()
+    if not raw:
+        return default
+    try:
+        value = float(raw)
+    except ValueError:
+        value = math.nan
+    if not lo <= value <= hi:
+        log.warning("$%s=%r is not a number from %g to %g: using %g", name, raw[:40], lo, hi, default)
+        return default
+    return value
+
+
 CORES = os.cpu_count() or 2
 # how much lower than the UI a background job runs (Linux nice steps); $PV3D_JOB_NICE=0 turns it off
-JOB_NICE = int(os.environ.get("PV3D_JOB_NICE", "10") or 0)
-# how many threads a background job computes with (all the cores: it is niced)
-JOB_THREADS = max(1, min(CORES, int(os.environ.get("PV3D_JOB_THREADS", "0") or 0) or CORES))
+JOB_NICE = int(env_number("PV3D_JOB_NICE", 10, 0, 19))
+# how many threads a background job computes with (all the cores: it is niced); $PV3D_JOB_THREADS=N caps it
+JOB_THREADS = max(1, min(CORES, int(env_number("PV3D_JOB_THREADS", CORES, 1, 1024))))
 # the render worker's (and the UI thread's) threads: one core stays with the UI loop
 RENDER_THREADS = max(1, CORES - 1)
 

@@ -15,7 +15,6 @@ from __future__ import annotations
 import gc
 import itertools
 import logging
-import os
 import threading
 import time
 import traceback
@@ -26,7 +25,7 @@ from pv3d_core.errors import REPORT_BUG, UserError
 from pv3d_core.export import Cancelled, ClipSpec, ExportError, clip_settings, render_clip, write_mp4, write_png
 from pv3d_core.pipeline import FrameRenderer, RenderSettings
 
-from .cpu_share import lower_thread_priority, share_cores
+from .cpu_share import env_number, lower_thread_priority, share_cores
 from .progress import StagedProgress
 
 log = logging.getLogger(__name__)
@@ -39,7 +38,7 @@ ALIGN_STEP_COST = 6.0
 # how often a running portrait fit's current state is shown (seconds); the first result and each new
 # stage show at once. Measured on the astronaut (bench_viewer_jobs.py portrait --env PV3D_LIVE_STATE_S=1
 # --env PV3D_LIVE_STATE_S=2 --runs 2, quiet): 110 s vs 114 s to the end, so every second it is
-LIVE_STATE_S = float(os.environ.get("PV3D_LIVE_STATE_S", "1.0") or 1.0)
+LIVE_STATE_S = env_number("PV3D_LIVE_STATE_S", 1.0, 0.05, 3600)
 
 
 class Job:
