@@ -72,6 +72,14 @@ class Viewer:
         self.proc.wait(30)
 
 
+def env_variant(text: str) -> dict:
+    """``--env KEY=VAL[,KEY=VAL]`` -> {KEY: VAL}."""
+    pairs = [kv for kv in text.split(",") if kv]
+    if not pairs or any("=" not in kv or not kv.split("=", 1)[0] for kv in pairs):
+        raise argparse.ArgumentTypeError(f"expected KEY=VAL[,KEY=VAL], got {text!r}")
+    return dict(kv.split("=", 1) for kv in pairs)
+
+
 def checkouts(args) -> list[Path]:
     """The ``--root`` checkouts to run the viewer from (this one when none is given)."""
     return [Path(r).resolve() for r in (args.root or [ROOT])]
@@ -137,7 +145,7 @@ def run_portrait(args, display):
         import skimage.data
 
         Image.fromarray(skimage.data.astronaut()).save(photo)
-    envs = [dict(kv.split("=", 1) for kv in (e or "").split(",") if kv) for e in (args.env or [""])]
+    envs = args.env or [{}]
     roots = checkouts(args)
     variants = [(r, e) for r in roots for e in envs]
     runs = []
@@ -265,7 +273,7 @@ def main():
     b.add_argument("--photo")
     b.add_argument("--out", default="bench_viewer_portrait")
     b.add_argument("--runs", type=int, default=1)
-    b.add_argument("--env", action="append",
+    b.add_argument("--env", action="append", type=env_variant,
                    help="environment for one variant, KEY=VAL[,KEY=VAL]; repeat for an A/B in alternating runs")
     b.add_argument("--root", action="append",
                    help="a checkout to run the viewer from (repeatable; it needs a pv3d_viewer link to its viewer/)")
