@@ -72,7 +72,7 @@ class InversionConfig:
         return asdict(self)
 
     @classmethod
-    def after_encoder(cls, **kw) -> "InversionConfig":
+    def after_encoder(cls, video: bool = False, **kw) -> "InversionConfig":
         """Settings after an encoder's start: a short per-layer (w+) refinement, then fewer PTI steps at a
         higher learning rate.
 
@@ -91,8 +91,28 @@ class InversionConfig:
         20.1 / 23.9 dB; every 2nd step 101 / 97 s, 17.2 / 23.9 dB; at half resolution 102 / 98 s,
         19.2 / 23.8 dB, every frame of the animation and the ±20° views still the same person (largest
         distance 0.57). The astronaut's figure moves by 2-3 dB with a tenth of a degree of camera: compare
-        on both photos."""
-        return cls(**{"w_steps": 0, "wplus_steps": 30, "pti_steps": 120, "pti_lr": 4e-3, "reg_scale": 0.5, **kw})
+        on both photos.
+
+        Photos tune without the locality term (``locality_weight`` 0) and take 220 PTI steps. PSNR at the
+        photo's view along PTI (same settings, 400 steps, one thread each) rose with the step count all the
+        way: astronaut 19.2 dB at 120 steps, 22.3 at 200, 24.3 at 300, 24.9 at 380; tennis 24.1, 23.5,
+        26.8, 27.9: the fit was short of steps, not of anything else. The locality term (a second latent's
+        full render with and without the tuning, every step) was half of a step's time, and without it
+        each step also gained more (astronaut 22.1 dB at step 120, tennis 24.1). A photo's tuned model is
+        only ever rendered at its own latent, whose shape the geometry term guards and whose motion comes
+        from the original network (``preserve_motion``). Side by side, quiet, 2 threads
+        (`bench_portrait.py invert --methods encoder --threads 2 [--set locality_weight=0 --set
+        pti_steps=220]`), astronaut / tennis: with it, 120 steps, 96.2 / 85.8 s, 19.2 / 23.8 dB; without it,
+        220 steps, 96.7 / 100.9 s, **24.4 / 25.8 dB**, dlib distance at ±20° 0.48 / 0.43 and 0.57 / 0.50
+        (with it 0.54 / 0.46 and 0.57 / 0.50), every animation frame the same person (largest 0.36 / 0.39).
+
+        ``video``: the settings of video reconstruction (:func:`pv3d_core.portrait.reconstruct`), which
+        keep the locality term and 120 steps: many frames at their own timestamps are a different fit,
+        not measured without it."""
+        if video:
+            return cls(**{"w_steps": 0, "wplus_steps": 30, "pti_steps": 120, "pti_lr": 4e-3, "reg_scale": 0.5, **kw})
+        return cls(**{"w_steps": 0, "wplus_steps": 30, "pti_steps": 220, "pti_lr": 4e-3, "reg_scale": 0.5,
+                      "locality_weight": 0.0, **kw})
 
     @classmethod
     def legacy(cls, **kw) -> "InversionConfig":

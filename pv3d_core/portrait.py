@@ -48,11 +48,11 @@ class PortraitConfig:
     encoder: str | None = "auto"
     overrides: dict = field(default_factory=dict)   # InversionConfig fields set over either default
 
-    def inversion_for(self, has_start: bool) -> InversionConfig:
+    def inversion_for(self, has_start: bool, video: bool = False) -> InversionConfig:
         if self.inversion is not None:
             base = self.inversion
         else:
-            base = InversionConfig.after_encoder() if has_start else InversionConfig()
+            base = InversionConfig.after_encoder(video=video) if has_start else InversionConfig()
         return replace(base, **self.overrides)
 
 
@@ -283,7 +283,7 @@ def reconstruct_video(video, G, output_dir, config: InversionConfig | PortraitCo
     With the model's portrait encoder (``encoder`` as in :class:`PortraitConfig`) every frame is
     encoded and the mean of their latents is the starting appearance (the encoder reads the canonical
     face whatever the expression, so the mean averages its errors out); ``config`` None then means
-    :meth:`InversionConfig.after_encoder`.
+    :meth:`InversionConfig.after_encoder` (``video=True``).
 
     DIR must be absent or empty (an earlier reconstruction there is never mixed with this one). The
     files are written into a temporary sibling folder renamed to DIR once all are complete, so a failed
@@ -314,7 +314,7 @@ def reconstruct_video(video, G, output_dir, config: InversionConfig | PortraitCo
         from .encoder import encode
 
         start = torch.cat([encode(enc, targets[i:i + 1])["ws"] for i in range(len(targets))]).mean(0, keepdim=True)
-    cfg = pcfg.inversion_for(start is not None)
+    cfg = pcfg.inversion_for(start is not None, video=True)
     res = invert_video(G, targets, tr["cameras"], cfg, motion_steps=motion_steps, d_img=d_img,
                        progress=progress, cancel=cancel, start=start)
     t_inv = time.perf_counter() - t0

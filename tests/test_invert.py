@@ -1,4 +1,6 @@
 """Inversion on the tiny model: a render of the model itself is recovered; results save and load."""
+from dataclasses import replace
+
 import numpy as np
 import pytest
 import torch
@@ -285,6 +287,38 @@ def test_regularisers_render_at_reg_scale(tiny_generator, monkeypatch):
     assert {r for g, r in seen if g} == {nr}
     assert inv.pti_cost(InversionConfig(reg_scale=0.5)) < inv.pti_cost(InversionConfig())
     assert InversionConfig.after_encoder().reg_scale == 0.5
+
+
+def test_photo_fit_after_an_encoder_marches_only_its_view_and_the_geometry_view(tiny_generator, monkeypatch):
+    """A photo's PTI after the encoder runs no locality render (no no-grad reference synthesis, no second
+    latent's backbone): per step, the data term's march and the geometry term's side view; the progress
+    plan prices a step accordingly. Video reconstruction keeps the locality term."""
+    import pv3d_core.invert as inv
+    from pv3d_core.portrait import PortraitConfig
+
+    tgt, cam = _target(tiny_generator, seed=4)
+    seen, synth = [], []
+    real_march = type(tiny_generator).ray_march
+    real_synth = type(tiny_generator).synthesis
+
+    def spy_march(self, planes, c, neural_rendering_resolution=None, *a, **k):
+        seen.append(torch.is_grad_enabled())
+        return real_march(self, planes, c, neural_rendering_resolution, *a, **k)
+
+    def spy_synth(self, *a, **k):
+        synth.append(k.get("planes") is not None)
+        return real_synth(self, *a, **k)
+    monkeypatch.setattr(type(tiny_generator), "ray_march", spy_march)
+    monkeypatch.setattr(type(tiny_generator), "synthesis", spy_synth)
+    photo = PortraitConfig().inversion_for(True)
+    start = tiny_generator.mapping(torch.randn(1, tiny_generator.z_dim),
+                                   torch.as_tensor(cam, dtype=torch.float32)[None]).detach()
+    invert(tiny_generator, tgt, cam, replace(photo, wplus_steps=0, pti_steps=3, w_avg_samples=50), start=start)
+    assert seen.count(True) == 2 * 3, seen                      # data + geometry marches per step, with gradients
+    assert synth.count(True) == 3                               # every PTI synthesis reuses the pivot's planes
+    assert inv.pti_cost(photo) < inv.pti_cost(replace(photo, locality_weight=1.0))
+    video = PortraitConfig().inversion_for(True, video=True)
+    assert video.locality_weight > 0 and photo.pti_steps > video.pti_steps
 
 
 def test_pti_learning_rate_falls_along_a_half_cosine(tiny_generator, monkeypatch):

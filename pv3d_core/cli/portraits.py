@@ -12,10 +12,10 @@ from ..rules import MAX_FRAMES, SEED, Float, Int
 from .common import FPS, FRAMES, PITCH_RANGE, STEPS, YAW_RANGE, add_device, resolve_checkpoint, stage_bars
 
 
-def _inversion_args(p) -> None:
+def _inversion_args(p, video: bool = False) -> None:
     from ..invert import INVERSION_RULES as R, InversionConfig
 
-    d, e = InversionConfig(), InversionConfig.after_encoder()
+    d, e = InversionConfig(), InversionConfig.after_encoder(video=video)
     p.add_argument("--ckpt", help="model checkpoint (default: the embedded model)")
     p.add_argument("--encoder",
                    help="portrait encoder file (default: the one beside the model, "
@@ -64,7 +64,7 @@ def add_parser(sub) -> None:
     r.add_argument("-o", "--output", required=True, help="output folder")
     r.add_argument("--max-frames", type=FRAMES.flag, default=None, help="use only the first N frames")
     r.add_argument("--motion-steps", type=STEPS.flag, default=200, help="motion/timestamp fitting steps (default 200)")
-    _inversion_args(r)
+    _inversion_args(r, video=True)
     r.set_defaults(func=run_reconstruct)
 
     e = sub.add_parser("edit", help="edit the motion of a reconstructed video",
