@@ -111,7 +111,7 @@ class InversionConfig:
         not measured without it."""
         if video:
             return cls(**{"w_steps": 0, "wplus_steps": 30, "pti_steps": 120, "pti_lr": 4e-3, "reg_scale": 0.5, **kw})
-        return cls(**{"w_steps": 0, "wplus_steps": 30, "pti_steps": 220, "pti_lr": 4e-3, "reg_scale": 0.5,
+        return cls(**{"w_steps": 0, "wplus_steps": 30, "pti_steps": 180, "pti_lr": 4e-3, "reg_scale": 0.5,
                       "locality_weight": 0.0, **kw})
 
     @classmethod

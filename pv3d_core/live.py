@@ -114,10 +114,20 @@ class LatestState:
 
     Use :meth:`__call__` as the fit's ``on_state``: a snapshot is taken when ``min_interval_s`` has passed
     since the last one, at the first state of each stage, and for the final one. :meth:`take` returns the
-    newest snapshot not yet taken, or None."""
+    newest snapshot not yet taken, or None.
 
-    def __init__(self, min_interval_s: float = 1.0):
+    ``prepare(snapshot)``, when given, runs on the fit's thread right after each snapshot and its return
+    value travels in ``snapshot.extra['prepared']``: work for the reader done with the fit's own threads
+    between two steps, instead of on another thread competing with the fit for the cores (a viewer's
+    frame of the state). ``max_share``: the share of the fit's time that snapshots and ``prepare`` may
+    take; the interval grows when they are slow (never below ``min_interval_s``)."""
+
+    def __init__(self, min_interval_s: float = 1.0, prepare: Callable[[FitState], object] | None = None,
+                 max_share: float | None = None):
         self.min_interval_s = min_interval_s
+        self.prepare = prepare
+        self.max_share = max_share
+        self.interval_s = min_interval_s
         self._lock = threading.Lock()
         self._state: FitState | None = None
         self._serial = 0
@@ -129,13 +139,18 @@ class LatestState:
     def __call__(self, state: FitState) -> None:
         self.latest_label = state.label()
         now = time.perf_counter()
-        if not (state.final or state.stage != self._last_stage or now - self._last_t >= self.min_interval_s):
+        if not (state.final or state.stage != self._last_stage or now - self._last_t >= self.interval_s):
             return
         snap = state.snapshot()
+        if self.prepare is not None:
+            snap.extra["prepared"] = self.prepare(snap)
+        done = time.perf_counter()
+        if self.max_share:
+            self.interval_s = max(self.min_interval_s, (done - now) / self.max_share)
         with self._lock:
             self._state = snap
             self._serial += 1
-        self._last_t, self._last_stage = time.perf_counter(), state.stage
+        self._last_t, self._last_stage = done, state.stage
 
     def take(self) -> FitState | None:
         with self._lock:

@@ -37,6 +37,29 @@ def test_latest_state_keeps_the_newest_and_throttles():
     assert latest.take().final and "pti 5/10" in latest.latest_label
 
 
+def test_latest_state_prepares_each_snapshot_on_the_fits_thread_within_its_share():
+    """prepare runs on the caller's (the fit's) thread with the snapshot, its value travels with it; when
+    snapshot and prepare are slow, the interval grows so that they take at most max_share of the time."""
+    seen = []
+
+    def prepare(snap):
+        seen.append((threading.current_thread(), snap.step))
+        time.sleep(0.05)
+        return f"frame of step {snap.step}"
+    latest = LatestState(min_interval_s=0.0, prepare=prepare, max_share=0.25)
+    latest(_state("pti", 1))
+    s = latest.take()
+    assert s.extra["prepared"] == "frame of step 1" and seen == [(threading.current_thread(), 1)]
+    assert latest.interval_s >= 0.2                  # 0.05 s of work at most a quarter of the time
+    latest(_state("pti", 2))                         # too soon after the last one: skipped
+    assert latest.take() is None and len(seen) == 1
+    latest(_state("pti", 3, final=True))             # the final state always
+    assert latest.take().extra["prepared"] == "frame of step 3"
+    plain = LatestState(min_interval_s=0.0)
+    plain(_state("pti", 1))
+    assert "prepared" not in plain.take().extra and plain.interval_s == 0.0
+
+
 def test_stage_clock_counts_down():
     clock = StageClock([("w+", 4, 1.0), ("pti", 2, 4.0)], seconds_per_unit=1.0)
     eta0, _ = clock.tick("w+", 0)

@@ -4,6 +4,7 @@ import time
 
 import numpy as np
 import pytest
+import torch
 
 from pv3d_core.export import ClipSpec, clip_settings
 from pv3d_core.pipeline import FrameRenderer, RenderSettings
@@ -333,3 +334,27 @@ def test_finished_jobs_are_forgotten_and_let_go_of_their_generators():
     assert all(r() is None for r in refs)                    # nothing keeps a tuned generator alive
     jm.prune(now=time.time() + J.JobManager.KEEP_S + 1)
     assert jm.jobs == []
+
+
+def test_live_preview_renders_the_fits_state_at_the_viewports_view(tiny_generator):
+    """viewer.live_preview: each snapshot comes with a frame at the view the UI set, from a renderer
+    holding the snapshot's latent; no view, no frame; a frame that cannot be rendered is left out (the fit
+    goes on)."""
+    from pv3d_core.live import FitState
+    from pv3d_core.pipeline import RenderSettings
+    from pv3d_viewer.live_preview import LivePreview
+
+    G = tiny_generator.eval().requires_grad_(False)
+    ws = G.mapping(torch.randn(1, G.z_dim), torch.zeros(1, 25)).detach()
+    live = LivePreview(min_interval_s=0.0)
+    live(FitState("encoder", 1, 1, ws, G))               # each new stage is always shown
+    assert live.take().extra["prepared"] is None                       # the UI has not said which view
+    live.view = RenderSettings(yaw=0.2, resolution=64)
+    live(FitState("w+", 2, 10, ws, G))
+    p = live.take().extra["prepared"]
+    assert p.settings == live.view and tuple(p.frame[0].shape) == (64, 64, 4)
+    assert torch.equal(p.renderer.appearance_ws, ws)
+    assert torch.equal(p.renderer.render(live.view).image, p.frame[0][..., :3])      # the same picture
+    live.view = RenderSettings(t=2.0)                                   # out of range: render fails
+    live(FitState("pti", 3, 10, ws, G, tuned=True))
+    assert live.take().extra["prepared"] is None

@@ -65,6 +65,26 @@ def worker():
     assert not w.alive, "the worker thread must be joined on stop"
 
 
+def test_a_preview_the_fit_rendered_is_shown_without_rendering_it_again(worker):
+    """show_preview with a prepared frame (rendered on the fit's thread, viewer.live_preview): the worker
+    takes the fit's renderer and caches the frame at its settings for the new epoch; it renders nothing.
+    Other settings are rendered by that renderer as usual (orbiting during a fit)."""
+    from pv3d_viewer.live_preview import PreparedFrame
+
+    worker.set_generator({}, name="base")
+    assert wait(lambda: worker.renderer is not None)
+    fit_renderer = FakeRenderer({})
+    fit_renderer.device = worker.device
+    view = RenderSettings(seed=5, yaw=0.3)
+    frame = (torch.full((4, 4, 4), 77, dtype=torch.uint8), None)
+    worker.show_preview({}, torch.zeros(1, 2), prepared=PreparedFrame(fit_renderer, view, frame))
+    assert wait(worker.idle)
+    assert worker.renderer is fit_renderer and fit_renderer.rendered == []
+    assert worker.cached(view) is frame and worker.cached(RenderSettings(seed=6)) is None
+    worker.request(RenderSettings(seed=6))
+    assert wait(lambda: fit_renderer.rendered == [6])
+
+
 def test_latest_request_wins(worker):
     gate, started = threading.Event(), threading.Event()
     worker.set_generator({"gate": gate, "started": started})

@@ -290,10 +290,13 @@ class Actions:
             return
         if app.worker.model_serial != job.model_serial or app.worker.loading():
             return                      # the user loaded another model meanwhile
+        if hasattr(job.latest, "view"):
+            job.latest.view = S.render_settings(app.st)     # the fit renders its next state at this view
         s = job.latest.take()
         if s is None:
             return
-        app.worker.show_preview(s.generator, s.ws, name=f"portrait ({s.stage}, fitting)")
+        app.worker.show_preview(s.generator, s.ws, name=f"portrait ({s.stage}, fitting)",
+                                prepared=s.extra.get("prepared"))
         if not getattr(job, "previewed", False):
             job.previewed = True        # the photo's camera once, at the first result; then orbit freely
             if self.portrait_base is None:

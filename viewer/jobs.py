@@ -39,6 +39,9 @@ ALIGN_STEP_COST = 6.0
 # stage show at once. Measured on the astronaut (bench_viewer_jobs.py portrait --env PV3D_LIVE_STATE_S=1
 # --env PV3D_LIVE_STATE_S=2 --runs 2, quiet): 110 s vs 114 s to the end, so every second it is
 LIVE_STATE_S = env_number("PV3D_LIVE_STATE_S", 1.0, 0.05, 3600)
+# the share of a fit's time its live states may take (snapshot and frame, on the fit's thread: see
+# viewer.live_preview); at 128² that is about one a second, at 512² fewer
+LIVE_SHARE = env_number("PV3D_LIVE_SHARE", 0.1, 0.01, 1.0)
 
 
 class Job:
@@ -317,7 +320,7 @@ def portrait_job(image_path, G, config=None):
 
     ``config``: a :class:`pv3d_core.portrait.PortraitConfig`, an InversionConfig, or None (the defaults
     for the start the model allows)."""
-    from pv3d_core.live import LatestState
+    from .live_preview import LivePreview
 
     def body(job: Job):
         from pv3d_core import portrait
@@ -339,9 +342,9 @@ def portrait_job(image_path, G, config=None):
             raise Cancelled("cancelled")
         _hand_over(job, out)
         return out.ws
-    # a live state every LIVE_STATE_S: each costs the fit a copy of the tuned generator (~25 ms on the
-    # default model) and the render worker a full frame (~140 ms on its one thread)
-    body.latest = LatestState(min_interval_s=LIVE_STATE_S)
+    # a live state every LIVE_STATE_S at most: each costs the fit a copy of the tuned generator (~25 ms on
+    # the default model) and a frame rendered with its threads (~80 ms at 128²), at most LIVE_SHARE of its time
+    body.latest = LivePreview(min_interval_s=LIVE_STATE_S, max_share=LIVE_SHARE)
     return body
 
 

@@ -243,15 +243,23 @@ class RenderWorker:
         """Install an in-memory generator (``path``: the checkpoint it came from, if it is one)."""
         self.command(lambda w: (w._install(G, path, name), f"using {name}")[1], "model")
 
-    def show_preview(self, G, ws, name: str = "portrait (fitting)") -> None:
+    def show_preview(self, G, ws, name: str = "portrait (fitting)", prepared=None) -> None:
         """Show a running fit's current state (:meth:`pv3d_core.live.FitState.snapshot`): its generator
         and latent. Latest wins: a preview still queued is replaced. Unlike :meth:`set_generator` this
-        is not a new model (``model_serial`` stays), so a fit's previews never look like a user's load."""
+        is not a new model (``model_serial`` stays), so a fit's previews never look like a user's load.
+
+        ``prepared`` (:class:`viewer.live_preview.PreparedFrame`): the state's renderer and a frame the
+        fit already rendered; it goes into the cache, so that view is shown without rendering it again."""
         def do(w: "RenderWorker"):
-            w.renderer = w._factory(G)
-            w.renderer.set_appearance(ws.to(w.device))
+            if prepared is not None and w.device == prepared.renderer.device:
+                w.renderer = prepared.renderer
+            else:
+                w.renderer = w._factory(G)
+                w.renderer.set_appearance(ws.to(w.device))
             w.model_path, w.model_name = None, name
             w._bump_epoch()
+            if prepared is not None and w.renderer is prepared.renderer:
+                w.cache.put((w.epoch, prepared.settings), prepared.frame)
             return None
         with self._cond:
             self._commands = collections.deque(c for c in self._commands if c[0] != "preview")
