@@ -110,6 +110,7 @@ def watch_fit(v: "Viewer", poll: float = 0.25, shots: Path | None = None, shot_e
     t0 = time.perf_counter()
     first = None
     epochs, stages = set(), {}
+    s0 = v.state()
     next_shot = 0.0
     labels, next_label = [], 0.0
     while True:
@@ -129,8 +130,11 @@ def watch_fit(v: "Viewer", poll: float = 0.25, shots: Path | None = None, shot_e
         if stage and stage not in stages:
             stages[stage] = round(t, 1)
         if j["done"]:
+            # the render worker's frames and the UI's drawn frames during the fit (each costs the fit cores)
             return {"job": j, "fit_s": t, "first_result_s": None if first is None else round(first, 2),
-                    "previews_shown": len(epochs), "stage_start_s": stages, "labels": labels}
+                    "previews_shown": len(epochs), "stage_start_s": stages, "labels": labels,
+                    "worker_renders": s["rendered"] - s0["rendered"],
+                    "ui_frames_drawn": s["ui_frames_drawn"] - s0["ui_frames_drawn"]}
         time.sleep(poll)
 
 
@@ -184,7 +188,8 @@ def run_portrait(args, display):
             res = {"variant": tag, "rep": rep, "startup_s": round(v.startup_s, 1), "drop": r.get("outcomes"),
                    "fit_s": round(w["fit_s"], 1), "first_result_s": w["first_result_s"],
                    "previews_shown": w["previews_shown"], "stage_start_s": w["stage_start_s"],
-                   "labels": w["labels"],
+                   "labels": w["labels"], "worker_renders": w["worker_renders"],
+                   "ui_frames_drawn": w["ui_frames_drawn"],
                    "fit_error": w["job"]["error"], "model_after": s["model"],
                    "photo_view_deg": [base_yaw, base_pitch], "export_s": export_s, "frames": str(d)}
             print(json.dumps(res), flush=True)

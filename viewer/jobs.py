@@ -35,13 +35,15 @@ log = logging.getLogger(__name__)
 # 0.76 s a PTI step: 1.9), finding and cropping the face ~3 s, 6-8 latent steps
 ALIGN_STEP_COST = 6.0
 
-# how often a running portrait fit's current state is shown (seconds); the first result and each new
-# stage show at once. Measured on the astronaut (bench_viewer_jobs.py portrait --env PV3D_LIVE_STATE_S=1
-# --env PV3D_LIVE_STATE_S=2 --runs 2, quiet): 110 s vs 114 s to the end, so every second it is
+# the shortest interval between two shown states of a running portrait fit (seconds; LIVE_SHARE below
+# usually sets a longer one); the first result and each new stage show at once
 LIVE_STATE_S = env_number("PV3D_LIVE_STATE_S", 1.0, 0.05, 3600)
 # the share of a fit's time its live states may take (snapshot and frame, on the fit's thread: see
-# viewer.live_preview); at 128² that is about one a second, at 512² fewer
-LIVE_SHARE = env_number("PV3D_LIVE_SHARE", 0.1, 0.01, 1.0)
+# viewer.live_preview): at 128² one every ~3 s, at 512² fewer. Each also costs the UI a new frame drawn
+# (under llvmpipe both cores for ~25 ms), so the fit loses more than the share says. A drop of the
+# astronaut (bench_viewer_jobs.py portrait --runs 2 --env PV3D_LIVE_SHARE=0.1 --env PV3D_LIVE_SHARE=0.05,
+# alternated, quiet): 0.1 (~60 frames) 103.9 / 106.5 s, 0.05 (~35 frames) 96.7 / 96.9 s
+LIVE_SHARE = env_number("PV3D_LIVE_SHARE", 0.05, 0.01, 1.0)
 
 
 class Job:
