@@ -233,3 +233,54 @@ def test_remembered_layout_and_choices_fall_back_when_the_file_holds_nonsense(tm
     app = ViewerApp(parse_args([]))
     assert app.ui.requested_tab == "Path" and app.st.playback_mode == "every frame" and app.ui.perf_open
     assert Exports(app).mesh_settings() == (128, 10.0, "obj")
+
+
+def test_a_new_epochs_frame_at_the_same_view_is_shown():
+    """A running fit's live state arrives as a new epoch with its frame already cached at the view on
+    screen (viewer.live_preview). The UI must upload it although the settings did not change: the same
+    settings of another epoch are another picture (before, the first live state stayed on screen for
+    the whole fit)."""
+    import time
+
+    from pv3d_viewer.window import ViewerApp
+    from pv3d_viewer.worker import ResultGate
+
+    class Worker:
+        has_model, epoch, generation, render_s = True, 1, 0, 0.01
+
+        def __init__(self):
+            self.frames, self.requests = {}, []
+
+        def cached(self, s):
+            return self.frames.get((self.epoch, s))
+
+        def request(self, s):
+            self.requests.append(s)
+
+        def prefetch(self, settings):
+            pass
+
+        def frame_info(self, s):
+            return {}
+
+    uploads = []
+    app = ViewerApp.__new__(ViewerApp)
+    app.worker, app.st, app.gate, app.playback = Worker(), S.ViewerState(), ResultGate(), Playback()
+    app.display = type("D", (), {"upload": lambda self, image, ready: uploads.append(image)})()
+    app.path_editor = type("P", (), {"step": lambda self, st, dt: None, "previewing": False})()
+    app.panels = type("Q", (), {"interacting": False})()
+    app.last_input, app._prefetching, app.buffering = time.perf_counter() - 60, False, False
+    app.last_requested = app.shown_settings = app.last_result_settings = None
+    app.shown_epoch, app.frames_shown, app.render_times, app.timings = -1, 0, [], {}
+    view = S.render_settings(app.st)
+    app.worker.frames[(1, view)] = ("live state 1", None)
+    app.schedule(0.01)
+    assert uploads == ["live state 1"] and app.worker.requests == []
+    app.worker.epoch = 2                                   # the next live state, at the same view
+    app.worker.frames[(2, view)] = ("live state 2", None)
+    app.last_requested = None                              # what the worker's command result does
+    app.schedule(0.01)
+    assert uploads == ["live state 1", "live state 2"] and app.worker.requests == []
+    app.last_requested = None
+    app.schedule(0.01)                                     # nothing new: no second upload
+    assert len(uploads) == 2 and app.shown_now() == view

@@ -75,6 +75,7 @@ class ViewerApp:
         self.viewport_error: str | None = None   # last render / load error, shown in the viewport
         self.notice: str | None = None           # e.g. "no model loaded: ..."
         self.shown_settings = None
+        self.shown_epoch = -1             # the worker's epoch (model and latent) of the frame on screen
         self.shown_preview = False
         self.last_result_settings = None
         self.last_requested = None
@@ -399,12 +400,19 @@ class ViewerApp:
         image, ready = frame
         self.display.upload(image, ready)
         self.shown_settings = settings
+        self.shown_epoch = self.worker.epoch
         self.shown_preview = settings.neural_resolution is not None
         if timings:
             self.timings = dict(timings)
         info = info if info is not None else self.worker.frame_info(settings)
         self.depth_range = info.get("depth_range")
         self.frames_shown += 1
+
+    def shown_now(self):
+        """The settings of the frame on screen if it belongs to the worker's current model and latent,
+        else None: after a new epoch (a live state of a fit, a portrait, a new model) the same settings
+        are a different picture."""
+        return self.shown_settings if self.shown_epoch == self.worker.epoch else None
 
     def schedule(self, dt: float) -> None:
         """Decide what to show next; ask the worker only when the wanted settings change."""
@@ -417,7 +425,7 @@ class ViewerApp:
         if self.panels.interacting:
             self.last_input = time.perf_counter()
         if st.playing:
-            step = self.playback.step(st, dt, w.cached, w.render_s, self.shown_settings)
+            step = self.playback.step(st, dt, w.cached, w.render_s, self.shown_now())
             if step.show is not None:
                 frame, want = step.show
                 self.gate.shown_gen = w.generation
@@ -445,7 +453,7 @@ class ViewerApp:
             self.gate.shown_gen = w.generation
             self.last_result_settings = full
             self.last_requested = want
-            if self.shown_settings != full:
+            if self.shown_now() != full:    # a new epoch's frame (a fit's live state) at the same view too
                 self.show(img, full)
             return
         if interacting:
