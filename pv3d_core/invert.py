@@ -93,7 +93,7 @@ class InversionConfig:
         distance 0.57). The astronaut's figure moves by 2-3 dB with a tenth of a degree of camera: compare
         on both photos.
 
-        Photos tune without the locality term (``locality_weight`` 0) and take 220 PTI steps. PSNR at the
+        Photos tune without the locality term (``locality_weight`` 0) and take 180 PTI steps. PSNR at the
         photo's view along PTI (same settings, 400 steps, one thread each) rose with the step count all the
         way: astronaut 19.2 dB at 120 steps, 22.3 at 200, 24.3 at 300, 24.9 at 380; tennis 24.1, 23.5,
         26.8, 27.9: the fit was short of steps, not of anything else. The locality term (a second latent's
@@ -103,8 +103,11 @@ class InversionConfig:
         from the original network (``preserve_motion``). Side by side, quiet, 2 threads
         (`bench_portrait.py invert --methods encoder --threads 2 [--set locality_weight=0 --set
         pti_steps=220]`), astronaut / tennis: with it, 120 steps, 96.2 / 85.8 s, 19.2 / 23.8 dB; without it,
-        220 steps, 96.7 / 100.9 s, **24.4 / 25.8 dB**, dlib distance at ±20° 0.48 / 0.43 and 0.57 / 0.50
+        220 steps, 96.7 / 100.9 s, 24.4 / 25.8 dB, dlib distance at ±20° 0.48 / 0.43 and 0.57 / 0.50
         (with it 0.54 / 0.46 and 0.57 / 0.50), every animation frame the same person (largest 0.36 / 0.39).
+        180 steps, so that a drop on the viewer (which shows live states meanwhile) ends within two
+        minutes: **82.9 / 78.7 s, 24.2 / 26.0 dB**, ±20° 0.51 / 0.42 and 0.57 / 0.47, animation largest
+        0.38 / 0.38.
 
         ``video``: the settings of video reconstruction (:func:`pv3d_core.portrait.reconstruct`), which
         keep the locality term and 120 steps: many frames at their own timestamps are a different fit,
