@@ -170,8 +170,9 @@ class _FakeWorker:
     def set_appearance(self, ws):
         self.calls.append(("set_appearance", None if ws is None else "ws"))
 
-    def show_preview(self, G, ws, name="portrait (fitting)"):
+    def show_preview(self, G, ws, name="portrait (fitting)", prepared=None):
         self.calls.append(("show_preview", name))
+        self.prepared = prepared                             # the frame the fit rendered, if any
         self.generator, self.model_name = G, name          # not a new model: the serial stays
 
     def load(self, path):
