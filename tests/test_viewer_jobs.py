@@ -345,7 +345,11 @@ def test_live_preview_renders_the_fits_state_at_the_viewports_view(tiny_generato
     from pv3d_core.pipeline import RenderSettings
     from pv3d_viewer.live_preview import LivePreview
 
-    G = tiny_generator.eval().requires_grad_(False)
+    import copy
+
+    # a copy: the viewer's renderer sets channels-last flags on the generator it renders, which the
+    # session's other tests must not inherit
+    G = copy.deepcopy(tiny_generator).eval().requires_grad_(False)
     ws = G.mapping(torch.randn(1, G.z_dim), torch.zeros(1, 25)).detach()
     live = LivePreview(min_interval_s=0.0)
     live(FitState("encoder", 1, 1, ws, G))               # each new stage is always shown
