@@ -112,10 +112,10 @@ class InversionConfig:
         ``video``: the settings of video reconstruction (:func:`pv3d_core.portrait.reconstruct`), which
         keep the locality term and 120 steps: many frames at their own timestamps are a different fit,
         not measured without it."""
-        if video:
-            return cls(**{"w_steps": 0, "wplus_steps": 30, "pti_steps": 120, "pti_lr": 4e-3, "reg_scale": 0.5, **kw})
-        return cls(**{"w_steps": 0, "wplus_steps": 30, "pti_steps": 180, "pti_lr": 4e-3, "reg_scale": 0.5,
-                      "locality_weight": 0.0, **kw})
+        base = {"w_steps": 0, "wplus_steps": 30, "pti_steps": 120, "pti_lr": 4e-3, "reg_scale": 0.5}
+        if not video:
+            base.update(pti_steps=180, locality_weight=0.0)
+        return cls(**{**base, **kw})
 
     @classmethod
     def legacy(cls, **kw) -> "InversionConfig":

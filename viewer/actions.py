@@ -290,8 +290,7 @@ class Actions:
             return
         if app.worker.model_serial != job.model_serial or app.worker.loading():
             return                      # the user loaded another model meanwhile
-        if hasattr(job.latest, "view"):
-            job.latest.view = S.render_settings(app.st)     # the fit renders its next state at this view
+        job.latest.view = S.render_settings(app.st)     # the fit renders its next state at this view
         s = job.latest.take()
         if s is None:
             return

@@ -251,15 +251,16 @@ class RenderWorker:
         ``prepared`` (:class:`viewer.live_preview.PreparedFrame`): the state's renderer and a frame the
         fit already rendered; it goes into the cache, so that view is shown without rendering it again."""
         def do(w: "RenderWorker"):
-            if prepared is not None and w.device == prepared.renderer.device:
-                w.renderer = prepared.renderer
+            made = prepared if prepared is not None and w.device == prepared.renderer.device else None
+            if made is not None:
+                w.renderer = made.renderer
             else:
                 w.renderer = w._factory(G)
                 w.renderer.set_appearance(ws.to(w.device))
             w.model_path, w.model_name = None, name
             w._bump_epoch()
-            if prepared is not None and w.renderer is prepared.renderer:
-                w.cache.put((w.epoch, prepared.settings), prepared.frame)
+            if made is not None:
+                w.cache.put((w.epoch, made.settings), made.frame)
             return None
         with self._cond:
             self._commands = collections.deque(c for c in self._commands if c[0] != "preview")
