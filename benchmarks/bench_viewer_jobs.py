@@ -85,20 +85,27 @@ def checkouts(args) -> list[Path]:
     return [Path(r).resolve() for r in (args.root or [ROOT])]
 
 
-def run_export(args, display):
-    roots = checkouts(args)
-    times = {str(r): [] for r in roots}
+def alternated_viewers(args, display):
+    """(round, checkout, viewer, its scratch folder): ``--runs`` rounds over the ``--root`` checkouts, one
+    after the other within a round so that the machine's load falls on all alike; each viewer is quit
+    (and its folder removed) when the caller asks for the next one."""
     for rep in range(args.runs):
-        for r in roots:
+        for r in checkouts(args):
             with tempfile.TemporaryDirectory() as d:
                 v = Viewer(display, r, Path(d))
-                time.sleep(1.0)
-                t0 = time.perf_counter()
-                v.c.call("export", kind="mp4", path=str(Path(d) / "clip.mp4"), export_frames=args.frames)
-                j = v.wait_job()
-                times[str(r)].append(time.perf_counter() - t0)
-                print(r, rep, f"{times[str(r)][-1]:.2f} s", j["error"] or "", flush=True)
+                yield rep, r, v, Path(d)
                 v.quit()
+
+
+def run_export(args, display):
+    times = {str(r): [] for r in checkouts(args)}
+    for rep, r, v, d in alternated_viewers(args, display):
+        time.sleep(1.0)
+        t0 = time.perf_counter()
+        v.c.call("export", kind="mp4", path=str(d / "clip.mp4"), export_frames=args.frames)
+        j = v.wait_job()
+        times[str(r)].append(time.perf_counter() - t0)
+        print(r, rep, f"{times[str(r)][-1]:.2f} s", j["error"] or "", flush=True)
     return {"frames": args.frames, "runs": times, "median_s": {k: statistics.median(v) for k, v in times.items()}}
 
 
@@ -213,19 +220,14 @@ def process_cpu_s(pid: int) -> float:
 def run_idle(args, display):
     """How many cores an idle viewer uses (its UI loop, the software OpenGL's threads, everything in
     its process), after it settled on the default model; alternating checkouts."""
-    roots = checkouts(args)
-    cores = {str(r): [] for r in roots}
-    for rep in range(args.runs):
-        for r in roots:
-            with tempfile.TemporaryDirectory() as d:
-                v = Viewer(display, r, Path(d))
-                time.sleep(2.0)                 # past the input tail of the launch
-                a, t = process_cpu_s(v.proc.pid), time.perf_counter()
-                time.sleep(args.seconds)
-                used = (process_cpu_s(v.proc.pid) - a) / (time.perf_counter() - t)
-                cores[str(r)].append(round(used, 3))
-                print(r, rep, f"{used:.3f} cores", flush=True)
-                v.quit()
+    cores = {str(r): [] for r in checkouts(args)}
+    for rep, r, v, _ in alternated_viewers(args, display):
+        time.sleep(2.0)                 # past the input tail of the launch
+        a, t = process_cpu_s(v.proc.pid), time.perf_counter()
+        time.sleep(args.seconds)
+        used = (process_cpu_s(v.proc.pid) - a) / (time.perf_counter() - t)
+        cores[str(r)].append(round(used, 3))
+        print(r, rep, f"{used:.3f} cores", flush=True)
     return {"seconds": args.seconds, "cores": cores, "median": {k: statistics.median(x) for k, x in cores.items()}}
 
 
