@@ -8,8 +8,9 @@ on synthetic heads with known cameras.
     python benchmarks/bench_portrait.py pnp [--heads 8] [--yaw-deg 25] [--pitch-deg 10]
 
 `invert` runs on real photographs that ship inside installed packages: scikit-image's astronaut
-(frontal, 88 px face), its mirror, and imgui-bundle's tennis demo photo (a 44 px face turned about
-30°, when imgui-bundle is installed). Methods, run alternately per photo in one process:
+(frontal, 88 px face), its mirror, imgui-bundle's tennis demo photo (a 44 px face turned about
+30°, when imgui-bundle is installed) and matplotlib's sample photo of Grace Hopper (``hopper``: a
+frontal 160 px face in uniform, when matplotlib is installed; not in the default set). Methods, run alternately per photo in one process:
 
 - ``legacy``: today's optimisation before issue 15 (200 w + 300 PTI steps from the mean latent, no
   motion term: ``InversionConfig.legacy()``);
@@ -156,12 +157,13 @@ def _photos(keys):
             photos[key] = skimage.data.astronaut()
         elif key == "astronaut_mirror":
             photos[key] = np.ascontiguousarray(skimage.data.astronaut()[:, ::-1])
-        elif key == "tennis":
-            tennis = _tennis()
-            if tennis is None:
-                print("tennis: imgui-bundle is not installed, skipped", flush=True)
+        elif key in ("tennis", "hopper"):
+            img = _tennis() if key == "tennis" else _hopper()
+            if img is None:
+                print(f"{key}: {'imgui-bundle' if key == 'tennis' else 'matplotlib'} is not installed, skipped",
+                      flush=True)
                 continue
-            photos[key] = tennis
+            photos[key] = img
         else:
             raise SystemExit(f"unknown photo {key!r}")
     return photos
@@ -258,6 +260,22 @@ def run_video(args):
             if m != "legacy":
                 out[f"{m}_speedup_vs_legacy"] = round(out["legacy"]["seconds"] / out[m]["seconds"], 3)
     return {"model": name, "frames": n, "motion_steps": args.motion_steps, "results": out}
+
+
+def _hopper():
+    """matplotlib's sample photo of Grace Hopper, or None."""
+    import importlib.util
+
+    from PIL import Image
+
+    spec = importlib.util.find_spec("matplotlib")
+    if spec is None or not spec.submodule_search_locations:
+        return None
+    for loc in spec.submodule_search_locations:
+        p = Path(loc) / "mpl-data" / "sample_data" / "grace_hopper.jpg"
+        if p.is_file():
+            return np.asarray(Image.open(p).convert("RGB"))
+    return None
 
 
 def _tennis():

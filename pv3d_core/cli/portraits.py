@@ -30,8 +30,8 @@ def _inversion_args(p, video: bool = False) -> None:
     p.add_argument("--pti-steps", type=R["pti_steps"].flag, default=None,
                    help=f"pivotal tuning steps (default {e.pti_steps} after an encoder, {d.pti_steps} without; 0 = none)")
     p.add_argument("--pti-lr", type=R["pti_lr"].flag, default=None,
-                   help=f"pivotal tuning learning rate (default {d.pti_lr:g}, tuned on the embedded model; "
-                        "3e-4 is the usual choice for full-size models)")
+                   help=f"pivotal tuning learning rate (default {e.pti_lr:g} after an encoder, {d.pti_lr:g} without, "
+                        "tuned on the embedded model; 3e-4 is the usual choice for full-size models)")
     p.add_argument("--seed", type=R["seed"].flag, default=0, help="inversion seed (results are deterministic under it)")
     add_device(p)
 
