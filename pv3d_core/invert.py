@@ -117,7 +117,7 @@ class InversionConfig:
         4e-3 constant (before) 23.7 / 25.3 / 15.6; 24.2 / 26.0 / 15.8 dB; 6e-3 24.7 / 25.1 / 17.0;
         8e-3 25.4 / 26.3 / 17.6; 24.6 / 26.7 / 16.9, but tennis at -20° and t = 0.5 0.60 (dlib's threshold);
         8e-3 cosine 25.5 / 26.5 / 15.9; **1.2e-2 cosine 25.8 / 26.8 / 16.2; 26.5 / 26.4 / 16.3**, every ±20°
-        view at t = 0 and 0.5 at most 0.55, animation largest 0.41 / 0.40 / 0.43; 1.6e-2 cosine 25.8 /
+        view at t = 0 and 0.5 at most 0.55, animation largest 0.40-0.49; 1.6e-2 cosine 25.8 /
         26.0 / 15.8. Not kept: the geometry term at half (astronaut 27.1, tennis 21.6 dB: the background
         turned purple) or twice the weight (18.4 / 20.3 / 14.9); refining the photo's yaw and pitch with
         the latent and the tuning (the camera wandered 4-9° for no gain: 24.3 / 24.7 dB).
