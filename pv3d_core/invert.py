@@ -121,6 +121,11 @@ class InversionConfig:
         26.0 / 15.8. Not kept: the geometry term at half (astronaut 27.1, tennis 21.6 dB: the background
         turned purple) or twice the weight (18.4 / 20.3 / 14.9); refining the photo's yaw and pitch with
         the latent and the tuning (the camera wandered 4-9° for no gain: 24.3 / 24.7 dB).
+        Also measured and not kept, in the same time: coarse-to-fine (``coarse_fraction``: a step at
+        half the neural resolution costs 181 ms against 264, 2 threads), 0.5 of 214 steps 24.1 / 25.1 /
+        15.8 dB, 0.3 of 199 steps 24.8 / 25.6 / 15.7, and tennis at -20° over 0.6 in both; ``torch.compile``
+        of the generator's planes, synthesis and ray march (inductor, CPU): 34 s to compile the first two
+        steps, then 2.05 s a step against 0.25 eager (guards fail per layer and hit the recompile limit).
 
         ``video``: the settings of video reconstruction (:func:`pv3d_core.portrait.reconstruct`), which
         keep the locality term, 120 steps and 4e-3: many frames at their own timestamps are a different
