@@ -157,11 +157,10 @@ def _photos(keys):
             photos[key] = skimage.data.astronaut()
         elif key == "astronaut_mirror":
             photos[key] = np.ascontiguousarray(skimage.data.astronaut()[:, ::-1])
-        elif key in ("tennis", "hopper"):
-            img = _tennis() if key == "tennis" else _hopper()
+        elif key in PACKAGE_PHOTOS:
+            img = _package_photo(key)
             if img is None:
-                print(f"{key}: {'imgui-bundle' if key == 'tennis' else 'matplotlib'} is not installed, skipped",
-                      flush=True)
+                print(f"{key}: {PACKAGE_PHOTOS[key][0]} is not installed, skipped", flush=True)
                 continue
             photos[key] = img
         else:
@@ -262,33 +261,25 @@ def run_video(args):
     return {"model": name, "frames": n, "motion_steps": args.motion_steps, "results": out}
 
 
-def _hopper():
-    """matplotlib's sample photo of Grace Hopper, or None."""
+#: photos that ship inside optional packages: key -> (package, path inside it)
+PACKAGE_PHOTOS = {
+    "tennis": ("imgui_bundle", "demos_assets/images/tennis.jpg"),   # two tennis players; the larger face is used
+    "hopper": ("matplotlib", "mpl-data/sample_data/grace_hopper.jpg"),
+}
+
+
+def _package_photo(key):
+    """The RGB array of a :data:`PACKAGE_PHOTOS` photo, or None when its package is not installed."""
     import importlib.util
 
     from PIL import Image
 
-    spec = importlib.util.find_spec("matplotlib")
+    package, rel = PACKAGE_PHOTOS[key]
+    spec = importlib.util.find_spec(package)
     if spec is None or not spec.submodule_search_locations:
         return None
     for loc in spec.submodule_search_locations:
-        p = Path(loc) / "mpl-data" / "sample_data" / "grace_hopper.jpg"
-        if p.is_file():
-            return np.asarray(Image.open(p).convert("RGB"))
-    return None
-
-
-def _tennis():
-    """imgui-bundle's demo photo of two tennis players (the larger face is used), or None."""
-    import importlib.util
-
-    from PIL import Image
-
-    spec = importlib.util.find_spec("imgui_bundle")
-    if spec is None or not spec.submodule_search_locations:
-        return None
-    for loc in spec.submodule_search_locations:
-        p = Path(loc) / "demos_assets" / "images" / "tennis.jpg"
+        p = Path(loc) / rel
         if p.is_file():
             return np.asarray(Image.open(p).convert("RGB"))
     return None
