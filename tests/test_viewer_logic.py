@@ -284,3 +284,28 @@ def test_a_new_epochs_frame_at_the_same_view_is_shown():
     app.last_requested = None
     app.schedule(0.01)                                     # nothing new: no second upload
     assert len(uploads) == 2 and app.shown_now() == view
+
+
+def test_a_jobs_progress_alone_redraws_at_most_twice_a_second():
+    """A fit's progress label changes with every step (3-4 a second here), and under llvmpipe each
+    frame costs ~25 ms of both cores that the fit needs: progress alone redraws every
+    PROGRESS_REDRAW_S, while a job's end (or any other visible change) draws at once."""
+    from types import SimpleNamespace as NS
+
+    from pv3d_viewer.window import PROGRESS_REDRAW_S, ViewerApp
+
+    job = NS(id=1, status="PTI 1/180", progress=0.10, done=False, error=None)
+    app = ViewerApp.__new__(ViewerApp)
+    app.results_seen = app.frames_shown = 0
+    app.display, app.worker = NS(uploads=0), NS(epoch=0, model_name="m")
+    app.message = app.notice = app.viewport_error = app.last_requested = None
+    app.dialogs, app.portrait_active, app.jobs = NS(pending=[]), False, NS(jobs=[job])
+    app.last_event, app.imgui = -1e9, NS(get_io=lambda: NS(want_text_input=False))
+    app._drawn_state, app._drawn_progress = app.visible_state(), app.job_progress()
+    now = 100.0
+    assert not app.needs_redraw(now, now - 0.1)                    # nothing changed
+    job.status, job.progress = "PTI 2/180", 0.11
+    assert not app.needs_redraw(now, now - 0.1)                    # progress only, drawn 0.1 s ago
+    assert app.needs_redraw(now, now - PROGRESS_REDRAW_S)          # ... and once the interval is over
+    job.done = True
+    assert app.needs_redraw(now, now - 0.1)                        # the job's end: at once

@@ -35,6 +35,7 @@ PREVIEW_HOLD_S = 0.25          # input pause after which the full frame replaces
 JOB_REDRAW_S = 0.1             # while only a background job runs, look at its progress this often
 INPUT_TAIL_S = 1.0             # after an input event, draw every loop turn this long (imgui's hover delays)
 IDLE_REDRAW_S = 1.0            # with nothing changing, draw once a second anyway (status bar figures)
+PROGRESS_REDRAW_S = 0.5        # a job's progress bar and label alone redraw at most this often
 
 log = logging.getLogger(__name__)
 
@@ -84,6 +85,7 @@ class ViewerApp:
         self.results_seen = 0             # worker results taken
         self.frames_drawn = 0
         self._drawn_state: tuple | None = None
+        self._drawn_progress: tuple | None = None
         self.ui_dt = []
         self.frame_ms = []
         self.frame_parts: dict = {}       # EMA of the UI frame's parts, ms
@@ -230,7 +232,7 @@ class ViewerApp:
                     self.ui_dt = (self.ui_dt + [dt])[-120:]
                 self.draw(dt)
                 self.frames_drawn += 1
-                self._drawn_state = self.visible_state()
+                self._drawn_state, self._drawn_progress = self.visible_state(), self.job_progress()
                 self.frame_ms = (self.frame_ms + [(time.perf_counter() - now) * 1e3])[-120:]
                 self.perf.add("ui", self.frame_ms[-1])
                 if animating:  # cap the UI at ~60 fps so that the render thread keeps its core
@@ -295,16 +297,20 @@ class ViewerApp:
         w = self.worker
         return (self.results_seen, self.display.uploads, self.frames_shown, w.epoch, w.model_name, self.message,
                 self.notice, self.viewport_error, len(self.dialogs.pending), self.portrait_active,
-                self.last_requested is None,
-                tuple((j.id, j.status, round(j.progress, 3), j.done, j.error) for j in self.jobs.jobs))
+                self.last_requested is None, tuple((j.id, j.done, j.error) for j in self.jobs.jobs))
+
+    def job_progress(self) -> tuple:
+        """The jobs' progress bars and labels: they change with every step of a fit (several a second)."""
+        return tuple((j.status, round(j.progress, 3)) for j in self.jobs.jobs)
 
     def needs_redraw(self, now: float, last_draw: float) -> bool:
         """Draw only when something changed, for a while after input (imgui's hover delays and
-        tooltips), while text is typed, and once a second regardless. An idle window (or one beside a
-        portrait fit) then costs the CPU almost nothing: under a software OpenGL (Mesa's llvmpipe) each
-        frame is ~20-30 ms of both cores."""
+        tooltips), while text is typed, and once a second regardless; a job's progress alone at most
+        every :data:`PROGRESS_REDRAW_S`. An idle window (or one beside a portrait fit) then costs the CPU
+        almost nothing: under a software OpenGL (Mesa's llvmpipe) each frame is ~20-30 ms of both cores."""
         return (self.visible_state() != self._drawn_state or now - self.last_event < INPUT_TAIL_S
-                or now - last_draw >= IDLE_REDRAW_S or self.imgui.get_io().want_text_input)
+                or now - last_draw >= IDLE_REDRAW_S or self.imgui.get_io().want_text_input
+                or (now - last_draw >= PROGRESS_REDRAW_S and self.job_progress() != self._drawn_progress))
 
     # ------------------------------------------------------------------ per frame
     def poll(self) -> None:
