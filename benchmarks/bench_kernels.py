@@ -24,7 +24,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 from pv3d_core import generator as generator_module  # noqa: E402
 from pv3d_core.config import preset  # noqa: E402
 from pv3d_core.io import build_generator  # noqa: E402
-from pv3d_core.render import cameras, cuda_ops, volume  # noqa: E402
+from pv3d_core.render import cameras, cuda_backend, cuda_launch, cuda_ops, volume  # noqa: E402
 from pv3d_core.render.rays import pixel_rays, split_camera  # noqa: E402
 
 
@@ -123,7 +123,7 @@ def main():
     ap.add_argument("--warmup", type=int, default=3)
     ap.add_argument("--half", action="store_true", help="the kernels read float16 tri-planes")
     ap.add_argument("--neural-res", type=int, default=None, help="neural rendering resolution (config's default)")
-    ap.add_argument("--launcher", choices=sorted(cuda_ops._LAUNCHERS), default=None)
+    ap.add_argument("--launcher", choices=sorted(cuda_launch.LAUNCHERS), default=None)
     ap.add_argument("--no-frame", action="store_true", help="skip the whole-frame timing (render stages only)")
     args = ap.parse_args()
     if not torch.cuda.is_available():
@@ -132,7 +132,7 @@ def main():
         return 0
     if args.launcher:
         import os
-        os.environ[cuda_ops.ENV_BACKEND] = args.launcher
+        os.environ[cuda_launch.ENV_BACKEND] = args.launcher
     torch.backends.cuda.matmul.allow_tf32 = False
     torch.backends.cudnn.allow_tf32 = False
     dev = torch.device("cuda")
@@ -153,12 +153,12 @@ def main():
             ws = G.mapping(z, c)
             planes = G.planes(ws, zm, torch.full((batch,), 0.5, device=dev), noise_mode="const")
             origins, dirs = pixel_rays(*split_camera(c), res)
-            launcher = cuda_ops._launcher(dev, cuda_ops.Dims(*G.decoder.kernel_layout()))
-            fast = median_times(lambda m: cuda_ops.render_rays_kernels(
+            launcher = cuda_launch.launcher(dev, cuda_launch.Dims(*G.decoder.kernel_layout()))
+            fast = median_times(lambda m: cuda_backend.render_rays_kernels(
                 launcher, planes, G.decoder, origins, dirs, opts, True, args.half, mark=m), args.runs, args.warmup)
             ref = median_times(lambda m: reference_stages(planes, G.decoder, origins, dirs, opts, m), args.runs,
                                args.warmup)
-            a = cuda_ops.render_rays_kernels(launcher, planes, G.decoder, origins, dirs, opts, True, args.half)
+            a = cuda_backend.render_rays_kernels(launcher, planes, G.decoder, origins, dirs, opts, True, args.half)
             b = volume.render_rays(planes, G.decoder, origins, dirs, opts, True)
             err = max((x - y).abs().max().item() for x, y in zip(a, b))
             print(f"\nbatch {batch}   (max |fast - reference| over rgb/depth/weight: {err:.2e})")

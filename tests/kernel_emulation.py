@@ -1,6 +1,6 @@
 """Run cuda/triplane_render.cu on the CPU: build it with g++ and tests/cuda_emulation/host_shim.h, and
-offer a launcher with the interface of pv3d_core.render.cuda_ops' CUDA launchers, so that the very
-pipeline code that drives the GPU (cuda_ops.render_rays_kernels etc.) runs on CPU tensors.
+offer a launcher with the interface of pv3d_core.render.cuda_launch's launchers, so that the very
+pipeline code that drives the GPU (cuda_backend.render_rays_kernels etc.) runs on CPU tensors.
 
 This checks the kernels' arithmetic, indexing, bounds checks, grid-stride loops and the Python
 orchestration; it does not check what only a GPU shows (NVRTC/driver launches, memory coalescing,
@@ -18,7 +18,7 @@ from pathlib import Path
 
 import torch
 
-from pv3d_core.render import cuda_ops
+from pv3d_core.render import cuda_launch, cuda_ops
 
 HERE = Path(__file__).resolve().parent / "cuda_emulation"
 _libs: dict = {}
@@ -28,7 +28,7 @@ def compiler() -> str | None:
     return shutil.which(os.environ.get("CXX", "g++"))
 
 
-def build(dims: cuda_ops.Dims = cuda_ops.Dims(), source: Path | None = None) -> ctypes.CDLL:
+def build(dims: cuda_launch.Dims = cuda_launch.Dims(), source: Path | None = None) -> ctypes.CDLL:
     """Compile (cached by content) and load the emulated kernels for ``dims``, from ``source`` (default: the
     kernel source cuda_ops compiles)."""
     cxx = compiler()
@@ -56,14 +56,14 @@ def build(dims: cuda_ops.Dims = cuda_ops.Dims(), source: Path | None = None) -> 
     return lib
 
 
-class EmulatedLauncher(cuda_ops._Launcher):
+class EmulatedLauncher(cuda_launch.Launcher):
     """cuda_ops launcher interface over the CPU build; arguments converted as the CUDA launchers do
     (tensor -> pointer, int -> int32, float -> double)."""
 
     name = "CPU emulation"
     device = torch.device("cpu")
 
-    def __init__(self, dims: cuda_ops.Dims = cuda_ops.Dims(), num_sms: int = 2, source: Path | None = None):
+    def __init__(self, dims: cuda_launch.Dims = cuda_launch.Dims(), num_sms: int = 2, source: Path | None = None):
         self.lib = build(dims, source)
         self.dims = dims
         self.num_sms = num_sms

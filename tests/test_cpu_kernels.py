@@ -9,7 +9,7 @@ from __future__ import annotations
 import pytest
 import torch
 
-from pv3d_core.render import cameras, cpu_kernels, cuda_ops, volume
+from pv3d_core.render import cameras, cpu_kernels, cuda_backend, cuda_ops, volume
 from test_cuda_kernels import assert_close, make_decoder, make_planes, make_rays, max_err, options
 
 pytestmark = pytest.mark.skipif(cpu_kernels.compiler() is None, reason="no C++ compiler for the CPU kernels")
@@ -33,8 +33,8 @@ def lib_for(dec, channels=32):
 
 def run(dec, planes, o, d, opts, det):
     lib, dims = lib_for(dec, planes.shape[2])
-    params = cuda_ops.pack_decoder(dec, dims, torch.device("cpu"))
-    return cpu_kernels.render_rays(lib, cuda_ops.prepare_planes(planes, False), params, o, d, opts, det)
+    params = cuda_backend.pack_decoder(dec, dims, torch.device("cpu"))
+    return cpu_kernels.render_rays(lib, cuda_backend.prepare_planes(planes, False), params, o, d, opts, det)
 
 
 # ---------------------------------------------------------------------------------------------- ops
@@ -114,16 +114,16 @@ def test_threads_give_the_same_frame():
 def test_query_march_importance_match_reference():
     dec, planes = make_decoder(), make_planes()
     lib, dims = lib_for(dec)
-    params = cuda_ops.pack_decoder(dec, dims, torch.device("cpu"))
+    params = cuda_backend.pack_decoder(dec, dims, torch.device("cpu"))
     pts = torch.rand(2, 701, 3) * 1.4 - 0.7     # some outside the box: zeros padding
     pts[0, :4] = torch.tensor([[0.5, 0.5, 0.5], [1e6, 0, 0], [float("nan"), 0, 0], [0, 0, 0]])
     with torch.no_grad():
         ref = volume.query(planes, dec, pts, pts, 1.0)
-    got = cpu_kernels.query(lib, cuda_ops.prepare_planes(planes, False), params, pts, 1.0)
+    got = cpu_kernels.query(lib, cuda_backend.prepare_planes(planes, False), params, pts, 1.0)
     ok = ~torch.isnan(ref["sigma"][..., 0])
     assert_close(got["sigma"][ok], ref["sigma"][ok], 1e-5, "sigma")
     assert_close(got["rgb"][ok], ref["rgb"][ok], 1e-5, "rgb")
-    only = cpu_kernels.query(lib, cuda_ops.prepare_planes(planes, False), params, pts, 1.0, sigma_only=True)
+    only = cpu_kernels.query(lib, cuda_backend.prepare_planes(planes, False), params, pts, 1.0, sigma_only=True)
     assert only["rgb"] is None and torch.equal(only["sigma"], got["sigma"])
 
     b, r, s, c = 2, 9, 17, 40

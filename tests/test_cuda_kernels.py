@@ -21,7 +21,7 @@ import torch.nn.functional as F
 
 from pv3d_core.config import preset
 from pv3d_core.render.decoder import OSGDecoder
-from pv3d_core.render import cameras, cuda_ops, volume
+from pv3d_core.render import cameras, cuda_backend, cuda_launch, cuda_ops, volume
 from pv3d_core.render.rays import pixel_rays, split_camera
 from pv3d_core.render.triplane import project_onto_planes
 
@@ -93,7 +93,7 @@ def test_nvcc_compiles(arch, tmp_path):
                str(SRC)], tmp_path)
     assert r.returncode == 0, r.stderr[-4000:]
     log = r.stdout + r.stderr
-    for kernel in cuda_ops._KERNELS:
+    for kernel in cuda_launch.KERNELS:
         assert f"Compiling entry function '{kernel}'" in log
     # The decoder kernel is register-bound: report spills (a performance regression, not an error).
     spills = re.findall(r"Function properties for (\w+)\n\s+(\d+) bytes stack frame, (\d+) bytes spill stores", log)
@@ -115,12 +115,12 @@ def test_source_needs_no_headers():
 def test_nvrtc_compiles():
     """The run-time compile path (NVRTC, with the options cuda_ops passes), when libnvrtc is present."""
     try:
-        lib = cuda_ops.load_nvrtc()
+        lib = cuda_launch.load_nvrtc()
     except OSError as e:
         pytest.skip(f"libnvrtc not found ({e}); it ships with CUDA builds of PyTorch")
-    image, _ = cuda_ops.nvrtc_compile(SRC.read_text(), "sm_90", cuda_ops.Dims().defines(), lib=lib)
+    image, _ = cuda_launch.nvrtc_compile(SRC.read_text(), "sm_90", cuda_launch.Dims().defines(), lib=lib)
     assert image[:4] == b"\x7fELF"
-    ptx, _ = cuda_ops.nvrtc_compile(SRC.read_text(), "compute_75", cuda_ops.Dims(16, 32, 8).defines(), lib=lib)
+    ptx, _ = cuda_launch.nvrtc_compile(SRC.read_text(), "compute_75", cuda_launch.Dims(16, 32, 8).defines(), lib=lib)
     assert b".entry pv3d_decode_f32" in ptx and b".entry pv3d_composite" in ptx
 
 
@@ -149,7 +149,7 @@ def test_emulated_query_matches_reference(emu):
     pts[0, :5] = torch.tensor([[0.5, 0.5, 0.5], [-0.5, -0.5, -0.5], [1e6, 0, 0], [0.2, -3.0, 0.1], [0.0, 0.0, 0.0]])
     with torch.no_grad():
         ref = volume.query(planes, dec, pts, pts, 1.0)
-        got = cuda_ops.query_kernels(emu, planes, dec, pts, 1.0)
+        got = cuda_backend.query_kernels(emu, planes, dec, pts, 1.0)
     assert_close(got["sigma"], ref["sigma"], 1e-5, "sigma")
     assert_close(got["rgb"], ref["rgb"], 1e-5, "rgb")
 
@@ -160,7 +160,7 @@ def test_emulated_query_half_planes(emu):
     pts = torch.rand(2, 300, 3) - 0.5
     with torch.no_grad():
         ref = volume.query(planes.half().float(), dec, pts, pts, 1.0)
-        got = cuda_ops.query_kernels(emu, planes, dec, pts, 1.0, half_planes=True)
+        got = cuda_backend.query_kernels(emu, planes, dec, pts, 1.0, half_planes=True)
     assert_close(got["sigma"], ref["sigma"], 1e-5, "sigma")
     assert_close(got["rgb"], ref["rgb"], 1e-5, "rgb")
 
@@ -173,7 +173,7 @@ def test_emulated_march_matches_reference(emu):
     sig[1, 3] = -100.0                                  # no density: weights 0, depth NaN -> clamped
     col = torch.rand(b, r, s, c)
     ref = volume.march(col, sig, depths)
-    got = cuda_ops.march_kernels(emu, col, sig, depths)
+    got = cuda_backend.march_kernels(emu, col, sig, depths)
     for g, e, n in zip(got, ref, ("rgb", "depth", "weights")):
         assert_close(g, e, 1e-5, n)
     assert got[1][1, 3, 0].item() == depths.max().item()
@@ -189,14 +189,14 @@ def test_emulated_importance_matches_reference(emu, deterministic):
     torch.manual_seed(3)
     ref = volume.importance_depths(depths, w, 20, deterministic)
     torch.manual_seed(3)
-    got = cuda_ops.importance_depths_kernels(emu, depths, w, 20, deterministic)
+    got = cuda_backend.importance_depths_kernels(emu, depths, w, 20, deterministic)
     assert_close(got, ref, 1e-5, "fine depths")
 
 
 @pytest.mark.parametrize("n_coarse,n_fine,deterministic", [(24, 24, True), (48, 48, True), (24, 24, False),
                                                            (16, 0, True)])
 def test_emulated_render_rays_matches_reference(emu, n_coarse, n_fine, deterministic):
-    """The whole kernel pipeline (cuda_ops.render_rays_kernels, the code that drives the GPU)."""
+    """The whole kernel pipeline (cuda_backend.render_rays_kernels, the code that drives the GPU)."""
     dec, planes = make_decoder(), make_planes()
     o, d = make_rays()
     opts = options(n_coarse, n_fine)
@@ -204,7 +204,7 @@ def test_emulated_render_rays_matches_reference(emu, n_coarse, n_fine, determini
         torch.manual_seed(11)
         ref = volume.render_rays(planes, dec, o, d, opts, deterministic)
         torch.manual_seed(11)
-        got = cuda_ops.render_rays_kernels(emu, planes, dec, o, d, opts, deterministic)
+        got = cuda_backend.render_rays_kernels(emu, planes, dec, o, d, opts, deterministic)
     assert ref[2].mean() > 0.3, "test scene too empty to be a meaningful check"
     for g, e, n in zip(got, ref, ("rgb", "depth", "weight sum")):
         assert_close(g, e, 1e-5, n)
@@ -218,9 +218,9 @@ def test_emulated_render_rays_256_planes_half(emu):
     opts = options(48, 48)
     with torch.no_grad():
         ref = volume.render_rays(planes, dec, o, d, opts, True)
-        got = cuda_ops.render_rays_kernels(emu, planes, dec, o, d, opts, True)
+        got = cuda_backend.render_rays_kernels(emu, planes, dec, o, d, opts, True)
         ref_h = volume.render_rays(planes.half().float(), dec, o, d, opts, True)
-        got_h = cuda_ops.render_rays_kernels(emu, planes, dec, o, d, opts, True, half_planes=True)
+        got_h = cuda_backend.render_rays_kernels(emu, planes, dec, o, d, opts, True, half_planes=True)
     for i, n in enumerate(("rgb", "depth", "weight sum")):
         assert_close(got[i], ref[i], 1e-5, n)
         assert_close(got_h[i], ref_h[i], 1e-5, n + " (fp16 planes)")
@@ -238,7 +238,7 @@ def test_emulated_generator_frame(emu, tiny_generator):
         planes = G.planes(ws, zm, torch.tensor([0.5]), noise_mode="const")
         o, d = pixel_rays(*split_camera(c), 8)
         ref = volume.render_rays(planes, G.decoder, o, d, G.rendering_kwargs, True)
-        got = cuda_ops.render_rays_kernels(emu, planes, G.decoder, o, d, G.rendering_kwargs, True)
+        got = cuda_backend.render_rays_kernels(emu, planes, G.decoder, o, d, G.rendering_kwargs, True)
     for g, e, n in zip(got, ref, ("rgb", "depth", "weight sum")):
         assert_close(g, e, 1e-5, n)
 
@@ -294,8 +294,8 @@ def test_cpu_tensors_use_pytorch(mode, monkeypatch):
 def fake_gpu(emu, monkeypatch):
     """CPU tensors count as CUDA and the emulated kernels stand in for the compiled ones."""
     monkeypatch.setattr(cuda_ops, "_on_cuda", lambda tensors: True)
-    monkeypatch.setattr(cuda_ops, "_launcher", lambda device, dims: emu)
-    monkeypatch.setattr(cuda_ops, "_any_launcher", lambda device: emu)
+    monkeypatch.setattr(cuda_launch, "launcher", lambda device, dims: emu)
+    monkeypatch.setattr(cuda_launch, "any_launcher", lambda device: emu)
     return emu
 
 
@@ -364,7 +364,7 @@ def test_mode_on_raises_instead_of_falling_back(fake_gpu, monkeypatch):
 
     def broken(device, dims):
         raise cuda_ops.KernelUnavailable("kernels did not compile (test)")
-    monkeypatch.setattr(cuda_ops, "_launcher", broken)
+    monkeypatch.setattr(cuda_launch, "launcher", broken)
     dec.requires_grad_(False)
     with torch.no_grad(), pytest.raises(cuda_ops.KernelUnavailable, match="did not compile"):
         cuda_ops.render_rays_fast(planes, dec, o, d, options(12, 12), True)
@@ -379,24 +379,24 @@ def test_compile_failure_is_cached_and_reported(monkeypatch):
     """A launcher that fails to build is tried once per (device, sizes); the error names each launcher."""
     calls = []
 
-    class Broken(cuda_ops._Launcher):
+    class Broken(cuda_launch.Launcher):
         def __init__(self, device, dims):
             calls.append(dims)
             raise RuntimeError("no GPU here")
 
-    monkeypatch.setattr(cuda_ops, "_LAUNCHERS", {"a": Broken, "b": Broken})
-    monkeypatch.setattr(cuda_ops, "_cache", {})
+    monkeypatch.setattr(cuda_launch, "LAUNCHERS", {"a": Broken, "b": Broken})
+    monkeypatch.setattr(cuda_launch, "_cache", {})
     dev = torch.device("cuda", 0)
     for _ in range(2):
         with pytest.raises(cuda_ops.KernelUnavailable, match="a: RuntimeError: no GPU here; b: RuntimeError"):
-            cuda_ops._launcher(dev, cuda_ops.Dims())
+            cuda_launch.launcher(dev, cuda_launch.Dims())
     assert len(calls) == 2        # both launchers tried once, then the failure is remembered
 
 
 def test_decoder_pack_layout():
     dec = make_decoder()
-    dims = cuda_ops.Dims()
-    p = cuda_ops.pack_decoder(dec, dims, torch.device("cpu"))
+    dims = cuda_launch.Dims()
+    p = cuda_backend.pack_decoder(dec, dims, torch.device("cpu"))
     assert p.numel() == dims.n_params
     fc1, fc2 = dec.net[0], dec.net[2]
     w1 = p[: 64 * 32].reshape(64, 32)
@@ -404,10 +404,10 @@ def test_decoder_pack_layout():
     off = 64 * 32 + 64
     w2t = p[off: off + 64 * dims.out_pad].reshape(64, dims.out_pad)
     assert torch.equal(w2t[:, :33], (fc2.weight * fc2.weight_gain).t()) and not w2t[:, 33:].any()
-    assert cuda_ops.pack_decoder(dec, dims, torch.device("cpu")) is p          # cached
+    assert cuda_backend.pack_decoder(dec, dims, torch.device("cpu")) is p          # cached
     with torch.no_grad():
         fc2.bias.add_(1.0)
-    assert cuda_ops.pack_decoder(dec, dims, torch.device("cpu")) is not p      # parameters changed
+    assert cuda_backend.pack_decoder(dec, dims, torch.device("cpu")) is not p      # parameters changed
 
 
 # ---------------------------------------------------------------------------------------------- 3. GPU
@@ -434,34 +434,34 @@ def strict_fp32():
 @pytest.mark.parametrize("launcher_name", _gpu_launchers())
 def test_gpu_kernels_match_reference(launcher_name, strict_fp32):
     dev = torch.device("cuda")
-    launcher = cuda_ops._LAUNCHERS[launcher_name](dev, cuda_ops.Dims())
+    launcher = cuda_launch.LAUNCHERS[launcher_name](dev, cuda_launch.Dims())
     dec = make_decoder().to(dev)
     planes = make_planes(batch=2, res=256).to(dev)
     o, d = (t.to(dev) for t in make_rays(batch=2, res=32))
     opts = options(48, 48)
     with torch.no_grad():
         pts = (torch.rand(2, 5000, 3, device=dev) * 1.4 - 0.7)
-        ref, got = volume.query(planes, dec, pts, pts, 1.0), cuda_ops.query_kernels(launcher, planes, dec, pts, 1.0)
+        ref, got = volume.query(planes, dec, pts, pts, 1.0), cuda_backend.query_kernels(launcher, planes, dec, pts, 1.0)
         assert_close(got["sigma"], ref["sigma"], 1e-5, "query sigma")
         assert_close(got["rgb"], ref["rgb"], 1e-5, "query rgb")
         for det in (True, False):
             torch.manual_seed(7)
             ref = volume.render_rays(planes, dec, o, d, opts, det)
             torch.manual_seed(7)
-            got = cuda_ops.render_rays_kernels(launcher, planes, dec, o, d, opts, det)
+            got = cuda_backend.render_rays_kernels(launcher, planes, dec, o, d, opts, det)
             for g, e, n in zip(got, ref, ("rgb", "depth", "weight sum")):
                 assert_close(g, e, 1e-5, f"render {n} deterministic={det}")
         ref_h = volume.render_rays(planes.half().float(), dec, o, d, opts, True)
-        got_h = cuda_ops.render_rays_kernels(launcher, planes, dec, o, d, opts, True, half_planes=True)
+        got_h = cuda_backend.render_rays_kernels(launcher, planes, dec, o, d, opts, True, half_planes=True)
         for g, e, n in zip(got_h, ref_h, ("rgb", "depth", "weight sum")):
             assert_close(g, e, 1e-5, f"render {n} fp16 planes")
         depths = torch.sort(torch.rand(2, 300, 40, 1, device=dev) + 2.25, dim=2).values
         sig, col = torch.randn(2, 300, 40, 1, device=dev) * 3, torch.rand(2, 300, 40, 32, device=dev)
-        for g, e, n in zip(cuda_ops.march_kernels(launcher, col, sig, depths), volume.march(col, sig, depths),
+        for g, e, n in zip(cuda_backend.march_kernels(launcher, col, sig, depths), volume.march(col, sig, depths),
                            ("rgb", "depth", "weights")):
             assert_close(g, e, 1e-5, f"march {n}")
         w = torch.rand(2, 300, 39, 1, device=dev) ** 4
-        assert_close(cuda_ops.importance_depths_kernels(launcher, depths, w, 32, True),
+        assert_close(cuda_backend.importance_depths_kernels(launcher, depths, w, 32, True),
                      volume.importance_depths(depths, w, 32, True), 1e-5, "importance depths")
 
 

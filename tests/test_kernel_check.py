@@ -15,7 +15,7 @@ import shutil
 import pytest
 import torch
 
-from pv3d_core.render import cpu_kernels, cuda_ops, kernel_check, volume
+from pv3d_core.render import cpu_kernels, cuda_launch, cuda_ops, kernel_check, kernel_verdicts, volume
 from test_cuda_kernels import make_decoder, make_planes, make_rays, options
 
 kernel_emulation = pytest.importorskip("kernel_emulation")
@@ -40,7 +40,7 @@ def mutated(tmp_path, source, old, new):
 @pytest.fixture
 def fresh_state(monkeypatch, tmp_path):
     """No compiled module, no remembered verdict; the verdict file is this test's own."""
-    monkeypatch.setattr(cuda_ops, "_cache", {})
+    monkeypatch.setattr(cuda_launch, "_cache", {})
     monkeypatch.setenv(kernel_check.ENV_VERDICTS, str(tmp_path / "verdicts.json"))
     monkeypatch.delenv(kernel_check.ENV_CHECK, raising=False)
     kernel_check.forget()
@@ -62,13 +62,13 @@ def emulated_gpu(monkeypatch, fresh_state):
         return launcher
 
     monkeypatch.setattr(cuda_ops, "_on_cuda", lambda tensors: True)
-    monkeypatch.setattr(cuda_ops, "_LAUNCHERS", {"emulation": factory})
+    monkeypatch.setattr(cuda_launch, "LAUNCHERS", {"emulation": factory})
     return source, built
 
 
 def new_process(monkeypatch):
     """What a new process has: no module in memory, no verdict in memory (the file stays)."""
-    monkeypatch.setattr(cuda_ops, "_cache", {})
+    monkeypatch.setattr(cuda_launch, "_cache", {})
     kernel_check.forget()
 
 
@@ -207,20 +207,20 @@ def test_a_check_that_crashes_rejects_for_this_process_only(emulated_gpu, fresh_
 
 
 def test_verdicts_are_per_device_driver_and_size(monkeypatch):
-    class Fake(cuda_ops._Launcher):
+    class Fake(cuda_launch.Launcher):
         name, arch = "NVRTC", "sm_90"
 
         def __init__(self, dims):
             self.dims, self.device = dims, torch.device("cuda", 0)
 
-    monkeypatch.setattr(cuda_ops, "device_identity", lambda device: "NVIDIA H200 (GPU-1234)")
-    monkeypatch.setattr(cuda_ops, "driver_version", lambda: "580.159.03")
-    key = cuda_ops._cuda_key(Fake(cuda_ops.Dims(32, 64, 32)), half=False)
+    monkeypatch.setattr(cuda_launch, "device_identity", lambda device: "NVIDIA H200 (GPU-1234)")
+    monkeypatch.setattr(cuda_launch, "driver_version", lambda: "580.159.03")
+    key = kernel_verdicts.cuda_key(Fake(cuda_launch.Dims(32, 64, 32)), half=False)
     assert "NVIDIA H200 (GPU-1234), driver 580.159.03, NVRTC, sm_90" in key and "32x64x32" in key
-    assert key != cuda_ops._cuda_key(Fake(cuda_ops.Dims(16, 64, 32)), half=False)
-    assert key != cuda_ops._cuda_key(Fake(cuda_ops.Dims(32, 64, 32)), half=True)
-    monkeypatch.setattr(cuda_ops, "driver_version", lambda: "590.1")
-    assert key != cuda_ops._cuda_key(Fake(cuda_ops.Dims(32, 64, 32)), half=False)
+    assert key != kernel_verdicts.cuda_key(Fake(cuda_launch.Dims(16, 64, 32)), half=False)
+    assert key != kernel_verdicts.cuda_key(Fake(cuda_launch.Dims(32, 64, 32)), half=True)
+    monkeypatch.setattr(cuda_launch, "driver_version", lambda: "590.1")
+    assert key != kernel_verdicts.cuda_key(Fake(cuda_launch.Dims(32, 64, 32)), half=False)
 
 
 # ---------------------------------------------------------------------------------------------- CPU kernels

@@ -118,7 +118,7 @@ def verdicts_path() -> Path:
 # ---------------------------------------------------------------------------------------------- the problem
 def make_problem(dims, seed: int = 0) -> dict:
     """The check's inputs for decoder sizes ``dims`` = (channels, hidden, features) (a tuple or
-    ``cuda_ops.Dims``), on the CPU, the same
+    ``cuda_launch.Dims``), on the CPU, the same
     on every machine; the global random state is left as it was."""
     if hasattr(dims, "cin"):
         dims = (dims.cin, dims.hidden, dims.cout)
