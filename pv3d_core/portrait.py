@@ -28,7 +28,8 @@ import numpy as np
 import torch
 
 from .export import Cancelled, ClipSpec, clip_settings, render_clip, write_mp4
-from .invert import InversionConfig, InversionResult, invert, invert_video, save_portrait
+from .fit_files import save_portrait
+from .invert import InversionConfig, InversionResult, invert, invert_video
 from .live import OnState
 from .pipeline import FrameRenderer, RenderSettings
 from .render import cameras
@@ -94,7 +95,7 @@ class Portrait:
 
 def load(path, device="cpu") -> Portrait:
     """A saved portrait (see :meth:`Portrait.save`)."""
-    from .invert import load_portrait
+    from .fit_files import load_portrait
 
     G, ws, meta = load_portrait(path, device=device)
     cam = np.asarray(meta.get("camera", cameras.frontal()), dtype=np.float32)
@@ -232,7 +233,7 @@ def animate(portrait: Portrait, output=None, motion_seed: int = 0, frames: int =
 
 @dataclass
 class VideoReconstruction:
-    """What :func:`pv3d_core.invert.load_reconstruction` gives back, as one object."""
+    """What :func:`pv3d_core.fit_files.load_reconstruction` gives back, as one object."""
     generator: torch.nn.Module
     ws: torch.Tensor
     z_motion: torch.Tensor
@@ -242,7 +243,7 @@ class VideoReconstruction:
 
     @staticmethod
     def load(path, device="cpu") -> "VideoReconstruction":
-        from .invert import load_reconstruction
+        from .fit_files import load_reconstruction
         from .io import CheckpointError
 
         G, ex, meta = load_reconstruction(path, device=device)
@@ -292,7 +293,7 @@ def reconstruct_video(video, G, output_dir, config: InversionConfig | PortraitCo
     from .data.layout import read_video
     from .errors import ExportError
     from .faces import align_frames
-    from .invert import save_video_reconstruction
+    from .fit_files import save_video_reconstruction
 
     out = files.check_empty_folder(output_dir, ExportError)      # a clear error before any work
     t_start = time.perf_counter()

@@ -61,7 +61,8 @@ def _hostile_generator_configs():
 def inputs(tmp_path_factory, tiny_generator, tiny_ckpt):
     """Hostile and ordinary input files, made once; the probes must leave every one of them unchanged."""
     from pv3d_core.config import ModelConfig
-    from pv3d_core.invert import InversionResult, save_portrait
+    from pv3d_core.fit_files import save_portrait
+    from pv3d_core.invert import InversionResult
     from pv3d_core.io import save_generator
 
     d = tmp_path_factory.mktemp("inputs")

@@ -5,8 +5,8 @@ import numpy as np
 import pytest
 import torch
 
-from pv3d_core.invert import (InversionConfig, invert, invert_video, load_portrait, load_reconstruction, psnr,
-                              save_portrait, save_video_reconstruction)
+from pv3d_core.fit_files import load_portrait, load_reconstruction, save_portrait, save_video_reconstruction
+from pv3d_core.invert import InversionConfig, invert, invert_video, psnr
 from pv3d_core.pipeline import FrameRenderer, RenderSettings
 
 # few steps: a gentle PTI rate (the default 2e-3 is tuned for the default 300 steps)

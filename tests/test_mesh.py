@@ -289,7 +289,8 @@ def test_mesh_cli_of_a_portrait(tiny_generator, tmp_path, capsys):
     import json
 
     from pv3d_core.cli import main
-    from pv3d_core.invert import InversionResult, save_portrait
+    from pv3d_core.fit_files import save_portrait
+    from pv3d_core.invert import InversionResult
 
     G = tiny_generator
     ws = G.mapping(torch.randn(1, G.z_dim, generator=torch.Generator().manual_seed(3)),

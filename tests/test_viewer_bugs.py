@@ -298,7 +298,7 @@ def test_3_4_7_a_fitted_portrait_progress_save_back_to_seeds_and_names(app, phot
     while not (j := job_by_id(app, r["job"]))["done"] and time.time() < end:
         time.sleep(0.05)
     assert j["error"] is None and saved.is_file()
-    from pv3d_core.invert import is_portrait
+    from pv3d_core.fit_files import is_portrait
     assert is_portrait(saved)
     app.call("action", name="clear_portrait")
     s = app.wait_for(lambda s: not s["portrait_active"] and s["model"] == model, what="back to seeds")

@@ -153,7 +153,7 @@ class Actions:
             if job is not None:
                 self.remember(path, "photo")
             return ("portrait" if job is not None else "no-model"), job
-        from pv3d_core.invert import is_portrait
+        from pv3d_core.fit_files import is_portrait
 
         if Path(path).suffix.lower() == ".safetensors" and is_portrait(path):
             job = self.open_portrait(path)

@@ -58,7 +58,7 @@ def run_mesh(args) -> int:
         check_output(out)                              # before loading the model and extracting
     dev = pick_device(args.device)
     if args.portrait:
-        from ..invert import load_portrait
+        from ..fit_files import load_portrait
 
         G, ws, _ = load_portrait(args.portrait, device=dev)
     else:
