@@ -25,7 +25,7 @@
 //   PV3D_CIN      tri-plane channels C (decoder input)
 //   PV3D_HIDDEN   decoder hidden width (64)
 //   PV3D_COUT     decoder feature outputs (decoder output = 1 density + PV3D_COUT)
-// Decoder parameters arrive in cuda_ops.pack_decoder's layout (the CUDA kernels' layout):
+// Decoder parameters arrive in cuda_backend.pack_decoder's layout (the CUDA kernels' layout):
 //   W1 (HIDDEN x CIN, gain applied) | b1 | W2^T (HIDDEN x OUT_PAD, zero padded) | b2 (OUT_PAD)
 
 #include <algorithm>
