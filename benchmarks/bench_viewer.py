@@ -13,7 +13,9 @@
     the mouse moves) and the UI frame's work time;
   - orbit: the camera moved through the control socket every 50 ms, full-quality frames shown per second;
   - playback: the timeline played in the real-time mode, timeline speed (clips per second, 0.5 is real
-    time) and frames shown per second; the same in "every frame" mode.
+    time) and frames shown per second; the same in "every frame" mode; then real-time playback from a
+    view not rendered before, pass by pass over the clip (50 frames = 25 fps at real time), to show
+    when the frame cache lets the clip play in full.
   ``benchmarks/bench_viewer_jobs.py load`` runs the same measurements with a portrait fit running.
 * With CUDA: fps at 512² of the interop vs host display paths (needs a GL context: Xvfb or a display).
 """
@@ -91,8 +93,9 @@ def xdo(env, *args) -> str:
     return subprocess.run(["xdotool", *args], env=env, check=True, capture_output=True, text=True).stdout
 
 
-def interactive(c, env, seconds: float = 6.0) -> dict:
-    """Drag, orbit and playback measurements on a running viewer (control client ``c``, its ``env``)."""
+def interactive(c, env, seconds: float = 6.0, loops: int = 5) -> dict:
+    """Drag, orbit and playback measurements on a running viewer (control client ``c``, its ``env``);
+    ``loops`` passes of real-time playback from a fresh view (:func:`playback_loops`)."""
     out = {}
     c.call("set", playing=False, t=0.3, yaw=0.0)
     while not c.call("state")["settled"]:
@@ -144,9 +147,31 @@ def interactive(c, env, seconds: float = 6.0) -> dict:
             "frames_shown_per_s": (s1["frames_shown"] - s0["frames_shown"]) / dt,
             "dropped_per_s": (s1["playback"]["dropped"] - s0["playback"]["dropped"]) / dt,
             "ui_fps": s1["ui_fps"], "render_ms": s1["render_ms"]}
+    out["playback_loops"] = playback_loops(c, loops)
     c.call("set", playback_mode="realtime", t=0.3)
     out["kernels"] = s1["kernels"]
     return out
+
+
+def playback_loops(c, loops: int) -> list[dict]:
+    """Real-time playback loop by loop, from a view not rendered before (its frame cache is empty): the
+    frames shown and dropped in each pass over the clip. The first pass shows what rendering keeps up
+    with; later passes add the frames the cache gained, until the clip plays from it at the full rate."""
+    c.call("set", playing=False, t=0.0, speed=1.0, playback_mode="realtime", yaw=17.0, pitch=-3.0)
+    c.call("set", playing=True)
+    rows, last, t_last = [], c.call("state"), time.time()
+    start = last["playback"]["distance"]
+    while len(rows) < loops:
+        time.sleep(0.02)
+        s = c.call("state")
+        if s["playback"]["distance"] - start >= len(rows) + 1:        # one more pass over the clip
+            now = time.time()
+            rows.append({"frames_shown_per_s": (s["frames_shown"] - last["frames_shown"]) / (now - t_last),
+                         "dropped": s["playback"]["dropped"] - last["playback"]["dropped"],
+                         "clips_per_s": (s["playback"]["distance"] - last["playback"]["distance"]) / (now - t_last)})
+            last, t_last = s, now
+    c.call("set", playing=False, yaw=0.0, pitch=0.0)
+    return rows
 
 
 def load_average() -> str:
@@ -210,6 +235,10 @@ def print_interactive(u: dict) -> None:
         p = u[f"playback_{mode}"]
         print(f"{'playback ' + mode + ': timeline speed':46s} {p['clips_per_s']:7.3f} clips/s (0.5 = real time), "
               f"{p['frames_shown_per_s']:.1f} frames/s shown, {p['dropped_per_s']:.1f} dropped/s, UI {p['ui_fps']:.0f} fps")
+    loops = u.get("playback_loops") or []
+    if loops:
+        print(f"{'playback realtime, new view, pass by pass':46s} " + " | ".join(
+            f"{r['frames_shown_per_s']:.1f}/s ({r['dropped']} dropped)" for r in loops))
 
 
 def main(argv=None) -> int:
