@@ -25,7 +25,8 @@ def one_process(args) -> dict:
     import torch
 
     from pv3d_core.train.config import TrainConfig
-    from pv3d_core.train.loop import Dist, Trainer
+    from pv3d_core.train.dist import Dist
+    from pv3d_core.train.loop import Trainer
 
     dist = Dist()
     torch.set_num_threads(args.threads)

@@ -45,7 +45,7 @@ from ..errors import CheckpointError, UsageError
 from ..rules import Bool, Float, Int, Str, check_fields
 from ..io import load_generator, read_checkpoint, save_checkpoint
 from ..render import cameras
-from .loop import Dist
+from .dist import Dist
 from .optim_state import load_optimizer_tensors, optimizer_tensors
 
 log = logging.getLogger(__name__)

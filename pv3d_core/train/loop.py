@@ -30,7 +30,6 @@ from __future__ import annotations
 import copy
 import json
 import logging
-import os
 import threading
 import time
 from pathlib import Path
@@ -47,74 +46,12 @@ from ..errors import UsageError
 from ..io import CheckpointError, build_discriminators, build_generator, load_state_strict, read_checkpoint, \
     save_checkpoint
 from .config import TrainConfig
+from .dist import Dist
 from .optim_state import load_optimizer_tensors, optimizer_tensors
 from .stopping import stop_on_signals
 
 CKPT_PREFIX = "checkpoint-"
 log = logging.getLogger(__name__)
-
-
-# ------------------------------------------------------------------------------------ distributed
-
-class Dist:
-    """torchrun's environment, or a single process."""
-
-    def __init__(self):
-        self.world = int(os.environ.get("WORLD_SIZE", "1"))
-        self.rank = int(os.environ.get("RANK", "0"))
-        self.local_rank = int(os.environ.get("LOCAL_RANK", "0"))
-        self.enabled = self.world > 1
-        self.device = torch.device("cpu")
-        if torch.cuda.is_available():
-            self.device = torch.device("cuda", self.local_rank)
-            torch.cuda.set_device(self.device)
-        if self.enabled and not torch.distributed.is_initialized():
-            backend = "nccl" if self.device.type == "cuda" else "gloo"
-            torch.distributed.init_process_group(backend=backend)
-
-    @property
-    def main(self) -> bool:
-        return self.rank == 0
-
-    def average_grads(self, module: torch.nn.Module) -> None:
-        if not self.enabled:
-            return
-        params = [p for p in module.parameters() if p.grad is not None]
-        if not params:
-            return
-        flat = torch.cat([p.grad.flatten() for p in params])
-        torch.distributed.all_reduce(flat)
-        flat /= self.world
-        torch.nan_to_num_(flat, 0, 1e5, -1e5)
-        for p, g in zip(params, flat.split([p.numel() for p in params])):
-            p.grad.copy_(g.view_as(p))
-
-    def broadcast_module(self, module: torch.nn.Module) -> None:
-        if self.enabled:
-            for t in list(module.parameters()) + list(module.buffers()):
-                torch.distributed.broadcast(t.data, src=0)
-
-    def gather_object(self, obj):
-        if not self.enabled:
-            return [obj]
-        out = [None] * self.world
-        torch.distributed.all_gather_object(out, obj)
-        return out
-
-    def barrier(self):
-        if self.enabled:
-            torch.distributed.barrier()
-
-    def any_flag(self, flag: bool) -> bool:
-        if not self.enabled:
-            return flag
-        t = torch.tensor([1.0 if flag else 0.0], device=self.device)
-        torch.distributed.all_reduce(t)
-        return bool(t.item() > 0)
-
-    def close(self):
-        if self.enabled and torch.distributed.is_initialized():
-            torch.distributed.destroy_process_group()
 
 
 # ------------------------------------------------------------------------------------ helpers
