@@ -22,7 +22,7 @@ written (atomically) only when the last step is done, or, with ``write_on_stop``
 best encoder in M minutes"), also when the run stops early; the run's state stays, to continue it.
 ``init`` starts a new run from an encoder file or from another run's state (its averaged encoder). Under
 torchrun each process draws its own samples and gradients are averaged
-(:class:`pv3d_core.train.loop.Dist`).
+(:class:`pv3d_core.train.dist.Dist`).
 """
 from __future__ import annotations
 
