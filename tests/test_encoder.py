@@ -10,7 +10,8 @@ from pv3d_core.encoder import (EncoderConfig, PortraitEncoder, fingerprint, load
                                save_encoder)
 from pv3d_core.errors import CheckpointError, UsageError
 from pv3d_core.paths import encoder_for
-from pv3d_core.train.encoder import EncoderTrainConfig, EncoderTrainer, augment, train_encoder
+from pv3d_core.train.encoder import EncoderTrainConfig, EncoderTrainer, train_encoder
+from pv3d_core.train.photo_augment import augment
 
 
 @pytest.fixture(scope="module")
