@@ -37,10 +37,11 @@ def load_portrait(path, device="cpu"):
 
 
 def is_portrait(path) -> bool:
-    """Whether ``path`` reads as a saved portrait (any failure to read it: no)."""
+    """Whether ``path`` reads as a saved portrait (a file that cannot be read as a checkpoint: no; any
+    other error is a bug and keeps its traceback)."""
     try:
         return read_checkpoint(path).meta.get("kind") == "portrait"
-    except Exception:
+    except (CheckpointError, OSError):
         return False
 
 
