@@ -1,6 +1,6 @@
 """Issue 14's goal table and scaling tables: the fast CPU path against the previous one, side by side.
 
-    python benchmarks/bench_realtime.py [--threads N] [--runs 7] [--runs-512 3] [--part goals,scaling]
+    python benchmarks/bench_realtime.py [--threads N] [--runs 7] [--runs-512 3] [--part goals,scaling,memory]
                                         [--ckpt PATH] [--official-root DIR]
 
 Every row renders through pipeline.FrameRenderer (deterministic sampling) and alternates, frame by
@@ -18,6 +18,9 @@ neural resolution 64; the released config pv3d-vox512 (random weights) at 512²:
 every frame) and cached planes. ``--official-root`` also runs benchmarks/bench_vs_official.py (ours
 with the fused path vs the official code, and ours with the kernels off) for the ratio row.
 
+Memory (``--part memory``): :func:`pv3d_core.host_memory.keep_freed_memory` off and on, in alternating
+child processes (it is process-wide), for the same workloads, with each process's peak RSS.
+
 Scaling: cached-plane frame time against rays per frame (neural 32, 64, 128) and against output
 resolution (half, native, double), both presets, both configurations.
 
@@ -27,6 +30,7 @@ figures are unreliable (a two-thread op waits for a descheduled thread); use --t
 from __future__ import annotations
 
 import argparse
+import json
 import math
 import os
 import statistics
@@ -40,6 +44,7 @@ import torch
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
+from pv3d_core import host_memory  # noqa: E402
 from pv3d_core.config import preset  # noqa: E402
 from pv3d_core.io import build_generator, load_generator  # noqa: E402
 from pv3d_core.paths import default_checkpoint  # noqa: E402
@@ -151,12 +156,66 @@ def scaling(args) -> None:
         del G, r
 
 
+def memory_child(args) -> None:
+    """One process's figures for --part memory: medians of the fast path (fused CPU, NHWC) and peak RSS."""
+    def timed(r, settings):
+        r.render(settings[0])
+        ts = []
+        for st in settings[1:]:
+            t0 = time.perf_counter()
+            r.render(st)
+            ts.append(time.perf_counter() - t0)
+        return statistics.median(ts)
+
+    out = {"keep_freed_memory": host_memory.keep_freed_memory(), "status": host_memory.status()}
+    base = RenderSettings(t=0.3)
+    for name, (G, _) in (("tiny", load_tiny(args.ckpt)), ("released", released())):
+        G = G.eval().requires_grad_(False)
+        r = FrameRenderer(G, channels_last=True)
+        n = args.runs if name == "tiny" else args.runs_512
+        out[f"{name}_orbit"] = timed(r, orbit(base, n))
+        out[f"{name}_scrub"] = timed(r, scrub(base, n))
+        del G, r
+    with open("/proc/self/status") as f:
+        out["peak_rss_mb"] = int(f.read().split("VmHWM:")[1].split()[0]) / 1024
+    print(json.dumps(out))
+
+
+def memory(args) -> None:
+    """host_memory.keep_freed_memory off and on. It is process-wide, so each round runs one child process
+    of each (PV3D_KEEP_FREED_MEMORY=0 / 1), alternately; medians over the rounds."""
+    res = {"0": [], "1": []}
+    for _ in range(args.rounds):
+        for flag in res:
+            cmd = [sys.executable, str(Path(__file__).resolve()), "--part", "memory-child", "--runs", str(args.runs),
+                   "--runs-512", str(args.runs_512), "--threads", str(torch.get_num_threads())]
+            if args.ckpt:
+                cmd += ["--ckpt", args.ckpt]
+            proc = subprocess.run(cmd, env=dict(os.environ, PV3D_KEEP_FREED_MEMORY=flag), capture_output=True,
+                                  text=True, check=True)
+            res[flag].append(json.loads(proc.stdout.strip().splitlines()[-1]))
+            print(f"  keep freed memory {'on ' if flag == '1' else 'off'}: "
+                  + ", ".join(f"{k} {v:.3f}" for k, v in res[flag][-1].items() if isinstance(v, float)), flush=True)
+
+    def med(flag, key):
+        return statistics.median(r[key] for r in res[flag])
+    print(f"\nkeep freed memory (host_memory), {args.rounds} alternating rounds of child processes, medians:")
+    print("| workload | off | on | ratio |\n|---|---|---|---|")
+    for key, label in (("tiny_orbit", "tiny 128², orbit with cached planes"), ("tiny_scrub", "tiny 128², scrub"),
+                       ("released_scrub", "released 512², full frame (new t)"),
+                       ("released_orbit", "released 512², cached planes")):
+        a, b = med("0", key), med("1", key)
+        print(f"| {label} | {a * 1e3:.0f} ms | {b * 1e3:.0f} ms | {a / b:.2f}x |")
+    print(f"| peak RSS | {med('0', 'peak_rss_mb'):.0f} MB | {med('1', 'peak_rss_mb'):.0f} MB | |")
+
+
 def main(argv=None) -> int:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--threads", type=int, default=None, help="torch threads (default: torch's)")
     ap.add_argument("--runs", type=int, default=7, help="timed frames per configuration, tiny preset")
     ap.add_argument("--runs-512", type=int, default=3, help="timed frames per configuration, released config")
-    ap.add_argument("--part", default="goals,scaling", help="goals, scaling or both")
+    ap.add_argument("--part", default="goals,scaling", help="goals, scaling, memory (comma-separated)")
+    ap.add_argument("--rounds", type=int, default=3, help="--part memory: alternating rounds of child processes")
     ap.add_argument("--ckpt", help="tiny-size checkpoint (default: the embedded model)")
     ap.add_argument("--official-root", help="checkout of the official PV3D code: also run bench_vs_official.py")
     args = ap.parse_args(argv)
@@ -166,6 +225,11 @@ def main(argv=None) -> int:
     print(f"torch {torch.__version__}, {torch.get_num_threads()} threads, {os.cpu_count()} cores, "
           f"load average {load[0]:.2f} at start; {cuda_ops.describe('cpu')}")
     parts = args.part.split(",")
+    if parts == ["memory-child"]:
+        memory_child(args)
+        return 0
+    if "memory" in parts:
+        memory(args)
     if "goals" in parts:
         goals(args)
     if "scaling" in parts:

@@ -17,6 +17,7 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
+from .host_memory import keep_freed_memory
 from .render import cameras, colormap
 
 VIEW_MODES = ("final", "raw", "depth", "normals")
@@ -92,6 +93,8 @@ class FrameRenderer:
     def __init__(self, G, device=None, plane_cache: int = 8, channels_last: bool = False):
         self.G = G
         self.device = torch.device(device) if device is not None else next(G.parameters()).device
+        if self.device.type == "cpu":
+            keep_freed_memory()     # large frames reuse freed pages instead of faulting in fresh ones
         if channels_last:
             # NHWC convolutions: the same maths (about 1e-6), faster super-resolution on a CPU. Opt-in: it
             # sets a flag on G's blocks, which other users of the same G (a portrait fit's copy) would inherit.
