@@ -29,6 +29,14 @@ CuPy or ctypes, at the first use on a device) and launches them, :mod:`cuda_back
 compiled module, :mod:`cpu_kernels` builds and runs the CPU renderer. This module only decides, per
 call, which of them (or the reference) runs, and keeps the self-check's verdicts.
 
+Before a compiled module (CUDA or CPU) renders anything, it must pass a self-check against the PyTorch
+reference on a small problem of its model size (:mod:`kernel_check`, through :mod:`kernel_verdicts`;
+once per device, driver and model size, the verdict kept on disk). A module that disagrees is treated
+like one that did not compile: the reference runs, one warning is logged, and the reason is in
+:func:`describe` and :func:`last_path`. :func:`describe` gives a one-line status ("CUDA kernels (...)",
+"CPU kernels (...)" or "PyTorch (...)") for the viewer's status bar and ``pv3d generate --verbose``;
+:func:`last_path` what the latest call ran; :func:`self_check` the details, for ``pv3d doctor``.
+
 ``PV3D_KERNELS_HALF=1`` (or ``set_kernels(half_planes=True)``) makes the kernels read a float16 copy
 of the tri-planes (half the memory traffic; about 1e-3 relative change in the features); the CPU
 backend always reads float32.
