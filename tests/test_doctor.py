@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import os
+import platform
 import subprocess
 import sys
 import time
@@ -50,7 +51,10 @@ def test_doctor_on_this_machine(tmp_path):
             assert "no CUDA device" in skipped["CUDA-GL interop display"]
     else:
         assert any(w.startswith("display") for w in skipped), skipped      # and it says why
+    if platform.system() == "Linux" and platform.libc_ver()[0] == "glibc" and not torch.cuda.is_available():
+        assert rep["host_memory"] == "in force"
     text = doctor.format_report(rep)
+    assert "host memory for CPU rendering: keep freed large blocks: " in text
     for section in ("versions", "devices", "kernels (self-check", "display", "timings on", "fallbacks", "skipped"):
         assert f"\n{section}" in text, section
     assert "tiny 128²" in text and "pv3d-vox512 512²" in text
@@ -87,3 +91,16 @@ def test_doctor_user_errors(capsys):
 def test_no_cuda_reason_names_the_cpu_build():
     assert doctor.no_cuda_reason() == f"no CUDA device: torch {torch.__version__} is a CPU build" \
         if not torch.version.cuda else doctor.no_cuda_reason().startswith("no CUDA device visible")
+
+
+def test_host_memory_that_is_not_kept_is_a_fallback(monkeypatch):
+    from pv3d_core import host_memory
+
+    monkeypatch.setattr(host_memory, "_state", {"done": True, "applied": False, "reason": "off by PV3D_KEEP_FREED_MEMORY"})
+    report = {"fallbacks": []}
+    assert doctor.check_host_memory(torch.device("cpu"), report) == "off by PV3D_KEEP_FREED_MEMORY"
+    assert report["fallbacks"][0]["what"] == "host memory for CPU rendering"
+    assert "off by PV3D_KEEP_FREED_MEMORY" in report["fallbacks"][0]["reason"]
+    monkeypatch.setattr(host_memory, "_state", {"done": True, "applied": True, "reason": "in force"})
+    report = {"fallbacks": []}
+    assert doctor.check_host_memory(torch.device("cpu"), report) == "in force" and report["fallbacks"] == []

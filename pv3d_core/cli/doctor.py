@@ -266,8 +266,23 @@ def diagnose(device_name: str = "auto", threads: int | None = None, timings: boo
     else:
         report["timings"] = []
         report["skipped"].append({"what": "timings", "why": "--no-timings"})
+    report["host_memory"] = check_host_memory(device, report)
     report["seconds"] = round(time.perf_counter() - t0, 1)
     return report
+
+
+def check_host_memory(device, report: dict) -> str:
+    """Whether CPU rendering keeps freed large blocks for reuse (:mod:`pv3d_core.host_memory`; what a CPU
+    FrameRenderer asks for, so this asks too); a fallback when it cannot."""
+    from .. import host_memory
+
+    if device.type != "cpu":
+        return "not needed (GPU rendering)"
+    if not host_memory.keep_freed_memory():
+        report["fallbacks"].append({"what": "host memory for CPU rendering",
+                                    "reason": f"freed large blocks go back to the system ({host_memory.status()}); "
+                                              "512² frames fault in fresh pages"})
+    return host_memory.status()
 
 
 # ---------------------------------------------------------------------------------------------- text
@@ -296,6 +311,8 @@ def format_report(r: dict) -> str:
                          f"{d['multiprocessors']} SMs {d['uuid']}")
     if len(r["devices"]) == 1:
         lines.append(f"  cuda: none ({no_cuda_reason() or '?'})")
+    if "host_memory" in r:
+        lines.append(f"  host memory for CPU rendering: keep freed large blocks: {r['host_memory']}")
     lines += ["", "kernels (self-check against the PyTorch reference, tolerance 1e-5)"]
     for k in r["kernels"]:
         size = "x".join(map(str, k["dims"]))
