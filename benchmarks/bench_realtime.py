@@ -219,6 +219,12 @@ def main(argv=None) -> int:
     ap.add_argument("--ckpt", help="tiny-size checkpoint (default: the embedded model)")
     ap.add_argument("--official-root", help="checkout of the official PV3D code: also run bench_vs_official.py")
     args = ap.parse_args(argv)
+    unknown = set(args.part.split(",")) - {"goals", "scaling", "memory", "memory-child"}
+    if unknown:
+        ap.error(f"--part: unknown part(s) {', '.join(sorted(unknown))}; choose from goals, scaling, memory")
+    for flag, value in (("--runs", args.runs), ("--runs-512", args.runs_512), ("--rounds", args.rounds)):
+        if not 1 <= value <= 1000:
+            ap.error(f"{flag} must be between 1 and 1000, got {value}")
     if args.threads:
         torch.set_num_threads(args.threads)
     load = os.getloadavg() if hasattr(os, "getloadavg") else ("?",)
