@@ -6,12 +6,13 @@ state dicts so that official checkpoints load strictly, with no renaming table.
 from __future__ import annotations
 
 import math
+import weakref
 
 import torch
 from torch import nn
 
 from .ops import (bias_act, conv2d_resample, default_gain, modulated_conv2d, normalize_2nd_moment,
-                  setup_filter, upsample2d)
+                  is_nhwc, setup_filter, upsample2d)
 
 
 class FullyConnectedLayer(nn.Module):
@@ -136,11 +137,15 @@ class SynthesisLayer(nn.Module):
             self.register_buffer("noise_const", torch.randn([resolution, resolution]))
             self.noise_strength = nn.Parameter(torch.zeros([]))
         self.bias = nn.Parameter(torch.zeros([out_channels]))
+        self._weight_memo = None     # (key, styles, weight) of the last inference call; see _inference_weight
 
     def forward(self, x, w, noise_mode: str = "random", fused_modconv: bool = True, gain: float = 1.0):
         if noise_mode not in ("random", "const", "none"):
             raise ValueError(f"noise_mode must be random, const or none, got {noise_mode!r}")
         styles = self.affine(w)
+        if (fused_modconv and x.shape[0] == 1 and x.dtype == torch.float32 and self.activation in _HOMOGENEOUS
+                and not (torch.is_grad_enabled() and _needs_grad(x, styles, self.weight, self.bias))):
+            return self._forward_inference(x, styles, noise_mode, gain)
         noise = None
         if self.use_noise and noise_mode == "random":
             noise = torch.randn([x.shape[0], 1, self.resolution, self.resolution], device=x.device) * self.noise_strength
@@ -152,6 +157,71 @@ class SynthesisLayer(nn.Module):
         clamp = self.conv_clamp * gain if self.conv_clamp is not None else None
         return bias_act(x, self.bias.to(x.dtype), act=self.activation, gain=self.act_gain * gain, clamp=clamp,
                         inplace=True)
+
+    def _forward_inference(self, x, styles, noise_mode: str, gain: float):
+        """The same layer for one image without gradients, in fewer passes over the activations.
+
+        The activation is positively homogeneous (lrelu(g y) = g lrelu(y) for g > 0), so the gain moves
+        into the weight, the bias and the noise; the bias is added inside the convolution when one gives
+        the output; the noise is added in place. Then the activation and the clamp, in place. Only the
+        rounding differs from the general path (about 1e-7 relative)."""
+        g = self.act_gain * gain
+        weight = self._inference_weight(styles, g, is_nhwc(x))
+        x = conv2d_resample(x, weight, f=self.resample_filter, up=self.up, padding=self.padding,
+                            flip_weight=(self.up == 1), bias=self.bias * g)
+        if self.use_noise and noise_mode != "none":
+            noise = (torch.randn([1, 1, self.resolution, self.resolution], device=x.device)
+                     if noise_mode == "random" else self.noise_const)
+            x.add_(noise * (self.noise_strength * g))
+        if self.activation == "lrelu":
+            torch.nn.functional.leaky_relu_(x, 0.2)
+        elif self.activation == "relu":
+            torch.nn.functional.relu_(x)
+        if self.conv_clamp is not None and self.conv_clamp * gain >= 0:
+            c = self.conv_clamp * gain
+            x.clamp_(-c, c)
+        return x
+
+    def _inference_weight(self, styles, gain: float, nhwc: bool) -> torch.Tensor:
+        """The modulated, demodulated weight times ``gain`` for one style (1, in_channels).
+
+        The last one is kept and reused while the style and the parameters are unchanged: outside the
+        motion layers every layer sees the same style frame after frame (an orbit, a scrub). The key
+        has the weight's storage and version, so loading or training weights invalidates it. For NHWC
+        activations it is laid out as the NHWC convolution reads it (for an upsampling layer, the
+        transposed convolution's weight is the transpose), so no call copies it again."""
+        key = (id(self.weight), self.weight.data_ptr(), self.weight._version, gain, styles.device, nhwc)
+        memo = self._weight_memo
+        if memo is not None and memo[0] == key and memo[1]() is self.weight and torch.equal(memo[2], styles):
+            return memo[3]
+        w = self.weight * styles.reshape(1, -1, 1, 1)
+        d = (w.square().sum(dim=[1, 2, 3]) + 1e-8).rsqrt()
+        w = w * (d * gain).reshape(-1, 1, 1, 1)
+        if nhwc and self.up == 1:
+            w = w.contiguous(memory_format=torch.channels_last)
+        elif nhwc:
+            w = w.transpose(0, 1).contiguous(memory_format=torch.channels_last).transpose(0, 1)
+        self._weight_memo = (key, weakref.ref(self.weight), styles.detach().clone(), w)
+        return w
+
+    def _apply(self, fn, *args, **kwargs):
+        self._weight_memo = None      # .to(), .half(), .cuda() ... may replace the weight's storage
+        return super()._apply(fn, *args, **kwargs)
+
+    def __getstate__(self):
+        return {**super().__getstate__(), "_weight_memo": None}   # copies and pickles do not carry the memo (nor a weakref)
+
+
+_HOMOGENEOUS = ("lrelu", "relu", "linear")   # activations a positive gain passes through
+
+
+def _needs_grad(*tensors) -> bool:
+    return any(t is not None and t.requires_grad for t in tensors)
+
+
+def _inference(*tensors) -> bool:
+    """Nothing here needs a gradient (so a fresh tensor may be overwritten in place)."""
+    return not (torch.is_grad_enabled() and _needs_grad(*tensors))
 
 
 class ToRGBLayer(nn.Module):
@@ -268,10 +338,20 @@ class SynthesisBlock(nn.Module):
                 x = self.motion_time_fuser(x, z_motion, t, **kw)
             x = self.conv1(x, w1, **kw)
 
+        # NHWC blocks keep the skip image NHWC from block to block; the last block hands on NCHW
+        img_fmt = torch.channels_last if self.channels_last and not self.is_last else torch.contiguous_format
+        own = False           # whether img is this block's own tensor (else the caller's: not to be changed)
         if img is not None and self.upsample:
-            img = upsample2d(img, self.resample_filter)
-        y = self.torgb(x, next(w_iter), fused_modconv=fused).to(torch.float32, memory_format=torch.contiguous_format)
-        img = img + y if img is not None else y
+            img, own = upsample2d(img, self.resample_filter), True
+        if img is not None and not img.is_contiguous(memory_format=img_fmt):
+            img, own = img.contiguous(memory_format=img_fmt), True
+        y = self.torgb(x, next(w_iter), fused_modconv=fused).to(torch.float32, memory_format=img_fmt)
+        if img is None:
+            img = y
+        elif own and _inference(img, y):
+            img = img.add_(y)
+        else:
+            img = img + y
         return x, img
 
 

@@ -1,0 +1,151 @@
+"""The synthesis layers' inference path (no gradients, one image) against the general path.
+
+The inference path folds the activation gain into the weight, bias and noise, adds the bias inside
+the convolution, works in place and keeps the last modulated weight. The general path runs whenever a
+gradient is needed, so asking for one on the input gives the reference for the same module.
+"""
+from __future__ import annotations
+
+import copy
+
+import pytest
+import torch
+
+from pv3d_core.nn.layers import SynthesisBlock, SynthesisLayer
+from pv3d_core.nn.ops import conv2d_resample, setup_filter, upsample2d
+from pv3d_core.superresolution import HybridSuperresolution
+
+
+def _layer(up: int, clamp, seed: int = 0) -> SynthesisLayer:
+    torch.manual_seed(seed)
+    layer = SynthesisLayer(12, 10, w_dim=16, resolution=16, up=up, conv_clamp=clamp).eval()
+    with torch.no_grad():
+        layer.bias.normal_(0, 0.5)
+        layer.noise_strength.fill_(0.7)
+    return layer
+
+
+def _general(layer, x, w, **kw):
+    """The general path: the same module asked for a gradient on its input."""
+    torch.manual_seed(5)
+    return layer(x.clone().requires_grad_(True), w, **kw).detach()
+
+
+def _fast(layer, x, w, **kw):
+    torch.manual_seed(5)
+    with torch.no_grad():
+        return layer(x, w, **kw)
+
+
+@pytest.mark.parametrize("up", [1, 2])
+@pytest.mark.parametrize("nhwc", [False, True])
+@pytest.mark.parametrize("noise_mode", ["const", "random", "none"])
+def test_inference_path_matches_general_path(up, nhwc, noise_mode):
+    layer = _layer(up, clamp=0.8)          # a clamp that bites: the gain must come before it
+    res_in = 16 // up
+    x = torch.randn(1, 12, res_in, res_in) * 3
+    if nhwc:
+        x = x.contiguous(memory_format=torch.channels_last)
+    w = torch.randn(1, 16)
+    ref = _general(layer, x, w, noise_mode=noise_mode, gain=1.3)
+    out = _fast(layer, x, w, noise_mode=noise_mode, gain=1.3)
+    assert out.shape == ref.shape == (1, 10, 16, 16)
+    assert (ref.abs() == 0.8 * 1.3).any(), "the test should exercise the clamp"
+    torch.testing.assert_close(out, ref, rtol=1e-5, atol=1e-5)
+
+
+def test_the_weight_is_kept_for_one_style_and_remade_for_another():
+    layer = _layer(1, clamp=None)
+    x = torch.randn(1, 12, 16, 16)
+    w1, w2 = torch.randn(1, 16), torch.randn(1, 16)
+    _fast(layer, x, w1, noise_mode="const")
+    kept = layer._weight_memo[3]
+    _fast(layer, x, w1, noise_mode="const")
+    assert layer._weight_memo[3] is kept
+    out2 = _fast(layer, x, w2, noise_mode="const")
+    assert layer._weight_memo[3] is not kept
+    torch.testing.assert_close(out2, _general(layer, x, w2, noise_mode="const"), rtol=1e-5, atol=1e-5)
+
+
+def test_new_weights_are_seen_after_loading_or_training():
+    layer = _layer(1, clamp=None)
+    x, w = torch.randn(1, 12, 16, 16), torch.randn(1, 16)
+    _fast(layer, x, w, noise_mode="const")
+    # loading a state dict (in-place copies); only the convolution weight differs, so the style is the same
+    state = layer.state_dict()
+    state["weight"] = torch.randn_like(state["weight"])
+    layer.load_state_dict(state)
+    torch.testing.assert_close(_fast(layer, x, w, noise_mode="const"), _general(layer, x, w, noise_mode="const"),
+                               rtol=1e-5, atol=1e-5)
+    # an optimiser step on the convolution weight
+    opt = torch.optim.SGD([layer.weight], lr=0.5)
+    layer(x, w, noise_mode="const").square().sum().backward()
+    opt.step()
+    torch.testing.assert_close(_fast(layer, x, w, noise_mode="const"), _general(layer, x, w, noise_mode="const"),
+                               rtol=1e-5, atol=1e-5)
+    # a replaced parameter
+    layer.weight = torch.nn.Parameter(torch.randn_like(layer.weight))
+    torch.testing.assert_close(_fast(layer, x, w, noise_mode="const"), _general(layer, x, w, noise_mode="const"),
+                               rtol=1e-5, atol=1e-5)
+
+
+def test_copies_do_not_carry_the_kept_weight():
+    layer = _layer(1, clamp=None)
+    _fast(layer, torch.randn(1, 12, 16, 16), torch.randn(1, 16), noise_mode="const")
+    assert layer._weight_memo is not None
+    assert copy.deepcopy(layer)._weight_memo is None
+    layer.to(torch.float64)
+    assert layer._weight_memo is None
+
+
+def test_batches_and_gradients_take_the_general_path():
+    layer = _layer(1, clamp=None)
+    x, w = torch.randn(2, 12, 16, 16), torch.randn(2, 16)
+    with torch.no_grad():
+        layer(x, w, noise_mode="const")
+    assert layer._weight_memo is None
+    layer(x[:1], w[:1], noise_mode="const")       # parameters need gradients here
+    assert layer._weight_memo is None
+
+
+def test_bilinear_skip_upsampling_matches_upfirdn():
+    f = setup_filter([1, 3, 3, 1])
+    img = torch.randn(1, 5, 9, 7)
+    with torch.no_grad():
+        fast = upsample2d(img, f)
+    ref = upsample2d(img.clone().requires_grad_(True), f).detach()
+    assert fast.shape == (1, 5, 18, 14)
+    assert ref[0, 0, 0, 0].abs() < img[0, 0, 0, 0].abs()       # zero padding darkens the border
+    torch.testing.assert_close(fast, ref, rtol=1e-6, atol=1e-6)
+    with torch.no_grad():                                     # another filter: not bilinear
+        other = upsample2d(img, setup_filter([1, 2, 1, 1]))
+    torch.testing.assert_close(other, upsample2d(img.clone().requires_grad_(True),
+                                                 setup_filter([1, 2, 1, 1])).detach(), rtol=1e-6, atol=1e-6)
+
+
+@pytest.mark.parametrize("up,down,k", [(1, 1, 3), (1, 1, 1), (2, 1, 3), (1, 2, 3), (1, 2, 1)])
+def test_conv2d_resample_bias_is_the_bias_added(up, down, k):
+    torch.manual_seed(1)
+    x, w, b = torch.randn(1, 6, 8, 8), torch.randn(4, 6, k, k), torch.randn(4)
+    f = setup_filter([1, 3, 3, 1])
+    ref = conv2d_resample(x, w, f, up=up, down=down, padding=k // 2) + b.reshape(1, -1, 1, 1)
+    with torch.no_grad():
+        out = conv2d_resample(x, w, f, up=up, down=down, padding=k // 2, bias=b)
+    torch.testing.assert_close(out, ref, rtol=1e-5, atol=1e-5)
+
+
+@pytest.mark.parametrize("fmt", [torch.contiguous_format, torch.channels_last])
+def test_super_resolution_leaves_its_input_image_alone(fmt):
+    """The 2x network's first block does not upsample: its skip image is the caller's raw render."""
+    torch.manual_seed(0)
+    sr = HybridSuperresolution("SuperresolutionHybrid2X", channels=8, img_resolution=128, w_dim=16,
+                               sr_num_fp16_res=0, sr_antialias=True, widths=(8, 8)).eval()
+    for m in sr.modules():
+        if isinstance(m, SynthesisBlock):
+            m.channels_last = True
+    rgb, feats, ws = torch.randn(1, 3, 64, 64).to(memory_format=fmt), torch.randn(1, 8, 64, 64), torch.randn(1, 3, 16)
+    before = rgb.clone()
+    with torch.no_grad():
+        out = sr(rgb, feats, ws, noise_mode="const")
+    assert torch.equal(rgb, before)
+    assert out.shape == (1, 3, 128, 128) and out.is_contiguous()
