@@ -10,7 +10,7 @@ import torch
 
 from .config import ModelConfig
 from .errors import CheckpointError
-from .io import generator_from_checkpoint, read_checkpoint, save_checkpoint
+from .io import generator_from_checkpoint, read_checkpoint, read_checkpoint_meta, save_checkpoint
 from .rules import MAX_FRAMES
 
 
@@ -37,10 +37,11 @@ def load_portrait(path, device="cpu"):
 
 
 def is_portrait(path) -> bool:
-    """Whether ``path`` reads as a saved portrait (a file that cannot be read as a checkpoint: no; any
-    other error is a bug and keeps its traceback)."""
+    """Whether ``path`` is one of our checkpoints that says it is a saved portrait, from its header alone
+    (no tensor is read: the viewer asks on the UI thread when a file is dropped). A file that cannot be
+    read as our checkpoint: no. Whether its tensors are whole, :func:`load_portrait` finds out."""
     try:
-        return read_checkpoint(path).meta.get("kind") == "portrait"
+        return read_checkpoint_meta(path).get("kind") == "portrait"
     except (CheckpointError, OSError):
         return False
 

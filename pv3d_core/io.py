@@ -70,6 +70,28 @@ def read_checkpoint(path) -> Checkpoint:
     raise CheckpointError(f"{path} is not a checkpoint (neither safetensors nor a PyTorch .ckpt)")
 
 
+def read_checkpoint_meta(path) -> dict:
+    """The ``pv3d_meta`` dict of one of our checkpoints, from the safetensors header alone: no tensor is
+    read (a 512² portrait is about 180 MB). Anything else raises :class:`CheckpointError`."""
+    from safetensors import safe_open
+
+    path = _check_file(path)
+    try:
+        with safe_open(str(path), framework="pt", device="cpu") as f:
+            meta = f.metadata() or {}
+    except Exception as e:
+        raise CheckpointError(f"{path} is not a readable safetensors file ({_first_line(e)})") from None
+    if "pv3d_config" not in meta:
+        raise CheckpointError(f"{path} is a safetensors file but not a PV3D Studio checkpoint (no pv3d_config metadata)")
+    try:
+        extra = json.loads(meta.get("pv3d_meta", "{}"))
+    except Exception as e:  # noqa: BLE001 - JSON errors of any kind are the file's fault
+        raise CheckpointError(f"{path} has invalid metadata: {_first_line(e)}") from None
+    if not isinstance(extra, dict):
+        raise CheckpointError(f"{path} has invalid metadata: pv3d_meta is not a JSON object")
+    return extra
+
+
 def _read_ours(path: Path) -> Checkpoint:
     from safetensors import safe_open
 

@@ -131,3 +131,32 @@ def test_convert_cli_official(tmp_path, capsys):
     assert {k.split(".")[0] for k in ck.tensors} == {"generator", "generator_ema", "img_discriminator",
                                                      "vid_discriminator"}
     assert ck.meta["current_iteration"] is not None
+
+
+def test_portrait_check_reads_only_the_header(tmp_path, tiny_generator, monkeypatch):
+    """The viewer asks on the UI thread whether a dropped file is a portrait: the header must answer."""
+    from safetensors.torch import save_file
+
+    from pv3d_core import io
+    from pv3d_core.config import ModelConfig
+    from pv3d_core.fit_files import is_portrait
+
+    portrait = io.save_checkpoint(tmp_path / "p.safetensors", ModelConfig(generator=tiny_generator.config,
+                                  name="portrait"), {"generator_ema": tiny_generator}, {"kind": "portrait"})
+    model = save_generator(tmp_path / "m.safetensors", tiny_generator)
+    foreign = tmp_path / "foreign.safetensors"
+    save_file({"x": torch.zeros(2)}, str(foreign))
+    garbage = tmp_path / "garbage.safetensors"
+    garbage.write_bytes(b"\x10\x00\x00\x00\x00\x00\x00\x00{garbage")
+
+    def no_tensors(*_a, **_k):
+        raise AssertionError("the whole checkpoint was read")
+
+    monkeypatch.setattr(io, "_read_ours", no_tensors)
+    assert io.read_checkpoint_meta(portrait)["kind"] == "portrait"
+    assert is_portrait(portrait)
+    assert not is_portrait(model)
+    for bad in (foreign, garbage, tmp_path / "missing.safetensors"):
+        assert not is_portrait(bad)
+        with pytest.raises(CheckpointError):
+            io.read_checkpoint_meta(bad)
