@@ -20,9 +20,10 @@ from __future__ import annotations
 
 import ctypes
 import logging
-import os
 import platform
 import threading
+
+from .rules import env_flag
 
 log = logging.getLogger(__name__)
 
@@ -39,7 +40,7 @@ def keep_freed_memory() -> bool:
         if _state["done"]:
             return _state["applied"]
         _state["done"] = True
-        if os.environ.get(ENV, "1").strip().lower() in ("0", "false", "no", "off"):
+        if not env_flag(ENV, True):
             _state["reason"] = f"off by {ENV}"
             return False
         if platform.system() != "Linux" or platform.libc_ver()[0] != "glibc":

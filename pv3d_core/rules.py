@@ -130,6 +130,35 @@ class Bool(Rule):
         return "true or false"
 
 
+TRUE_WORDS = ("1", "true", "yes", "on")
+FALSE_WORDS = ("0", "false", "no", "off")
+
+
+def parse_bool(text: str) -> bool | None:
+    """True or False for the usual words (1/true/yes/on, 0/false/no/off; any case, spaces ignored),
+    None for anything else. The one reading of a yes/no typed by a user, in a flag or an environment
+    variable."""
+    word = text.strip().lower()
+    return True if word in TRUE_WORDS else False if word in FALSE_WORDS else None
+
+
+def env_flag(name: str, default: bool) -> bool:
+    """The yes/no environment variable ``name``: ``default`` when unset or empty; a value that is not
+    one of :func:`parse_bool`'s words also gives ``default``, with a warning naming it."""
+    import os
+    import warnings
+
+    text = os.environ.get(name, "")
+    if not text.strip():
+        return default
+    flag = parse_bool(text)
+    if flag is None:
+        warnings.warn(f"{name}={text!r} is neither {'/'.join(TRUE_WORDS)} nor {'/'.join(FALSE_WORDS)}; "
+                      f"using the default ({'on' if default else 'off'})", stacklevel=2)
+        return default
+    return flag
+
+
 @dataclass(frozen=True)
 class Choice(Rule):
     values: tuple

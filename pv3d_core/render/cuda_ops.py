@@ -52,6 +52,7 @@ from typing import Sequence
 import torch
 
 from ..errors import KernelUnavailable
+from ..rules import env_flag, parse_bool
 from . import cpu_kernels, cuda_launch, kernel_check, kernel_verdicts, volume
 from .kernel_verdicts import check_cpu
 from .cuda_backend import (MAX_SAMPLES, importance_depths_kernels, march_kernels, pack_decoder, prepare_planes,
@@ -92,8 +93,8 @@ def kernels_mode() -> str:
     if _mode_override is not None:
         return _mode_override
     env = os.environ.get(ENV_MODE, "auto").strip().lower() or "auto"
-    aliases = {"1": "on", "true": "on", "yes": "on", "0": "off", "false": "off", "no": "off"}
-    env = aliases.get(env, env)
+    flag = parse_bool(env)           # yes/no words mean on/off
+    env = env if flag is None else ("on" if flag else "off")
     if env not in MODES:
         warnings.warn(f"{ENV_MODE}={env!r} is not one of {MODES}; using 'auto'", stacklevel=2)
         return "auto"
@@ -103,7 +104,7 @@ def kernels_mode() -> str:
 def half_planes_enabled() -> bool:
     if _half_override is not None:
         return _half_override
-    return os.environ.get(ENV_HALF, "0").strip().lower() in ("1", "true", "yes", "on")
+    return env_flag(ENV_HALF, False)
 
 
 def last_path() -> dict:

@@ -14,7 +14,7 @@ from dataclasses import asdict, dataclass, fields
 from pathlib import Path
 
 from ..errors import UsageError
-from ..rules import Bool, Float, Int, Seq, Str, check_fields
+from ..rules import Bool, Float, Int, Seq, Str, check_fields, parse_bool
 
 _PROB, _WEIGHT, _KIMG = Float(0, 1), Float(0, 1e6), Float(0, 1e9)
 _LR, _BETAS = Float(0, 1, lo_open=True), Seq(Float(0, 0.9999), 2, 2)
@@ -112,7 +112,6 @@ class TrainConfig:
 
 
 _NONE = ("none", "null")
-_TRUE, _FALSE = ("true", "yes", "on", "1"), ("false", "no", "off", "0")
 _WHAT = {str: "text", bool: "true or false", int: "an integer", float: "a number", tuple: "a list of numbers"}
 
 
@@ -136,9 +135,10 @@ def convert_option(name: str, value, annotation):
     if kind is bool:
         if isinstance(value, bool):
             return value
-        if text is not None and text.lower() in _TRUE + _FALSE:
-            return text.lower() in _TRUE
-        raise wrong
+        flag = parse_bool(text) if text is not None else None
+        if flag is None:
+            raise wrong
+        return flag
     if kind is int:
         if isinstance(value, int) and not isinstance(value, bool):
             return value
