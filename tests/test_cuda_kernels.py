@@ -487,3 +487,14 @@ def test_gpu_public_ops_select_kernels(strict_fp32, tiny_generator):
             assert_close(g, e, 1e-5, n)
     finally:
         G.to("cpu")
+
+
+def test_launch_arguments_are_wrapped_by_kind():
+    """Both launchers pass a tensor as its address, an int or bool as int32 and other numbers as double."""
+    import ctypes
+
+    t = torch.zeros(3)
+    wrapped = cuda_launch.kernel_args([t, 7, True, 0.25], ctypes.c_void_p, ctypes.c_int32, ctypes.c_double)
+    assert [type(w) for w in wrapped] == [ctypes.c_void_p, ctypes.c_int32, ctypes.c_int32, ctypes.c_double]
+    assert wrapped[0].value == t.data_ptr() and wrapped[1].value == 7 and wrapped[2].value == 1
+    assert wrapped[3].value == 0.25

@@ -104,6 +104,13 @@ class Launcher:
         return f"{device_identity(self.device)}, driver {driver_version() or '?'}, {self.label()}"
 
 
+def kernel_args(args: Sequence, pointer, int32, real) -> list:
+    """The kernels' arguments as a launcher passes them: a tensor as ``pointer(data_ptr)``, an int or a
+    bool as ``int32``, any other number as ``real`` (the kernels take double)."""
+    return [pointer(a.data_ptr()) if isinstance(a, torch.Tensor) else int32(a) if isinstance(a, (bool, int))
+            else real(a) for a in args]
+
+
 def _read_source() -> str:
     path = kernel_source_path()
     if not path.is_file():
@@ -135,14 +142,7 @@ class CupyLauncher(Launcher):
 
     def launch(self, kernel, grid, block, args):
         np = self._np
-        conv = []
-        for a in args:
-            if isinstance(a, torch.Tensor):
-                conv.append(np.uint64(a.data_ptr()))
-            elif isinstance(a, bool) or isinstance(a, int):
-                conv.append(np.int32(a))
-            else:
-                conv.append(np.float64(a))
+        conv = kernel_args(args, np.uint64, np.int32, np.float64)
         ptr = torch.cuda.current_stream(self.index).cuda_stream
         stream = self._streams.get(ptr)
         if stream is None:
@@ -288,14 +288,7 @@ class NvrtcLauncher(Launcher):
                 self._cuda.cuCtxSetCurrent(previous)
 
     def _launch(self, kernel, grid, block, args):
-        keep = []
-        for a in args:
-            if isinstance(a, torch.Tensor):
-                keep.append(ctypes.c_void_p(a.data_ptr()))
-            elif isinstance(a, bool) or isinstance(a, int):
-                keep.append(ctypes.c_int32(a))
-            else:
-                keep.append(ctypes.c_double(a))
+        keep = kernel_args(args, ctypes.c_void_p, ctypes.c_int32, ctypes.c_double)
         params = (ctypes.c_void_p * len(keep))(*[ctypes.cast(ctypes.byref(k), ctypes.c_void_p) for k in keep])
         stream = torch.cuda.current_stream(self.index).cuda_stream
         self._check(self._cuda.cuLaunchKernel(self._functions[kernel], int(grid), 1, 1, int(block), 1, 1, 0,
