@@ -1,6 +1,6 @@
 """Issue 14's goal table and scaling tables: the fast CPU path against the previous one, side by side.
 
-    python benchmarks/bench_realtime.py [--threads N] [--runs 7] [--runs-512 3] [--part goals,scaling,memory]
+    python benchmarks/bench_realtime.py [--threads N] [--runs 7] [--runs-512 3] [--part goals,scaling,memory,layers]
                                         [--ckpt PATH] [--official-root DIR]
 
 Every row renders through pipeline.FrameRenderer (deterministic sampling) and alternates, frame by
@@ -20,6 +20,10 @@ with the fused path vs the official code, and ours with the kernels off) for the
 
 Memory (``--part memory``): :func:`pv3d_core.host_memory.keep_freed_memory` off and on, in alternating
 child processes (it is process-wide), for the same workloads, with each process's peak RSS.
+
+Layers (``--part layers``): the synthesis layers' inference shortcuts (one-image path with the gain
+folded in and the modulated weight kept, bilinear skip upsampling; ``nn.ops.set_inference_shortcuts``)
+off and on, frame by frame, on the fast path otherwise.
 
 Scaling: cached-plane frame time against rays per frame (neural 32, 64, 128) and against output
 resolution (half, native, double), both presets, both configurations.
@@ -47,6 +51,7 @@ sys.path.insert(0, str(ROOT))
 from pv3d_core import host_memory  # noqa: E402
 from pv3d_core.config import preset  # noqa: E402
 from pv3d_core.io import build_generator, load_generator  # noqa: E402
+from pv3d_core.nn import ops as nn_ops  # noqa: E402
 from pv3d_core.paths import default_checkpoint  # noqa: E402
 from pv3d_core.pipeline import FrameRenderer, RenderSettings  # noqa: E402
 from pv3d_core.render import cpu_kernels, cuda_ops  # noqa: E402
@@ -156,6 +161,35 @@ def scaling(args) -> None:
         del G, r
 
 
+def layers(args) -> None:
+    """The synthesis layers' inference shortcuts (nn.ops.set_inference_shortcuts) off and on, frame by
+    frame in one process, on the fast path otherwise (fused CPU renderer, NHWC)."""
+    print("\nsynthesis-layer inference shortcuts, alternating frame by frame, medians:")
+    print("| workload | off | on | ratio |\n|---|---|---|---|")
+    base = RenderSettings(t=0.3)
+    for name in ("tiny", "released"):
+        G, _ = load_tiny(args.ckpt) if name == "tiny" else released()
+        G = G.eval().requires_grad_(False)
+        r = FrameRenderer(G, channels_last=True)
+        n = args.runs if name == "tiny" else args.runs_512
+        rows = [("tiny 128², orbit with cached planes", orbit(base, n)), ("tiny 128², scrub", scrub(base, n)),
+                ("tiny orbit at neural resolution 64", orbit(base, n, neural_resolution=64))] if name == "tiny" else \
+               [("released 512², full frame (new t)", scrub(base, n)), ("released 512², cached planes", orbit(base, n))]
+        for label, settings in rows:
+            times = {False: [], True: []}
+            for i, st in enumerate(settings):
+                for on in ((False, True) if i % 2 == 0 else (True, False)):
+                    nn_ops.set_inference_shortcuts(on)
+                    t0 = time.perf_counter()
+                    r.render(st)
+                    if i:
+                        times[on].append(time.perf_counter() - t0)
+            nn_ops.set_inference_shortcuts(True)
+            a, b = statistics.median(times[False]), statistics.median(times[True])
+            print(f"| {label} | {a * 1e3:.0f} ms | {b * 1e3:.0f} ms | {a / b:.2f}x |", flush=True)
+        del G, r
+
+
 def memory_child(args) -> None:
     """One process's figures for --part memory: medians of the fast path (fused CPU, NHWC) and peak RSS."""
     def timed(r, settings):
@@ -214,14 +248,14 @@ def main(argv=None) -> int:
     ap.add_argument("--threads", type=int, default=None, help="torch threads (default: torch's)")
     ap.add_argument("--runs", type=int, default=7, help="timed frames per configuration, tiny preset")
     ap.add_argument("--runs-512", type=int, default=3, help="timed frames per configuration, released config")
-    ap.add_argument("--part", default="goals,scaling", help="goals, scaling, memory (comma-separated)")
+    ap.add_argument("--part", default="goals,scaling", help="goals, scaling, memory, layers (comma-separated)")
     ap.add_argument("--rounds", type=int, default=3, help="--part memory: alternating rounds of child processes")
     ap.add_argument("--ckpt", help="tiny-size checkpoint (default: the embedded model)")
     ap.add_argument("--official-root", help="checkout of the official PV3D code: also run bench_vs_official.py")
     args = ap.parse_args(argv)
-    unknown = set(args.part.split(",")) - {"goals", "scaling", "memory", "memory-child"}
+    unknown = set(args.part.split(",")) - {"goals", "scaling", "memory", "layers", "memory-child"}
     if unknown:
-        ap.error(f"--part: unknown part(s) {', '.join(sorted(unknown))}; choose from goals, scaling, memory")
+        ap.error(f"--part: unknown part(s) {', '.join(sorted(unknown))}; choose from goals, scaling, memory, layers")
     for flag, value in (("--runs", args.runs), ("--runs-512", args.runs_512), ("--rounds", args.rounds)):
         if not 1 <= value <= 1000:
             ap.error(f"{flag} must be between 1 and 1000, got {value}")
@@ -236,6 +270,8 @@ def main(argv=None) -> int:
         return 0
     if "memory" in parts:
         memory(args)
+    if "layers" in parts:
+        layers(args)
     if "goals" in parts:
         goals(args)
     if "scaling" in parts:

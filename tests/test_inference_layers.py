@@ -108,6 +108,22 @@ def test_batches_and_gradients_take_the_general_path():
     assert layer._weight_memo is None
 
 
+def test_the_shortcuts_can_be_turned_off_for_comparisons():
+    from pv3d_core.nn import ops
+
+    layer = _layer(1, clamp=None)
+    x, w = torch.randn(1, 12, 16, 16), torch.randn(1, 16)
+    ops.set_inference_shortcuts(False)
+    try:
+        off = _fast(layer, x, w, noise_mode="const")
+        assert layer._weight_memo is None
+    finally:
+        ops.set_inference_shortcuts(True)
+    on = _fast(layer, x, w, noise_mode="const")
+    assert layer._weight_memo is not None
+    torch.testing.assert_close(on, off, rtol=1e-5, atol=1e-5)
+
+
 def test_bilinear_skip_upsampling_matches_upfirdn():
     f = setup_filter([1, 3, 3, 1])
     img = torch.randn(1, 5, 9, 7)

@@ -12,7 +12,7 @@ import torch
 from torch import nn
 
 from .ops import (bias_act, conv2d_resample, default_gain, modulated_conv2d, normalize_2nd_moment,
-                  is_nhwc, setup_filter, upsample2d)
+                  inference_shortcuts, is_nhwc, setup_filter, upsample2d)
 
 
 class FullyConnectedLayer(nn.Module):
@@ -144,7 +144,7 @@ class SynthesisLayer(nn.Module):
             raise ValueError(f"noise_mode must be random, const or none, got {noise_mode!r}")
         styles = self.affine(w)
         if (fused_modconv and x.shape[0] == 1 and x.dtype == torch.float32 and self.activation in _HOMOGENEOUS
-                and not (torch.is_grad_enabled() and _needs_grad(x, styles, self.weight, self.bias))):
+                and inference_shortcuts() and _inference(x, styles, self.weight, self.bias)):
             return self._forward_inference(x, styles, noise_mode, gain)
         noise = None
         if self.use_noise and noise_mode == "random":

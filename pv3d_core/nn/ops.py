@@ -14,6 +14,20 @@ import torch.nn.functional as F
 
 SQRT2 = float(np.sqrt(2))
 
+_shortcuts = {"on": True}
+
+
+def set_inference_shortcuts(enabled: bool) -> None:
+    """Turn the inference shortcuts (the synthesis layers' one-image path, the skip images' bilinear
+    upsampling) off or on; on by default. Off, inference runs the general path: benchmarks compare the
+    two side by side."""
+    _shortcuts["on"] = bool(enabled)
+
+
+def inference_shortcuts() -> bool:
+    return _shortcuts["on"]
+
+
 # name -> (function, default alpha, default gain)
 ACTIVATIONS = {
     "linear": (lambda x, a: x, 0.0, 1.0),
@@ -101,7 +115,8 @@ def upfirdn2d(x: torch.Tensor, f: torch.Tensor | None, up: int = 1, down: int = 
             and torch.equal(f, f.flip([0, 1]))):
         # upsample2d's case (zero insertion, pad (2, 1), symmetric 4x4 filter) is one depthwise transposed
         # convolution: no zero-inserted, padded copy (4-5x faster for the skip images).
-        if gain == 4 and not (torch.is_grad_enabled() and x.requires_grad) and torch.equal(f, _bilinear_filter(f)):
+        if (gain == 4 and _shortcuts["on"] and not (torch.is_grad_enabled() and x.requires_grad)
+                and torch.equal(f, _bilinear_filter(f))):
             return _bilinear_up2(x)
         k = (f * (gain ** (f.ndim / 2))).to(x.dtype)[None, None].expand(c, 1, 4, 4)
         if is_nhwc(x):
