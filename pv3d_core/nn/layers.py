@@ -144,7 +144,7 @@ class SynthesisLayer(nn.Module):
             raise ValueError(f"noise_mode must be random, const or none, got {noise_mode!r}")
         styles = self.affine(w)
         if (fused_modconv and x.shape[0] == 1 and x.dtype == torch.float32 and self.activation in _HOMOGENEOUS
-                and inference_shortcuts() and _inference(x, styles, self.weight, self.bias)):
+                and gain > 0 and inference_shortcuts() and _inference(x, styles, self.weight, self.bias)):
             return self._forward_inference(x, styles, noise_mode, gain)
         noise = None
         if self.use_noise and noise_mode == "random":
