@@ -81,14 +81,25 @@ def read_checkpoint_meta(path) -> dict:
             meta = f.metadata() or {}
     except Exception as e:
         raise CheckpointError(f"{path} is not a readable safetensors file ({_first_line(e)})") from None
-    if "pv3d_config" not in meta:
-        raise CheckpointError(f"{path} is a safetensors file but not a PV3D Studio checkpoint (no pv3d_config metadata)")
+    _require_ours(path, meta)
     try:
-        extra = json.loads(meta.get("pv3d_meta", "{}"))
+        return _pv3d_meta(meta)
     except Exception as e:  # noqa: BLE001 - JSON errors of any kind are the file's fault
         raise CheckpointError(f"{path} has invalid metadata: {_first_line(e)}") from None
+
+
+def _require_ours(path, header: dict) -> None:
+    """A safetensors header without our config is someone else's file."""
+    if "pv3d_config" not in header:
+        raise CheckpointError(f"{path} is a safetensors file but not a PV3D Studio checkpoint "
+                              "(no pv3d_config metadata)")
+
+
+def _pv3d_meta(header: dict) -> dict:
+    """Our header's ``pv3d_meta`` JSON object (ValueError when it is not one)."""
+    extra = json.loads(header.get("pv3d_meta", "{}"))
     if not isinstance(extra, dict):
-        raise CheckpointError(f"{path} has invalid metadata: pv3d_meta is not a JSON object")
+        raise ValueError("pv3d_meta is not a JSON object")
     return extra
 
 
@@ -98,14 +109,10 @@ def _read_ours(path: Path) -> Checkpoint:
     try:
         with safe_open(str(path), framework="pt", device="cpu") as f:
             meta = f.metadata() or {}
-            if "pv3d_config" not in meta:
-                raise CheckpointError(f"{path} is a safetensors file but not a PV3D Studio checkpoint "
-                                      "(no pv3d_config metadata)")
+            _require_ours(path, meta)
             try:      # the config is checked before any tensor is read or any module built
                 config = ModelConfig.from_dict(json.loads(meta["pv3d_config"]))
-                extra = json.loads(meta.get("pv3d_meta", "{}"))
-                if not isinstance(extra, dict):
-                    raise ValueError("pv3d_meta is not a JSON object")
+                extra = _pv3d_meta(meta)
             except Exception as e:  # noqa: BLE001 - JSON, types, ranges, recursion: all the file's fault
                 raise CheckpointError(f"{path} has an invalid model config: {_first_line(e)}") from None
             tensors = {k: f.get_tensor(k) for k in f.keys()}
