@@ -12,7 +12,7 @@ import torch
 from torch import nn
 
 from .ops import (bias_act, conv2d_resample, default_gain, modulated_conv2d, normalize_2nd_moment,
-                  inference_shortcuts, is_nhwc, setup_filter, upsample2d)
+                  inference_shortcuts, is_nhwc, needs_grad, setup_filter, upsample2d)
 
 
 class FullyConnectedLayer(nn.Module):
@@ -144,7 +144,7 @@ class SynthesisLayer(nn.Module):
             raise ValueError(f"noise_mode must be random, const or none, got {noise_mode!r}")
         styles = self.affine(w)
         if (fused_modconv and x.shape[0] == 1 and x.dtype == torch.float32 and self.activation in _HOMOGENEOUS
-                and gain > 0 and inference_shortcuts() and _inference(x, styles, self.weight, self.bias)):
+                and gain > 0 and inference_shortcuts() and not needs_grad(x, styles, self.weight, self.bias)):
             return self._forward_inference(x, styles, noise_mode, gain)
         noise = None
         if self.use_noise and noise_mode == "random":
@@ -173,14 +173,8 @@ class SynthesisLayer(nn.Module):
             noise = (torch.randn([1, 1, self.resolution, self.resolution], device=x.device)
                      if noise_mode == "random" else self.noise_const)
             x.add_(noise * (self.noise_strength * g))
-        if self.activation == "lrelu":
-            torch.nn.functional.leaky_relu_(x, 0.2)
-        elif self.activation == "relu":
-            torch.nn.functional.relu_(x)
-        if self.conv_clamp is not None and self.conv_clamp * gain >= 0:
-            c = self.conv_clamp * gain
-            x.clamp_(-c, c)
-        return x
+        clamp = self.conv_clamp * gain if self.conv_clamp is not None else None
+        return bias_act(x, None, act=self.activation, gain=1.0, clamp=clamp, inplace=True)
 
     def _inference_weight(self, styles, gain: float, nhwc: bool) -> torch.Tensor:
         """The modulated, demodulated weight times ``gain`` for one style (1, in_channels).
@@ -215,15 +209,6 @@ class SynthesisLayer(nn.Module):
 
 
 _HOMOGENEOUS = ("lrelu", "relu", "linear")   # activations a positive gain passes through
-
-
-def _needs_grad(*tensors) -> bool:
-    return any(t is not None and t.requires_grad for t in tensors)
-
-
-def _inference(*tensors) -> bool:
-    """Nothing here needs a gradient (so a fresh tensor may be overwritten in place)."""
-    return not (torch.is_grad_enabled() and _needs_grad(*tensors))
 
 
 class ToRGBLayer(nn.Module):
@@ -350,7 +335,7 @@ class SynthesisBlock(nn.Module):
         y = self.torgb(x, next(w_iter), fused_modconv=fused).to(torch.float32, memory_format=img_fmt)
         if img is None:
             img = y
-        elif own and _inference(img, y):
+        elif own and not needs_grad(img, y):
             img = img.add_(y)
         else:
             img = img + y

@@ -28,6 +28,12 @@ def inference_shortcuts() -> bool:
     return _shortcuts["on"]
 
 
+def needs_grad(*tensors) -> bool:
+    """Whether autograd records an op on these tensors (None entries ignored). When it does not, a fresh
+    result may be overwritten in place."""
+    return torch.is_grad_enabled() and any(t is not None and t.requires_grad for t in tensors)
+
+
 # name -> (function, default alpha, default gain)
 ACTIVATIONS = {
     "linear": (lambda x, a: x, 0.0, 1.0),
@@ -51,7 +57,7 @@ def bias_act(x: torch.Tensor, b: torch.Tensor | None = None, act: str = "linear"
     """
     func, alpha, def_gain = ACTIVATIONS[act]
     gain = def_gain if gain is None else float(gain)
-    if not (torch.is_grad_enabled() and (x.requires_grad or (b is not None and b.requires_grad))):
+    if not needs_grad(x, b):
         # Inference: the same operations in the same order, in place (one buffer instead of four).
         if b is not None:
             bb = b.reshape([-1 if i == dim else 1 for i in range(x.ndim)])
@@ -115,8 +121,8 @@ def upfirdn2d(x: torch.Tensor, f: torch.Tensor | None, up: int = 1, down: int = 
             and torch.equal(f, f.flip([0, 1]))):
         # upsample2d's case (zero insertion, pad (2, 1), symmetric 4x4 filter) is one depthwise transposed
         # convolution: no zero-inserted, padded copy (4-5x faster for the skip images).
-        if (gain == 4 and _shortcuts["on"] and not (torch.is_grad_enabled() and x.requires_grad)
-                and torch.equal(f, _bilinear_filter(f))):
+        if (gain == 4 and _shortcuts["on"] and not needs_grad(x)
+                and torch.equal(f, setup_filter([1, 3, 3, 1]).to(f.device, f.dtype))):
             return _bilinear_up2(x)
         k = (f * (gain ** (f.ndim / 2))).to(x.dtype)[None, None].expand(c, 1, 4, 4)
         if is_nhwc(x):
@@ -147,11 +153,6 @@ def upfirdn2d(x: torch.Tensor, f: torch.Tensor | None, up: int = 1, down: int = 
     if down > 1:
         x = x[:, :, ::down, ::down]
     return x
-
-
-def _bilinear_filter(like: torch.Tensor) -> torch.Tensor:
-    return torch.tensor([1.0, 3.0, 3.0, 1.0], dtype=like.dtype, device=like.device).outer(
-        torch.tensor([1.0, 3.0, 3.0, 1.0], dtype=like.dtype, device=like.device)) / 64
 
 
 def _bilinear_up2(x: torch.Tensor) -> torch.Tensor:
@@ -199,7 +200,7 @@ def _add_bias(x: torch.Tensor, bias: torch.Tensor | None) -> torch.Tensor:
     if bias is None:
         return x
     b = bias.reshape(1, -1, 1, 1)
-    if torch.is_grad_enabled() and (x.requires_grad or bias.requires_grad):
+    if needs_grad(x, bias):
         return x + b
     return x.add_(b)
 
