@@ -64,19 +64,26 @@ def configure(G, name: str) -> None:
     G.set_channels_last(name == "after")
 
 
-def side_by_side(G, renderer: FrameRenderer, settings: list[RenderSettings]) -> dict:
-    """Alternate the configurations frame by frame; settings[0] is a warm-up for each."""
-    times = {k: [] for k in CONFIGS}
+def alternate(renderer: FrameRenderer, settings: list[RenderSettings], setups: dict) -> dict:
+    """Median frame time per configuration (name -> function that switches to it), alternating frame by
+    frame in one process; settings[0] is a warm-up for each."""
+    times = {k: [] for k in setups}
     for i, s in enumerate(settings):
-        for name in CONFIGS:
-            configure(G, name)
+        for name, setup in setups.items():
+            setup()
             t0 = time.perf_counter()
             renderer.render(s)
             if i:
                 times[name].append(time.perf_counter() - t0)
+    return {k: statistics.median(v) for k, v in times.items()}
+
+
+def side_by_side(G, renderer: FrameRenderer, settings: list[RenderSettings]) -> dict:
+    """The previous path and the fast one (CONFIGS), frame by frame."""
+    med = alternate(renderer, settings, {name: (lambda name=name: configure(G, name)) for name in CONFIGS})
     cuda_ops.set_kernels(None)
     G.set_channels_last(True)
-    return {k: statistics.median(v) for k, v in times.items()}
+    return med
 
 
 def load_tiny(ckpt: str | None):
@@ -176,17 +183,10 @@ def layers(args) -> None:
                 ("tiny orbit at neural resolution 64", orbit(base, n, neural_resolution=64))] if name == "tiny" else \
                [("released 512², full frame (new t)", scrub(base, n)), ("released 512², cached planes", orbit(base, n))]
         for label, settings in rows:
-            times = {False: [], True: []}
-            for i, st in enumerate(settings):
-                for on in ((False, True) if i % 2 == 0 else (True, False)):
-                    nn_ops.set_inference_shortcuts(on)
-                    t0 = time.perf_counter()
-                    r.render(st)
-                    if i:
-                        times[on].append(time.perf_counter() - t0)
-            nn_ops.set_inference_shortcuts(True)
-            a, b = statistics.median(times[False]), statistics.median(times[True])
-            print(f"| {label} | {a * 1e3:.0f} ms | {b * 1e3:.0f} ms | {a / b:.2f}x |", flush=True)
+            med = alternate(r, settings, {"off": lambda: nn_ops.set_inference_shortcuts(False),
+                                          "on": lambda: nn_ops.set_inference_shortcuts(True)})
+            print(f"| {label} | {med['off'] * 1e3:.0f} ms | {med['on'] * 1e3:.0f} ms | {med['off'] / med['on']:.2f}x |",
+                  flush=True)
         del G, r
 
 
