@@ -186,7 +186,7 @@ class SynthesisLayer(nn.Module):
         the NHWC convolution reads it (for an upsampling layer, the transposed convolution's weight is
         the transpose), so no call copies it again. The price is the weight held once more: 7 MB for
         the tiny preset's layers, 130 MB for the released configuration's."""
-        key = (id(self.weight), self.weight.data_ptr(), self.weight._version, gain, styles.device, nhwc)
+        key = (self.weight.data_ptr(), self.weight._version, gain, styles.device, nhwc)
         memo = self._weight_memo
         if memo is not None and memo[0] == key and memo[1]() is self.weight and torch.equal(memo[2], styles):
             return memo[3]
