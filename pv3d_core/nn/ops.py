@@ -187,8 +187,12 @@ def _conv(x, w, stride=1, padding=0, groups=1, transpose=False, flip_weight=True
         if (w.shape[2] == 1 and w.shape[3] == 1 and groups == 1 and not transpose and stride == 1
                 and padding in (0, [0, 0])):
             # A 1x1 convolution on NHWC activations is a matrix product over channels; oneDNN would
-            # first convert the whole tensor (the ToRGB layers at 256² and 512²).
-            return F.linear(x.permute(0, 2, 3, 1), w[:, :, 0, 0], bias).permute(0, 3, 1, 2)
+            # first convert the whole tensor (the ToRGB layers at 256² and 512²). Flattened to 2-D
+            # here: matmul folds a 4-D input into one product only when its batch stride is the
+            # contiguous one, which a reshaped batch of 1 need not have (it ran one product per row).
+            n, c, h, wd = x.shape
+            y = F.linear(x.permute(0, 2, 3, 1).reshape(n * h * wd, c), w[:, :, 0, 0], bias)
+            return y.view(n, h, wd, -1).permute(0, 3, 1, 2)
         w = w.contiguous(memory_format=torch.channels_last)  # keep oneDNN/cuDNN on the NHWC path
     if transpose:
         return _add_bias(F.conv_transpose2d(x, w, stride=stride, padding=padding, groups=groups), bias)
