@@ -164,7 +164,15 @@ def test_super_resolution_leaves_its_input_image_alone(fmt):
     with torch.no_grad():
         out = sr(rgb, feats, ws, noise_mode="const")
     assert torch.equal(rgb, before)
-    assert out.shape == (1, 3, 128, 128) and out.is_contiguous()
+    # NHWC blocks hand on an NHWC image, the same values as the NCHW blocks give
+    assert out.shape == (1, 3, 128, 128) and out.is_contiguous(memory_format=torch.channels_last)
+    for m in sr.modules():
+        if isinstance(m, SynthesisBlock):
+            m.channels_last = False
+    with torch.no_grad():
+        ref = sr(rgb, feats, ws, noise_mode="const")
+    assert ref.is_contiguous()
+    torch.testing.assert_close(out, ref, rtol=1e-5, atol=1e-5)
 
 
 def test_nhwc_1x1_convolution_is_one_matrix_product():

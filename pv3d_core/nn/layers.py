@@ -325,8 +325,10 @@ class SynthesisBlock(nn.Module):
                 x = self.motion_time_fuser(x, z_motion, t, **kw)
             x = self.conv1(x, w1, **kw)
 
-        # NHWC blocks keep the skip image NHWC from block to block; the last block hands on NCHW
-        img_fmt = torch.channels_last if self.channels_last and not self.is_last else torch.contiguous_format
+        # NHWC blocks keep the skip image NHWC, the last one too: the tri-planes (N, 3, C, H, W) are then
+        # a strided view whose channels are innermost, which is the layout the renderer wants (a
+        # conversion to NCHW here cost more than the whole 2x upsampling before it)
+        img_fmt = torch.channels_last if self.channels_last else torch.contiguous_format
         own = False           # whether img is this block's own tensor (else the caller's: not to be changed)
         if img is not None and self.upsample:
             img, own = upsample2d(img, self.resample_filter), True
