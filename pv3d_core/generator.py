@@ -43,6 +43,7 @@ class PV3DGenerator(nn.Module):
         self.decoder = OSGDecoder(cfg.plane_channels, self.rendering_kwargs.get("decoder_lr_mul", 1),
                                   output_dim=cfg.plane_channels)
         self.to_img_raw = ToRGBLayer(cfg.plane_channels, 3, w_dim=cfg.w_dim, conv_clamp=256)
+        self.channels_last = False        # see set_channels_last
         self.motion_reference = None      # see set_motion_reference
         self._still_cache = None
 
@@ -50,9 +51,12 @@ class PV3DGenerator(nn.Module):
         """Run the synthesis and super-resolution convolutions on NHWC activations (inference speed).
 
         Same weights and maths; only the summation order inside convolutions changes (about 1e-6).
+        :meth:`ray_march`'s feature image then stays in the renderer's pixel-major layout (NHWC), which
+        is what the super-resolution reads.
         """
         from .nn.layers import SynthesisBlock
 
+        self.channels_last = bool(enabled)
         for m in self.modules():
             if isinstance(m, SynthesisBlock):
                 m.channels_last = bool(enabled)
@@ -125,7 +129,9 @@ class PV3DGenerator(nn.Module):
         # CUDA kernels when available (inference on a GPU), else the PyTorch reference path
         feats, depth, alpha = cuda_ops.render_rays_fast(planes, self.decoder, origins, dirs, self.rendering_kwargs,
                                                         deterministic)
-        return {"feature_image": feats.permute(0, 2, 1).reshape(n, feats.shape[-1], res, res).contiguous(),
+        # the renderer gives (N, rays, C), rays row by row: that is NHWC; NCHW models get a contiguous copy
+        image = feats.reshape(n, res, res, feats.shape[-1]).permute(0, 3, 1, 2)
+        return {"feature_image": image if self.channels_last else image.contiguous(),
                 "image_depth": depth.permute(0, 2, 1).reshape(n, 1, res, res),
                 "image_alpha": alpha.permute(0, 2, 1).reshape(n, 1, res, res),
                 "ray_origins": origins, "ray_directions": dirs}

@@ -112,3 +112,32 @@ def test_motion_reference_gives_the_reference_change_over_t(tiny_generator):
         assert torch.equal(G.planes(ws, z, t0, noise_mode="const"), tiny_generator.planes(ws, z, t0, noise_mode="const"))
     assert "motion_reference.b4.conv1.weight" in G.state_dict()
     assert "motion_reference.b4.conv1.weight" not in G.set_motion_reference(None).state_dict()
+
+
+def test_nhwc_generator_renders_what_the_nchw_one_does(tiny_generator):
+    """set_channels_last (what the viewer runs): the same planes and images as NCHW within rounding, for a
+    batch of two; the tri-planes and the feature image come out with the channels innermost (the
+    renderer's and the super-resolution's layout), so nothing converts them back and forth."""
+    import copy
+
+    from pv3d_core.render import cameras
+
+    G = copy.deepcopy(tiny_generator).eval().requires_grad_(False)
+    z = torch.cat([seed_latent(s, G.z_dim) for s in (3, 4)])
+    zm = torch.cat([seed_latent(s, G.motion_dim) for s in (1, 2)])
+    t = torch.tensor([0.3, 0.8])
+    c = torch.from_numpy(np.stack([cameras.pack(cameras.orbit_cam2world(y, 0.1)).reshape(25) for y in (-0.3, 0.4)])).float()
+    out = {}
+    for nhwc in (False, True):
+        G.set_channels_last(nhwc)
+        with torch.no_grad():
+            ws = G.mapping(z, c, truncation_psi=0.7)
+            planes = G.planes(ws, zm, t, noise_mode="const")
+            out[nhwc] = dict(G.render_planes(planes, ws, c), planes=planes)
+    for k in ("planes", "feature_image", "image_raw", "image"):
+        torch.testing.assert_close(out[True][k], out[False][k], rtol=1e-4, atol=1e-4, msg=k)
+        assert out[False][k].is_contiguous(), k
+    p = out[True]["planes"]
+    assert p.shape[:3] == (2, 3, G.plane_channels) and p.stride(2) == 1     # channels innermost
+    assert out[True]["feature_image"].is_contiguous(memory_format=torch.channels_last)
+    assert out[True]["image"].is_contiguous(memory_format=torch.channels_last)
