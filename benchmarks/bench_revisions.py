@@ -7,8 +7,12 @@ Figures taken on another machine (an issue's "today" column) cannot be compared 
 The code they were taken with can: each revision is exported (``git archive``) into a scratch folder,
 and child processes, one revision at a time and alternating (A, B, A, B, ...), render the same frames
 with that revision's ``pv3d_core`` through its ``FrameRenderer``. Per-frame times are pooled per
-revision; the table gives their medians and the ratio to the first revision. ``--rev .`` is the working
-tree as it is, uncommitted changes included.
+revision; the table gives their medians, in brackets the range of the children's own medians, and the
+ratio to the first revision. ``--rev .`` is the working tree as it is, uncommitted changes included.
+
+Separate processes differ more than frames of one process do: an A/A run (``--rev HEAD --rev HEAD~0``,
+3 rounds) gave 1.11x and 0.96x here. A change smaller than the bracketed spread needs more rounds, or
+an A/B/A' inside one process.
 
 Workloads (bench_realtime.py's): the tiny model (``--ckpt``, default: this tree's embedded model, so
 that every revision renders the same weights) at 128², orbit with cached planes, scrub (a new t every
@@ -152,12 +156,22 @@ def main(argv=None) -> int:
         for w in works:
             frames = args.frames_512 if w.endswith("512") else args.frames
             times = {rev: [] for rev in args.rev}
+            per_child = {rev: [] for rev in args.rev}
             for _ in range(args.rounds):
                 for rev, root in trees.items():
-                    times[rev] += run_child(root, w, frames, ckpt, args.threads)
+                    t = run_child(root, w, frames, ckpt, args.threads)
+                    times[rev] += t
+                    per_child[rev].append(statistics.median(t))
             med = {rev: statistics.median(v) for rev, v in times.items()}
             first = med[args.rev[0]]
-            cells = [(f"{m:.2f} s" if w.endswith("512") else f"{m * 1e3:.0f} ms ({1 / m:.1f} fps)")
+
+            def fmt(m):
+                return f"{m:.2f} s" if w.endswith("512") else f"{m * 1e3:.0f} ms"
+
+            # the spread of the children's own medians: processes differ (by ~10% here in A/A runs),
+            # so a ratio inside that spread needs more rounds
+            cells = [f"{fmt(m)}" + ("" if w.endswith("512") else f" ({1 / m:.1f} fps)")
+                     + f" [{fmt(min(per_child[rev]))}-{fmt(max(per_child[rev]))}]"
                      + ("" if rev == args.rev[0] else f", {first / m:.2f}x") for rev, m in med.items()]
             print(f"| {w} | " + " | ".join(cells) + " |", flush=True)
     finally:
