@@ -183,7 +183,7 @@ def is_nhwc(x: torch.Tensor) -> bool:
 def _conv(x, w, stride=1, padding=0, groups=1, transpose=False, flip_weight=True, bias=None):
     if not flip_weight and (w.shape[2] > 1 or w.shape[3] > 1):
         w = w.flip([2, 3])
-    if x.shape[1] > 1 and x.is_contiguous(memory_format=torch.channels_last) and not x.is_contiguous():
+    if is_nhwc(x):
         if (w.shape[2] == 1 and w.shape[3] == 1 and groups == 1 and not transpose and stride == 1
                 and padding in (0, [0, 0])):
             # A 1x1 convolution on NHWC activations is a matrix product over channels; oneDNN would
