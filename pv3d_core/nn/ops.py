@@ -101,6 +101,10 @@ def setup_filter(f=(1, 3, 3, 1), normalize: bool = True) -> torch.Tensor:
     return f
 
 
+# the filter that _bilinear_up2 reproduces, built once (upfirdn2d compares it on every 2x upsampling)
+_BILINEAR_FILTER = setup_filter([1, 3, 3, 1])
+
+
 def _pad4(padding) -> list[int]:
     if isinstance(padding, int):
         return [padding] * 4
@@ -122,7 +126,7 @@ def upfirdn2d(x: torch.Tensor, f: torch.Tensor | None, up: int = 1, down: int = 
         # upsample2d's case (zero insertion, pad (2, 1), symmetric 4x4 filter) is one depthwise transposed
         # convolution: no zero-inserted, padded copy (4-5x faster for the skip images).
         if (gain == 4 and _shortcuts["on"] and not needs_grad(x)
-                and torch.equal(f, setup_filter([1, 3, 3, 1]).to(f.device, f.dtype))):
+                and torch.equal(f, _BILINEAR_FILTER.to(f.device, f.dtype))):
             return _bilinear_up2(x)
         k = (f * (gain ** (f.ndim / 2))).to(x.dtype)[None, None].expand(c, 1, 4, 4)
         if is_nhwc(x):
