@@ -98,9 +98,9 @@ def export(rev: str, into: Path) -> Path:
     if not dest.exists():
         dest.mkdir(parents=True)
         archive = subprocess.Popen(["git", "-C", str(ROOT), "archive", sha.stdout.strip()], stdout=subprocess.PIPE)
-        subprocess.run(["tar", "-x", "-C", str(dest)], stdin=archive.stdout, check=True)
-        if archive.wait():
-            fail(f"git archive {rev} failed")
+        untar = subprocess.run(["tar", "-x", "-C", str(dest)], stdin=archive.stdout, capture_output=True, text=True)
+        if archive.wait() or untar.returncode:      # e.g. a full disk under the scratch folder
+            fail(f"exporting {rev} into {dest} failed: {untar.stderr.strip()[-200:] or 'git archive failed'}")
     return dest
 
 
