@@ -10,6 +10,9 @@ with that revision's ``pv3d_core`` through its ``FrameRenderer``. Per-frame time
 revision; the table gives their medians, in brackets the range of the children's own medians, and the
 ratio to the first revision. ``--rev .`` is the working tree as it is, uncommitted changes included.
 
+Before each round a child times a 2048² fp32 matrix product; the run ends with its median and range
+(GFLOP/s), the figure an issue taken on another machine quotes for its own.
+
 Separate processes differ more than frames of one process do: an A/A run (``--rev HEAD --rev HEAD~0``,
 3 rounds) gave 1.11x and 0.96x here. A change smaller than the bracketed spread needs more rounds, or
 an A/B/A' inside one process.
@@ -79,6 +82,23 @@ for s in sets[1:]:
 print(json.dumps(times))
 '''
 
+# This machine's fp32 matrix-product speed, probed in a child between the rounds: an issue's figures
+# taken on another machine quote it, and this VM's varies by 1.5x from one hour to the next.
+MATMUL_CHILD = r'''
+import json, statistics, sys, time
+import torch
+torch.set_num_threads(int(sys.argv[1]))
+n = 2048
+a, b = torch.randn(n, n), torch.randn(n, n)
+a @ b
+times = []
+for _ in range(7):
+    t0 = time.perf_counter()
+    a @ b
+    times.append(time.perf_counter() - t0)
+print(json.dumps(2 * n ** 3 / statistics.median(times) / 1e9))
+'''
+
 
 def fail(msg: str):
     """One line on stderr and exit status 2 (bad input), as every command of the project."""
@@ -111,13 +131,22 @@ def child_env() -> dict:
     return env
 
 
-def run_child(root: Path, workload: str, frames: int, ckpt: str, threads: int) -> list[float]:
-    out = subprocess.run([sys.executable, "-c", CHILD, str(root), workload, str(frames), ckpt, str(threads)],
-                         capture_output=True, text=True, cwd=tempfile.gettempdir(), env=child_env())
+def _child(args: list[str], what: str):
+    out = subprocess.run([sys.executable, "-c", *args], capture_output=True, text=True,
+                         cwd=tempfile.gettempdir(), env=child_env())
     if out.returncode:
         tail = (out.stderr or out.stdout).strip().splitlines()[-3:]
-        fail(f"{workload} at {root} failed: " + " | ".join(tail))
+        fail(f"{what} failed: " + " | ".join(tail))
     return json.loads(out.stdout.strip().splitlines()[-1])
+
+
+def run_child(root: Path, workload: str, frames: int, ckpt: str, threads: int) -> list[float]:
+    return _child([CHILD, str(root), workload, str(frames), ckpt, str(threads)], f"{workload} at {root}")
+
+
+def matmul_gflops(threads: int) -> float:
+    """Median GFLOP/s of a 2048² fp32 matrix product with ``threads`` threads, in a child process."""
+    return _child([MATMUL_CHILD, str(threads)], "the matmul probe")
 
 
 def main(argv=None) -> int:
@@ -153,11 +182,13 @@ def main(argv=None) -> int:
         print(f"{args.threads} threads, {os.cpu_count()} cores, load average {load:.2f} at start; "
               f"{args.rounds} alternating children per revision, tiny model {Path(ckpt).name}\n")
         print("| workload | " + " | ".join(args.rev) + " |\n|---|" + "---|" * len(args.rev))
+        gflops = []
         for w in works:
             frames = args.frames_512 if w.endswith("512") else args.frames
             times = {rev: [] for rev in args.rev}
             per_child = {rev: [] for rev in args.rev}
             for _ in range(args.rounds):
+                gflops.append(matmul_gflops(args.threads))
                 for rev, root in trees.items():
                     t = run_child(root, w, frames, ckpt, args.threads)
                     times[rev] += t
@@ -174,6 +205,8 @@ def main(argv=None) -> int:
                      + f" [{fmt(min(per_child[rev]))}-{fmt(max(per_child[rev]))}]"
                      + ("" if rev == args.rev[0] else f", {first / m:.2f}x") for rev, m in med.items()]
             print(f"| {w} | " + " | ".join(cells) + " |", flush=True)
+        print(f"\nfp32 matmul (2048², {args.threads} threads), probed before each round: median "
+              f"{statistics.median(gflops):.0f} GFLOP/s [{min(gflops):.0f}-{max(gflops):.0f}]")
     finally:
         shutil.rmtree(scratch, ignore_errors=True)
     return 0
