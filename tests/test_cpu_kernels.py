@@ -97,7 +97,9 @@ def test_feature_skipping_is_bounded():
         cpu_kernels.set_skip_budget(-1)
 
 
-def test_threads_give_the_same_frame():
+@pytest.mark.parametrize("projection", [True, False])
+def test_threads_give_the_same_frame(projection):
+    cpu_kernels.set_projection(projection)
     dec, planes = make_decoder(), make_planes()
     o, d = make_rays(res=16)
     old = torch.get_num_threads()
@@ -233,3 +235,40 @@ def test_generator_frame_same_pixels(tiny_generator):
         ref = G.render_planes(planes, ws, c, 64)
     for k in ("image", "image_raw", "image_depth", "image_alpha"):
         assert_close(fast[k], ref[k], 1e-4, k)
+
+
+def test_default_projects_planes_rendered_again():
+    """The default choice projects a set of planes at its second render (an orbit over cached planes),
+    never at its first (a scrub makes new planes every frame, where the product would not pay back),
+    and never planes over PROJECTION_MAX_BYTES; the pixels are the same either way."""
+    cpu_kernels.set_projection(None)
+    cpu_kernels._proj_cache.clear()
+    dec, o, d, opts = make_decoder(), *make_rays(res=8), options(16, 16)
+    lib, dims = lib_for(dec)
+    params = cuda_backend.pack_decoder(dec, dims, torch.device("cpu"))
+    raw = make_planes()
+    with torch.no_grad():
+        planes = cuda_backend.prepare_planes(raw, False).clone()
+        ref = volume.render_rays(raw, dec, o, d, opts, True)
+
+    def render(p):
+        got = cpu_kernels.render_rays(lib, p, params, o, d, opts, True)
+        for g, e in zip(got, ref):
+            assert_close(g, e, 1e-5)
+        hit = cpu_kernels._proj_cache.get("last")       # the projection made for these planes, if any
+        return hit is not None and hit[0] == cpu_kernels._planes_key(p, params)
+
+    assert not render(planes)                 # first render: sampled as they are
+    assert render(planes)                     # second: projected (and kept)
+    assert render(planes)
+    other = planes.clone()
+    assert not render(other)                  # new planes: not projected at first
+    planes.add_(0)                            # changed in place: new planes too
+    assert not render(planes)
+    cpu_kernels._proj_cache.clear()
+    orig = cpu_kernels.PROJECTION_MAX_BYTES
+    try:
+        cpu_kernels.PROJECTION_MAX_BYTES = 0
+        assert not render(planes) and not render(planes)
+    finally:
+        cpu_kernels.PROJECTION_MAX_BYTES = orig
