@@ -309,3 +309,48 @@ def test_a_jobs_progress_alone_redraws_at_most_twice_a_second():
     assert app.needs_redraw(now, now - PROGRESS_REDRAW_S)          # ... and once the interval is over
     job.done = True
     assert app.needs_redraw(now, now - 0.1)                        # the job's end: at once
+
+
+# ------------------------------------------------------------------------------------ control socket
+
+def test_the_control_socket_accepts_as_soon_as_its_path_exists(tmp_path, monkeypatch):
+    """viewer.control: the socket's path appears only once it listens. A client polling for the path (as
+    launch_viewer does) met it between bind and listen and was refused; listen is slowed here to widen
+    that window."""
+    import socket
+    import time
+
+    from pv3d_viewer.control import ControlClient, ControlServer
+
+    listen = socket.socket.listen
+
+    def slow_listen(self, *a):
+        time.sleep(0.3)
+        return listen(self, *a)
+
+    monkeypatch.setattr(socket.socket, "listen", slow_listen)
+    path = str(tmp_path / "ctl.sock")
+    got = {}
+
+    def client():
+        end = time.time() + 10
+        while not os.path.exists(path) and time.time() < end:
+            time.sleep(0.001)
+        try:
+            got["client"] = ControlClient(path, timeout=5)
+        except OSError as e:
+            got["error"] = e
+
+    t = threading.Thread(target=client)
+    t.start()
+    server = ControlServer(path)
+    t.join(15)
+    try:
+        assert "error" not in got, got
+        assert "client" in got
+        assert sorted(os.listdir(tmp_path)) == ["ctl.sock"]          # no temporary name left behind
+    finally:
+        if "client" in got:
+            got["client"].close()
+        server.close()
+    assert not os.path.exists(path)

@@ -29,9 +29,20 @@ class ControlServer:
         self.path = path
         if os.path.exists(path):
             os.unlink(path)
+        # bound and listening under a temporary name, then renamed into place: a client that sees the path
+        # can connect (bound at the path itself, a client could meet it between bind and listen and be
+        # refused)
+        tmp = f"{path}.{os.getpid()}.tmp"
         self.sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
-        self.sock.bind(path)
-        self.sock.listen(4)
+        try:
+            self.sock.bind(tmp)
+            self.sock.listen(4)
+            os.replace(tmp, path)
+        except OSError:
+            self.sock.close()
+            if os.path.exists(tmp):
+                os.unlink(tmp)
+            raise
         self.queue: "queue.Queue[Pending]" = queue.Queue()
         self._stop = False
         self._thread = threading.Thread(target=self._serve, name="pv3d-control", daemon=True)
@@ -161,4 +172,13 @@ def launch_viewer(sock: str, args=(), env=None, cwd=None, log=None, timeout: flo
             proc.kill()
             raise HarnessError(f"viewer did not open its control socket in {timeout:.0f} s")
         time.sleep(0.1)
-    return proc, ControlClient(sock)
+    while True:     # the socket is listening once it has its name; refused: the viewer has gone since
+        try:
+            return proc, ControlClient(sock)
+        except ConnectionRefusedError:
+            if proc.poll() is not None:
+                raise HarnessError(f"viewer exited with {proc.returncode}") from None
+            if time.time() > end:
+                proc.kill()
+                raise HarnessError(f"viewer refused connections to its control socket for {timeout:.0f} s") from None
+            time.sleep(0.1)
