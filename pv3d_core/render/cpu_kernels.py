@@ -310,8 +310,7 @@ _proj_cache: dict = {}
 
 def set_projection(enabled: bool | None) -> None:
     """Render from projected tri-planes (True), sample the planes and run the first layer per point
-    (False), or choose (None, the default): projected planes up to PROJECTION_MAX_BYTES, from the second
-    render of the same planes on (:func:`_use_projection`)."""
+    (False), or choose by size (None, the default: projected planes up to PROJECTION_MAX_BYTES)."""
     global _project
     _project = None if enabled is None else bool(enabled)
 
@@ -320,22 +319,14 @@ def _planes_key(planes_cl: torch.Tensor, params: torch.Tensor) -> tuple:
     return (planes_cl.data_ptr(), planes_cl._version, tuple(planes_cl.shape), params.data_ptr(), params._version)
 
 
-def _use_projection(planes_cl: torch.Tensor, params: torch.Tensor, dims) -> bool:
-    """The default choice. The projection is one matrix product per set of planes, which only a second
-    render of the same planes pays back: for the tiny preset it cost 1.5 ms and saved 0.4 ms a render,
-    so a scrub (new planes every frame) renders the planes as they are, and an orbit (cached planes)
-    projects them at its second frame. The last planes seen are held (so their address is not reused)."""
+def _use_projection(planes_cl: torch.Tensor, dims) -> bool:
+    """The default choice, by the planes' size alone. The two ways round differ in the last bits (about
+    1e-6), so the choice must not depend on what was rendered before: choosing by history (project only
+    at a set of planes' second render, which saved a scrub 1.8 ms of 35) made a frame's pixels depend on
+    whether the same planes had been rendered already, and a live preview and the render after it differ."""
     if _project is not None:
         return _project
-    if planes_cl.numel() // dims[0] * dims[1] * 4 > PROJECTION_MAX_BYTES:
-        return False
-    key = _planes_key(planes_cl, params)
-    hit = _proj_cache.get("last")
-    if hit is not None and hit[0] == key:
-        return True
-    seen = _proj_cache.get("seen")
-    _proj_cache["seen"] = (key, planes_cl, params)
-    return seen is not None and seen[0] == key
+    return planes_cl.numel() // dims[0] * dims[1] * 4 <= PROJECTION_MAX_BYTES
 
 
 def project_planes(planes_cl: torch.Tensor, params: torch.Tensor, dims) -> torch.Tensor:
@@ -392,7 +383,7 @@ def render_rays(lib: Library, planes_cl: torch.Tensor, params: torch.Tensor, ori
     wsum = torch.empty(n_rays)
     st = (ctypes.c_int64 * 2)(0, 0)
     if n_rays:
-        use = _use_projection(planes_cl, params, lib.dims) if projection is None else projection
+        use = _use_projection(planes_cl, lib.dims) if projection is None else projection
         proj = project_planes(planes_cl, params, lib.dims) if use else None
         _check(lib.lib.pv3d_cpu_render(_ptr(planes_cl), proj.data_ptr() if proj is not None else None,
                                        planes_cl.shape[2], planes_cl.shape[3], _ptr(params), _ptr(o),
