@@ -1,6 +1,6 @@
 """Issue 14's goal table and scaling tables: the fast CPU path against the previous one, side by side.
 
-    python benchmarks/bench_realtime.py [--threads N] [--runs 7] [--runs-512 3] [--part goals,scaling,memory,layers]
+    python benchmarks/bench_realtime.py [--threads N] [--runs 7] [--runs-512 3] [--part goals,scaling,memory,layers,prepared]
                                         [--ckpt PATH] [--official-root DIR]
 
 Every row renders through pipeline.FrameRenderer (deterministic sampling) and alternates, frame by
@@ -23,7 +23,8 @@ child processes (it is process-wide), for the same workloads, with each process'
 
 Layers (``--part layers``): the synthesis layers' inference shortcuts (one-image path with the gain
 folded in and the modulated weight kept, bilinear skip upsampling; ``nn.ops.set_inference_shortcuts``)
-off and on, frame by frame, on the fast path otherwise.
+off and on, frame by frame, on the fast path otherwise. Prepared (``--part prepared``): the synthesis
+network prepared once per appearance (``SynthesisNetwork.prepare_inference``) off and on, the same way.
 
 Scaling: cached-plane frame time against rays per frame (neural 32, 64, 128) and against output
 resolution (half, native, double), both presets, both configurations.
@@ -171,7 +172,20 @@ def scaling(args) -> None:
 def layers(args) -> None:
     """The synthesis layers' inference shortcuts (nn.ops.set_inference_shortcuts) off and on, frame by
     frame in one process, on the fast path otherwise (fused CPU renderer, NHWC)."""
-    print("\nsynthesis-layer inference shortcuts, alternating frame by frame, medians:")
+    switched(args, "synthesis-layer inference shortcuts", lambda G, on: nn_ops.set_inference_shortcuts(on))
+
+
+def prepared(args) -> None:
+    """The synthesis network prepared once per appearance (SynthesisNetwork.prepare_inference) off and
+    on, frame by frame in one process; the layers' shortcuts on either way."""
+    def switch(G, on):
+        G.backbone.synthesis.prepare_inference = on
+    switched(args, "synthesis network prepared per appearance", switch)
+
+
+def switched(args, what: str, switch) -> None:
+    """The issue's workloads with ``switch(G, False)`` and ``switch(G, True)``, alternating frame by frame."""
+    print(f"\n{what}, off and on, alternating frame by frame, medians:")
     print("| workload | off | on | ratio |\n|---|---|---|---|")
     base = RenderSettings(t=0.3)
     for name in ("tiny", "released"):
@@ -183,10 +197,10 @@ def layers(args) -> None:
                 ("tiny orbit at neural resolution 64", orbit(base, n, neural_resolution=64))] if name == "tiny" else \
                [("released 512², full frame (new t)", scrub(base, n)), ("released 512², cached planes", orbit(base, n))]
         for label, settings in rows:
-            med = alternate(r, settings, {"off": lambda: nn_ops.set_inference_shortcuts(False),
-                                          "on": lambda: nn_ops.set_inference_shortcuts(True)})
+            med = alternate(r, settings, {"off": lambda: switch(G, False), "on": lambda: switch(G, True)})
             print(f"| {label} | {med['off'] * 1e3:.0f} ms | {med['on'] * 1e3:.0f} ms | {med['off'] / med['on']:.2f}x |",
                   flush=True)
+        switch(G, True)
         del G, r
 
 
@@ -248,14 +262,14 @@ def main(argv=None) -> int:
     ap.add_argument("--threads", type=int, default=None, help="torch threads (default: torch's)")
     ap.add_argument("--runs", type=int, default=7, help="timed frames per configuration, tiny preset")
     ap.add_argument("--runs-512", type=int, default=3, help="timed frames per configuration, released config")
-    ap.add_argument("--part", default="goals,scaling", help="goals, scaling, memory, layers (comma-separated)")
+    ap.add_argument("--part", default="goals,scaling", help="goals, scaling, memory, layers, prepared (comma-separated)")
     ap.add_argument("--rounds", type=int, default=3, help="--part memory: alternating rounds of child processes")
     ap.add_argument("--ckpt", help="tiny-size checkpoint (default: the embedded model)")
     ap.add_argument("--official-root", help="checkout of the official PV3D code: also run bench_vs_official.py")
     args = ap.parse_args(argv)
-    unknown = set(args.part.split(",")) - {"goals", "scaling", "memory", "layers", "memory-child"}
+    unknown = set(args.part.split(",")) - {"goals", "scaling", "memory", "layers", "prepared", "memory-child"}
     if unknown:
-        ap.error(f"--part: unknown part(s) {', '.join(sorted(unknown))}; choose from goals, scaling, memory, layers")
+        ap.error(f"--part: unknown part(s) {', '.join(sorted(unknown))}; choose from goals, scaling, memory, layers, prepared")
     for flag, value in (("--runs", args.runs), ("--runs-512", args.runs_512), ("--rounds", args.rounds)):
         if not 1 <= value <= 1000:
             ap.error(f"{flag} must be between 1 and 1000, got {value}")
@@ -272,6 +286,8 @@ def main(argv=None) -> int:
         memory(args)
     if "layers" in parts:
         layers(args)
+    if "prepared" in parts:
+        prepared(args)
     if "goals" in parts:
         goals(args)
     if "scaling" in parts:

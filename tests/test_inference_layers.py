@@ -188,3 +188,128 @@ def test_nhwc_1x1_convolution_is_one_matrix_product():
     names = [e.key for e in prof.key_averages()]
     assert "aten::bmm" not in names and "aten::mm" in names, names
     torch.testing.assert_close(out, torch.nn.functional.conv2d(x.contiguous(), w), rtol=1e-5, atol=1e-5)
+
+
+# ------------------------------------------------------------------ the synthesis network, prepared once
+def _network(seed: int = 0):
+    from pv3d_core.nn.layers import SynthesisNetwork
+
+    torch.manual_seed(seed)
+    net = SynthesisNetwork(w_dim=16, img_resolution=16, img_channels=6, channel_base=128, channel_max=16,
+                           num_fp16_res=0, motion_resolutions=(4, 8), motion_dim=16, conv_clamp=3.0).eval()
+    with torch.no_grad():
+        for name, p in net.named_parameters():
+            if name.endswith("noise_strength"):
+                p.fill_(0.3)
+            elif name.endswith("bias"):
+                p.normal_(0, 0.5)
+    return net.requires_grad_(False)
+
+
+def _layers_path(net, *args, **kw):
+    net.prepare_inference = False
+    try:
+        with torch.no_grad():
+            return net(*args, **kw)
+    finally:
+        net.prepare_inference = True
+
+
+def _prepared_path(net, *args, **kw):
+    with torch.no_grad():
+        out = net(*args, **kw)
+    assert net._prepared is not None, "the prepared network should have run"
+    return out
+
+
+@pytest.mark.parametrize("nhwc", [False, True])
+@pytest.mark.parametrize("noise_mode", ["const", "none"])
+def test_prepared_network_gives_the_layers_output_to_the_bit(nhwc, noise_mode):
+    """One image without gradients runs through a PreparedSynthesis made once per appearance: the
+    same calls on the same values as the layers' one-image path, at every timestamp."""
+    net = _network()
+    for name in ("b4", "b8", "b16"):
+        getattr(net, name).channels_last = nhwc
+    ws, z = torch.randn(1, net.num_ws, 16) * 2, torch.randn(1, 16)
+    outs = []
+    for t in (0.0, 0.3, 0.9):
+        ref = _layers_path(net, ws, z, torch.tensor([t]), noise_mode=noise_mode)
+        out = _prepared_path(net, ws, z, torch.tensor([t]), noise_mode=noise_mode)
+        assert out.shape == (1, 6, 16, 16)
+        assert torch.equal(out, ref), (t, (out - ref).abs().max())
+        assert out.is_contiguous(memory_format=torch.channels_last if nhwc else torch.contiguous_format)
+        outs.append(out)
+    kept = net._prepared[0]
+    _prepared_path(net, ws, z, torch.tensor([0.5]), noise_mode=noise_mode)
+    assert net._prepared[0] is kept                         # made once for the appearance
+    assert not torch.equal(outs[1], outs[2])                # the motion layers see the timestamp
+    clamped = []
+    hook = net.b16.conv1.register_forward_hook(lambda m, a, o: clamped.append(bool((o.abs() == 3.0).any())))
+    _layers_path(net, ws, z, torch.tensor([0.3]), noise_mode=noise_mode)
+    hook.remove()
+    assert clamped == [True], "the test should exercise the layers' clamp"
+
+
+def test_prepared_network_follows_new_appearance_weights_and_buffers():
+    net = _network()
+    ws, z, t = torch.randn(1, net.num_ws, 16), torch.randn(1, 16), torch.tensor([0.4])
+
+    def check():
+        out = _prepared_path(net, ws, z, t, noise_mode="const")
+        assert torch.equal(out, _layers_path(net, ws, z, t, noise_mode="const"))
+        return out
+
+    first = check()
+    ws = torch.randn(1, net.num_ws, 16)                     # another appearance
+    assert not torch.equal(check(), first)
+    before = check()
+    with torch.no_grad():
+        net.b8.conv1.weight.mul_(1.5)                       # written in place (a training step)
+    assert not torch.equal(check(), before)
+    before = check()
+    with torch.no_grad():
+        net.b16.conv0.noise_const.normal_()                 # a buffer
+    assert not torch.equal(check(), before)
+    before = check()
+    state = {k: v * 0.9 if k.endswith("torgb.weight") else v for k, v in net.state_dict().items()}
+    net.load_state_dict(state)                              # loaded in place
+    assert not torch.equal(check(), before)
+    before = check()
+    net.load_state_dict({k: v * 1.1 if k.endswith("affine.weight") else v.clone()
+                         for k, v in net.state_dict().items()}, assign=True)   # new tensors assigned
+    assert not torch.equal(check(), before)
+    before = check()
+    net.b4.motion_time_fuser.motion_mlp[0].weight = torch.nn.Parameter(torch.randn(16, 16), requires_grad=False)
+    assert not torch.equal(check(), before)
+
+
+def test_batches_gradients_random_noise_and_no_shortcuts_take_the_layers():
+    from pv3d_core.nn import ops
+
+    net = _network()
+    ws, z, t = torch.randn(2, net.num_ws, 16), torch.randn(2, 16), torch.tensor([0.2, 0.7])
+    with torch.no_grad():
+        net(ws, z, t, noise_mode="const")                   # a batch
+        net(ws[:1], z[:1], t[:1], noise_mode="random")      # random noise
+        ops.set_inference_shortcuts(False)
+        try:
+            net(ws[:1], z[:1], t[:1], noise_mode="const")
+        finally:
+            ops.set_inference_shortcuts(True)
+    assert net._prepared is None
+    net.requires_grad_(True)
+    out = net(ws[:1], z[:1], t[:1], noise_mode="const")   # training: gradients flow through the layers
+    assert out.requires_grad and net._prepared is None
+    with torch.no_grad():
+        _prepared_path(net, ws[:1], z[:1], t[:1], noise_mode="const")
+    assert net(ws[:1], z[:1], t[:1], noise_mode="const").requires_grad     # and again after one was made
+
+
+def test_copies_and_moves_do_not_carry_the_prepared_network():
+    net = _network()
+    _prepared_path(net, torch.randn(1, net.num_ws, 16), torch.randn(1, 16), torch.tensor([0.5]), noise_mode="const")
+    assert copy.deepcopy(net)._prepared is None
+    net.to(torch.float64)
+    assert net._prepared is None
+    with pytest.raises(ValueError, match="const or none"):
+        net.prepare(torch.randn(1, net.num_ws, 16), noise_mode="random")

@@ -11,8 +11,9 @@ import weakref
 import torch
 from torch import nn
 
-from .ops import (bias_act, conv2d_resample, default_gain, modulated_conv2d, normalize_2nd_moment,
-                  inference_shortcuts, is_nhwc, needs_grad, setup_filter, upsample2d)
+from . import prepared as P
+from .ops import (bias_act, conv2d_resample, default_gain, modulated_conv2d, normalize_2nd_moment, inference_shortcuts, is_nhwc,
+                  needs_grad, setup_filter)
 
 
 class FullyConnectedLayer(nn.Module):
@@ -28,15 +29,20 @@ class FullyConnectedLayer(nn.Module):
         self.bias_gain = lr_multiplier
 
     def forward(self, x):
-        w = self.weight.to(x.dtype) * self.weight_gain
+        return P.linear_act(x, *self.scaled(x.dtype), self.activation)
+
+    def scaled(self, dtype: torch.dtype = torch.float32):
+        """(weight, bias) times their gains, as the layer applies them."""
+        w = self.weight.to(dtype) * self.weight_gain
         b = self.bias
         if b is not None:
-            b = b.to(x.dtype)
+            b = b.to(dtype)
             if self.bias_gain != 1:
                 b = b * self.bias_gain
-        if self.activation == "linear" and b is not None:
-            return torch.addmm(b.unsqueeze(0), x, w.t())
-        return bias_act(x.matmul(w.t()), b, act=self.activation, inplace=True)
+        return w, b
+
+    def prepare(self) -> P.Dense:
+        return P.Dense(*self.scaled(), self.activation)
 
     def extra_repr(self):
         return f"in_features={self.in_features}, out_features={self.out_features}, activation={self.activation}"
@@ -167,14 +173,29 @@ class SynthesisLayer(nn.Module):
         rounding differs from the general path (about 1e-7 relative)."""
         g = self.act_gain * gain
         weight = self._inference_weight(styles, g, is_nhwc(x))
-        x = conv2d_resample(x, weight, f=self.resample_filter, up=self.up, padding=self.padding,
-                            flip_weight=(self.up == 1), bias=self.bias * g)
+        noise = None
         if self.use_noise and noise_mode != "none":
             noise = (torch.randn([1, 1, self.resolution, self.resolution], device=x.device)
                      if noise_mode == "random" else self.noise_const)
-            x.add_(noise * (self.noise_strength * g))
-        clamp = self.conv_clamp * gain if self.conv_clamp is not None else None
-        return bias_act(x, None, act=self.activation, gain=1.0, clamp=clamp, inplace=True)
+            noise = noise * (self.noise_strength * g)
+        return P.run_modulated(x, weight, self.bias * g, noise, resample_filter=self.resample_filter, up=self.up,
+                               padding=self.padding, activation=self.activation, clamp=self._clamp(gain))
+
+    def _clamp(self, gain: float) -> float | None:
+        return self.conv_clamp * gain if self.conv_clamp is not None else None
+
+    def prepares(self) -> bool:
+        """Whether the one-image inference path (and so :meth:`prepare`) applies to this layer."""
+        return self.activation in _HOMOGENEOUS
+
+    def prepare(self, w: torch.Tensor | None, noise_mode: str, nhwc: bool) -> P.Conv:
+        """The layer for style vector ``w`` (1, w_dim) with ``const`` or ``none`` noise, its weight, bias
+        and noise times the gain (for a motion layer, ``w`` None: the weight is made at each call)."""
+        g = self.act_gain
+        weight = self._inference_weight(self.affine(w), g, nhwc) if w is not None else self.weight
+        noise = self.noise_const * (self.noise_strength * g) if self.use_noise and noise_mode == "const" else None
+        return P.Conv(weight, self.bias * g, noise, self.resample_filter, self.up, self.padding, self.activation,
+                      self._clamp(1.0))
 
     def _inference_weight(self, styles, gain: float, nhwc: bool) -> torch.Tensor:
         """The modulated, demodulated weight times ``gain`` for one style (1, in_channels).
@@ -190,13 +211,7 @@ class SynthesisLayer(nn.Module):
         memo = self._weight_memo
         if memo is not None and memo[0] == key and memo[1]() is self.weight and torch.equal(memo[2], styles):
             return memo[3]
-        w = self.weight * styles.reshape(1, -1, 1, 1)
-        d = (w.square().sum(dim=[1, 2, 3]) + 1e-8).rsqrt()
-        w = w * (d * gain).reshape(-1, 1, 1, 1)
-        if nhwc and self.up == 1:
-            w = w.contiguous(memory_format=torch.channels_last)
-        elif nhwc:
-            w = w.transpose(0, 1).contiguous(memory_format=torch.channels_last).transpose(0, 1)
+        w = P.modulated_weight(self.weight, styles, gain, nhwc, self.up)
         self._weight_memo = (key, weakref.ref(self.weight), styles.detach().clone(), w)
         return w
 
@@ -228,6 +243,13 @@ class ToRGBLayer(nn.Module):
         x = modulated_conv2d(x, self.weight, styles, demodulate=False, fused_modconv=fused_modconv)
         return bias_act(x, self.bias.to(x.dtype), clamp=self.conv_clamp, inplace=True)
 
+    def prepare(self, w: torch.Tensor) -> P.ToRGB:
+        """The layer for style vector ``w`` (1, w_dim): the weight modulated as the fused path does it."""
+        styles = self.affine(w) * self.weight_gain
+        out_ch, in_ch, kh, kw = self.weight.shape
+        weight = (self.weight.unsqueeze(0) * styles.reshape(1, 1, -1, 1, 1)).reshape(-1, in_ch, kh, kw)
+        return P.ToRGB(weight, self.bias, self.conv_clamp)
+
 
 class MotionTimeFuser(nn.Module):
     """PV3D's motion layer ("TimeConvFuser"): (motion code x timestamp) -> MLP -> modulated conv, added.
@@ -254,6 +276,10 @@ class MotionTimeFuser(nn.Module):
     def forward(self, x, z_motion, t, fused_modconv: bool = True, noise_mode: str = "random"):
         style = self.motion_style(z_motion, t)
         return x + self.conv(x, style, fused_modconv=fused_modconv, noise_mode=noise_mode)
+
+    def prepare(self, noise_mode: str, nhwc: bool) -> P.MotionConv:
+        mlp = (self.affine.prepare(), *(m.prepare() for m in self.motion_mlp), self.conv.affine.prepare())
+        return P.MotionConv(mlp, self.conv.weight, self.conv.act_gain, nhwc, self.conv.prepare(None, noise_mode, nhwc))
 
 
 def _resolve_fused(fused_modconv, default, training: bool) -> bool:
@@ -328,13 +354,8 @@ class SynthesisBlock(nn.Module):
         # NHWC blocks keep the skip image NHWC, the last one too: the tri-planes (N, 3, C, H, W) are then
         # a strided view whose channels are innermost, which is the layout the renderer wants (a
         # conversion to NCHW here cost more than the whole 2x upsampling before it)
-        img_fmt = torch.channels_last if self.channels_last else torch.contiguous_format
-        own = False           # whether img is this block's own tensor (else the caller's: not to be changed)
-        if img is not None and self.upsample:
-            img, own = upsample2d(img, self.resample_filter), True
-        if img is not None and not img.is_contiguous(memory_format=img_fmt):
-            img, own = img.contiguous(memory_format=img_fmt), True
-        y = self.torgb(x, next(w_iter), fused_modconv=fused).to(torch.float32, memory_format=img_fmt)
+        img, own = P.upsampled_skip(img, self.upsample, self.resample_filter, fmt)
+        y = self.torgb(x, next(w_iter), fused_modconv=fused).to(torch.float32, memory_format=fmt)
         if img is None:
             img = y
         elif own and not needs_grad(img, y):
@@ -342,6 +363,26 @@ class SynthesisBlock(nn.Module):
         else:
             img = img + y
         return x, img
+
+    def layers(self):
+        return [m for m in (getattr(self, "conv0", None), self.conv1,
+                            self.motion_time_fuser.conv if self.fuse_motion_time else None) if m is not None]
+
+    def prepare(self, ws: torch.Tensor, noise_mode: str) -> P.Block:
+        """The block for appearance ``ws`` (1, num_conv + num_torgb, w_dim), fp32, one image (see
+        :class:`~pv3d_core.nn.prepared.PreparedSynthesis`)."""
+        fmt = torch.channels_last if self.channels_last else torch.contiguous_format
+        nhwc = self.channels_last
+        w = ws.unbind(dim=1)
+        const = conv0 = None
+        if self.in_channels == 0:
+            const = self.const.to(torch.float32).unsqueeze(0).to(memory_format=fmt)
+            conv1, torgb = self.conv1.prepare(w[0], noise_mode, nhwc), self.torgb.prepare(w[1])
+        else:
+            conv0 = self.conv0.prepare(w[0], noise_mode, nhwc)
+            conv1, torgb = self.conv1.prepare(w[1], noise_mode, nhwc), self.torgb.prepare(w[2])
+        motion = self.motion_time_fuser.prepare(noise_mode, nhwc) if self.fuse_motion_time else None
+        return P.Block(const, conv0, motion, conv1, torgb, self.resample_filter, self.upsample, fmt)
 
 
 class SynthesisNetwork(nn.Module):
@@ -369,9 +410,14 @@ class SynthesisNetwork(nn.Module):
             if res == img_resolution:
                 self.num_ws += block.num_torgb
             setattr(self, f"b{res}", block)
+        self.prepare_inference = True    # one image without gradients: through a PreparedSynthesis, kept
+        self._prepared = None            # (PreparedSynthesis, its key, where each parameter sits, versions)
 
     def forward(self, ws, z_motion, t, **block_kwargs):
         ws = ws.to(torch.float32)
+        prepared = self._prepared_for(ws, z_motion, block_kwargs)
+        if prepared is not None:
+            return prepared(z_motion, t)
         t = torch.as_tensor(t, dtype=torch.float32, device=ws.device)
         t = (t.expand(ws.shape[0]) if t.ndim == 0 else t).reshape(-1)
         z_motion = z_motion.to(torch.float32)
@@ -383,6 +429,65 @@ class SynthesisNetwork(nn.Module):
             w_idx += block.num_conv
             x, img = block(x, img, cur, z_motion, t, **block_kwargs)
         return img
+
+    def prepare(self, ws: torch.Tensor, noise_mode: str = "const") -> P.PreparedSynthesis:
+        """The network for one appearance ``ws`` (1, num_ws, w_dim) with ``const`` or ``none`` noise, in
+        fp32: what does not change with the motion code and the timestamp is made here, once. Its output
+        is :meth:`forward`'s for one image without gradients, to the bit. Valid while the parameters
+        are unchanged."""
+        if noise_mode not in ("const", "none"):
+            raise ValueError(f"a prepared network has const or none noise, not {noise_mode!r}")
+        ws = ws.to(torch.float32)
+        blocks, w_idx = [], 0
+        with torch.no_grad():
+            for res in self.block_resolutions:
+                block = getattr(self, f"b{res}")
+                blocks.append(block.prepare(ws.narrow(1, w_idx, block.num_conv + block.num_torgb), noise_mode))
+                w_idx += block.num_conv
+        return P.PreparedSynthesis(ws, tuple(blocks))
+
+    def _prepared_for(self, ws, z_motion, kw: dict) -> P.PreparedSynthesis | None:
+        """The kept prepared network when :meth:`forward` may use one, made or remade when ``ws``, the
+        settings or any parameter changed; None when it may not (a batch, gradients, training, random
+        noise, fp16 blocks, the shortcuts off)."""
+        noise_mode = kw.get("noise_mode", "random")
+        if (not self.prepare_inference or not inference_shortcuts() or self.training or ws.shape[0] != 1
+                or z_motion.shape[0] != 1 or noise_mode not in ("const", "none")
+                or not set(kw) <= {"noise_mode", "fused_modconv", "force_fp32", "update_emas"}):
+            return None
+        blocks = [getattr(self, f"b{res}") for res in self.block_resolutions]
+        fused = kw.get("fused_modconv")
+        if not all(_resolve_fused(fused, b.fused_modconv_default, False) for b in blocks):
+            return None
+        if ws.device.type == "cuda" and not kw.get("force_fp32") and any(b.use_fp16 for b in blocks):
+            return None
+        if not all(layer.prepares() for b in blocks for layer in b.layers()):
+            return None
+        if needs_grad(ws, z_motion):
+            return None
+        grad = torch.is_grad_enabled()
+        key = (noise_mode, tuple(b.channels_last for b in blocks), ws.device)
+        kept = self._prepared
+        if kept is not None and kept[1] == key and torch.equal(kept[0].ws, ws):
+            # each parameter and buffer still the one in its module's dict, unchanged since (loading
+            # writes in place or assigns new ones; training steps write in place)
+            if (not grad or not any(t.requires_grad for _, _, t in kept[2])) and \
+                    all(d.get(k) is t and t._version == v for (d, k, t), v in zip(kept[2], kept[3])):
+                return kept[0]
+        where = [(m._parameters, k, t) for m in self.modules() for k, t in m._parameters.items() if t is not None]
+        if grad and any(t.requires_grad for _, _, t in where):
+            return None
+        where += [(m._buffers, k, t) for m in self.modules() for k, t in m._buffers.items() if t is not None]
+        prepared = self.prepare(ws, noise_mode)
+        self._prepared = (prepared, key, where, [t._version for _, _, t in where])
+        return prepared
+
+    def _apply(self, fn, *args, **kwargs):
+        self._prepared = None          # .to(), .half(), .cuda() ... replace the parameters
+        return super()._apply(fn, *args, **kwargs)
+
+    def __getstate__(self):
+        return {**super().__getstate__(), "_prepared": None}   # copies and pickles do not carry it
 
 
 class StyleGAN2Backbone(nn.Module):
