@@ -24,7 +24,7 @@ child processes (it is process-wide), for the same workloads, with each process'
 Layers (``--part layers``): the synthesis layers' inference shortcuts (one-image path with the gain
 folded in and the modulated weight kept, bilinear skip upsampling; ``nn.ops.set_inference_shortcuts``)
 off and on, frame by frame, on the fast path otherwise. Prepared (``--part prepared``): the synthesis
-network prepared once per appearance (``SynthesisNetwork.prepare_inference``) off and on, the same way.
+and super-resolution blocks prepared once per appearance (``prepare_inference``) off and on, the same way.
 
 Scaling: cached-plane frame time against rays per frame (neural 32, 64, 128) and against output
 resolution (half, native, double), both presets, both configurations.
@@ -176,11 +176,12 @@ def layers(args) -> None:
 
 
 def prepared(args) -> None:
-    """The synthesis network prepared once per appearance (SynthesisNetwork.prepare_inference) off and
-    on, frame by frame in one process; the layers' shortcuts on either way."""
+    """The synthesis and super-resolution networks' blocks prepared once per appearance
+    (``prepare_inference`` of each) off and on, frame by frame in one process; the layers' shortcuts on
+    either way."""
     def switch(G, on):
-        G.backbone.synthesis.prepare_inference = on
-    switched(args, "synthesis network prepared per appearance", switch)
+        G.backbone.synthesis.prepare_inference = G.superresolution.prepare_inference = on
+    switched(args, "synthesis and super-resolution blocks prepared per appearance", switch)
 
 
 def switched(args, what: str, switch) -> None:
@@ -197,7 +198,7 @@ def switched(args, what: str, switch) -> None:
                 ("tiny orbit at neural resolution 64", orbit(base, n, neural_resolution=64))] if name == "tiny" else \
                [("released 512², full frame (new t)", scrub(base, n)), ("released 512², cached planes", orbit(base, n))]
         for label, settings in rows:
-            med = alternate(r, settings, {"off": lambda: switch(G, False), "on": lambda: switch(G, True)})
+            med = alternate(r, settings, {"off": lambda G=G: switch(G, False), "on": lambda G=G: switch(G, True)})
             print(f"| {label} | {med['off'] * 1e3:.0f} ms | {med['on'] * 1e3:.0f} ms | {med['off'] / med['on']:.2f}x |",
                   flush=True)
         switch(G, True)

@@ -197,13 +197,18 @@ def _network(seed: int = 0):
     torch.manual_seed(seed)
     net = SynthesisNetwork(w_dim=16, img_resolution=16, img_channels=6, channel_base=128, channel_max=16,
                            num_fp16_res=0, motion_resolutions=(4, 8), motion_dim=16, conv_clamp=3.0).eval()
+    return _perturbed(net)
+
+
+def _perturbed(module):
+    """Noise and biases that matter (initialised, they are zero), no gradients."""
     with torch.no_grad():
-        for name, p in net.named_parameters():
+        for name, p in module.named_parameters():
             if name.endswith("noise_strength"):
                 p.fill_(0.3)
             elif name.endswith("bias"):
                 p.normal_(0, 0.5)
-    return net.requires_grad_(False)
+    return module.requires_grad_(False)
 
 
 def _layers_path(net, *args, **kw):
@@ -313,3 +318,37 @@ def test_copies_and_moves_do_not_carry_the_prepared_network():
     assert net._prepared is None
     with pytest.raises(ValueError, match="const or none"):
         net.prepare(torch.randn(1, net.num_ws, 16), noise_mode="random")
+
+
+@pytest.mark.parametrize("nhwc", [False, True])
+@pytest.mark.parametrize("noise_mode", ["const", "none"])
+def test_prepared_super_resolution_gives_the_layers_output_to_the_bit(nhwc, noise_mode):
+    """The super-resolution blocks run prepared too (an orbit renders one appearance from new cameras):
+    the same image to the bit, the caller's raw image untouched, made once per appearance."""
+    torch.manual_seed(0)
+    sr = _perturbed(HybridSuperresolution("SuperresolutionHybrid2X", channels=8, img_resolution=128, w_dim=16,
+                                          sr_num_fp16_res=0, sr_antialias=True, widths=(8, 8)).eval())
+    for m in sr.modules():
+        if isinstance(m, SynthesisBlock):
+            m.channels_last = nhwc
+    ws = torch.randn(1, 5, 16)
+    for seed in (1, 2):
+        g = torch.Generator().manual_seed(seed)
+        rgb, feats = torch.randn(1, 3, 32, 32, generator=g), torch.randn(1, 8, 32, 32, generator=g)
+        before = rgb.clone()
+        ref = _layers_path(sr, rgb, feats, ws, noise_mode=noise_mode)
+        out = _prepared_path(sr, rgb, feats, ws, noise_mode=noise_mode)
+        assert out.shape == (1, 3, 128, 128) and torch.equal(out, ref), (out - ref).abs().max()
+        assert torch.equal(rgb, before)
+        if seed == 1:
+            kept = sr._prepared[0]
+    assert sr._prepared[0] is kept                          # new inputs, the same appearance
+    ws2 = ws.clone()
+    ws2[:, -1] += 1                                         # the row the network reads
+    out2 = _prepared_path(sr, rgb, feats, ws2, noise_mode=noise_mode)
+    assert sr._prepared[0] is not kept and torch.equal(out2, _layers_path(sr, rgb, feats, ws2, noise_mode=noise_mode))
+    kept = sr._prepared[0]
+    ws3 = ws2.clone()
+    ws3[:, 0] += 1                                          # a row it does not read
+    _prepared_path(sr, rgb, feats, ws3, noise_mode=noise_mode)
+    assert sr._prepared[0] is kept

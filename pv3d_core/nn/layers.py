@@ -364,6 +364,10 @@ class SynthesisBlock(nn.Module):
             img = img + y
         return x, img
 
+    def narrow(self, ws: torch.Tensor, start: int):
+        """(this block, its rows of ``ws`` from ``start``)."""
+        return self, ws.narrow(1, start, self.num_conv + self.num_torgb)
+
     def layers(self):
         return [m for m in (getattr(self, "conv0", None), self.conv1,
                             self.motion_time_fuser.conv if self.fuse_motion_time else None) if m is not None]
@@ -385,7 +389,34 @@ class SynthesisBlock(nn.Module):
         return P.Block(const, conv0, motion, conv1, torgb, self.resample_filter, self.upsample, fmt)
 
 
-class SynthesisNetwork(nn.Module):
+def prepare_blocks(blocks_ws, ws: torch.Tensor, noise_mode: str) -> P.PreparedBlocks:
+    """:class:`~pv3d_core.nn.prepared.PreparedBlocks` of (block, its rows of ``ws``) pairs."""
+    if noise_mode not in ("const", "none"):
+        raise ValueError(f"prepared blocks have const or none noise, not {noise_mode!r}")
+    with torch.no_grad():
+        return P.PreparedBlocks(ws, tuple(block.prepare(w, noise_mode) for block, w in blocks_ws))
+
+
+def preparable(module: nn.Module, blocks, kw: dict, *inputs) -> str | None:
+    """The noise mode with which ``module`` may run its ``blocks`` prepared (one image, no gradients, the
+    one-image path's conditions), else None. ``kw``: the blocks' keyword arguments; ``inputs``: the
+    tensors going in (their batch must be 1)."""
+    noise_mode = kw.get("noise_mode", "random")
+    if (not getattr(module, "prepare_inference", True) or not inference_shortcuts() or module.training
+            or any(x.shape[0] != 1 for x in inputs) or noise_mode not in ("const", "none")
+            or not set(kw) <= {"noise_mode", "fused_modconv", "force_fp32", "update_emas"}):
+        return None
+    fused = kw.get("fused_modconv")
+    if not all(_resolve_fused(fused, b.fused_modconv_default, False) for b in blocks):
+        return None
+    if inputs[0].device.type == "cuda" and not kw.get("force_fp32") and any(b.use_fp16 for b in blocks):
+        return None
+    if not all(layer.prepares() for b in blocks for layer in b.layers()) or needs_grad(*inputs):
+        return None
+    return noise_mode
+
+
+class SynthesisNetwork(P.KeepsPrepared, nn.Module):
     """StyleGAN2 synthesis network (skip architecture) with motion layers in the blocks <= 32."""
 
     def __init__(self, w_dim: int, img_resolution: int, img_channels: int, channel_base: int = 32768,
@@ -410,17 +441,20 @@ class SynthesisNetwork(nn.Module):
             if res == img_resolution:
                 self.num_ws += block.num_torgb
             setattr(self, f"b{res}", block)
-        self.prepare_inference = True    # one image without gradients: through a PreparedSynthesis, kept
-        self._prepared = None            # (PreparedSynthesis, its key, where each parameter sits, versions)
+        self.prepare_inference = True    # one image without gradients: through PreparedBlocks, kept
 
     def forward(self, ws, z_motion, t, **block_kwargs):
         ws = ws.to(torch.float32)
-        prepared = self._prepared_for(ws, z_motion, block_kwargs)
-        if prepared is not None:
-            return prepared(z_motion, t)
         t = torch.as_tensor(t, dtype=torch.float32, device=ws.device)
         t = (t.expand(ws.shape[0]) if t.ndim == 0 else t).reshape(-1)
         z_motion = z_motion.to(torch.float32)
+        blocks = [getattr(self, f"b{res}") for res in self.block_resolutions]
+        noise_mode = preparable(self, blocks, block_kwargs, ws, z_motion)
+        if noise_mode is not None:
+            key = (noise_mode, tuple(b.channels_last for b in blocks), ws.device)
+            prepared = self.kept_prepared(ws, key, lambda: self.prepare(ws, noise_mode))
+            if prepared is not None:
+                return prepared(None, None, z_motion, t)[1]
         x = img = None
         w_idx = 0
         for res in self.block_resolutions:
@@ -430,64 +464,18 @@ class SynthesisNetwork(nn.Module):
             x, img = block(x, img, cur, z_motion, t, **block_kwargs)
         return img
 
-    def prepare(self, ws: torch.Tensor, noise_mode: str = "const") -> P.PreparedSynthesis:
-        """The network for one appearance ``ws`` (1, num_ws, w_dim) with ``const`` or ``none`` noise, in
-        fp32: what does not change with the motion code and the timestamp is made here, once. Its output
-        is :meth:`forward`'s for one image without gradients, to the bit. Valid while the parameters
-        are unchanged."""
-        if noise_mode not in ("const", "none"):
-            raise ValueError(f"a prepared network has const or none noise, not {noise_mode!r}")
+    def prepare(self, ws: torch.Tensor, noise_mode: str = "const") -> P.PreparedBlocks:
+        """The blocks for one appearance ``ws`` (1, num_ws, w_dim) with ``const`` or ``none`` noise, in
+        fp32: what does not change with the motion code and the timestamp is made here, once. Run from
+        ``(None, None, z_motion, t)``, their image is :meth:`forward`'s for one image without gradients, to
+        the bit. Valid while the parameters are unchanged."""
         ws = ws.to(torch.float32)
         blocks, w_idx = [], 0
-        with torch.no_grad():
-            for res in self.block_resolutions:
-                block = getattr(self, f"b{res}")
-                blocks.append(block.prepare(ws.narrow(1, w_idx, block.num_conv + block.num_torgb), noise_mode))
-                w_idx += block.num_conv
-        return P.PreparedSynthesis(ws, tuple(blocks))
-
-    def _prepared_for(self, ws, z_motion, kw: dict) -> P.PreparedSynthesis | None:
-        """The kept prepared network when :meth:`forward` may use one, made or remade when ``ws``, the
-        settings or any parameter changed; None when it may not (a batch, gradients, training, random
-        noise, fp16 blocks, the shortcuts off)."""
-        noise_mode = kw.get("noise_mode", "random")
-        if (not self.prepare_inference or not inference_shortcuts() or self.training or ws.shape[0] != 1
-                or z_motion.shape[0] != 1 or noise_mode not in ("const", "none")
-                or not set(kw) <= {"noise_mode", "fused_modconv", "force_fp32", "update_emas"}):
-            return None
-        blocks = [getattr(self, f"b{res}") for res in self.block_resolutions]
-        fused = kw.get("fused_modconv")
-        if not all(_resolve_fused(fused, b.fused_modconv_default, False) for b in blocks):
-            return None
-        if ws.device.type == "cuda" and not kw.get("force_fp32") and any(b.use_fp16 for b in blocks):
-            return None
-        if not all(layer.prepares() for b in blocks for layer in b.layers()):
-            return None
-        if needs_grad(ws, z_motion):
-            return None
-        grad = torch.is_grad_enabled()
-        key = (noise_mode, tuple(b.channels_last for b in blocks), ws.device)
-        kept = self._prepared
-        if kept is not None and kept[1] == key and torch.equal(kept[0].ws, ws):
-            # each parameter and buffer still the one in its module's dict, unchanged since (loading
-            # writes in place or assigns new ones; training steps write in place)
-            if (not grad or not any(t.requires_grad for _, _, t in kept[2])) and \
-                    all(d.get(k) is t and t._version == v for (d, k, t), v in zip(kept[2], kept[3])):
-                return kept[0]
-        where = [(m._parameters, k, t) for m in self.modules() for k, t in m._parameters.items() if t is not None]
-        if grad and any(t.requires_grad for _, _, t in where):
-            return None
-        where += [(m._buffers, k, t) for m in self.modules() for k, t in m._buffers.items() if t is not None]
-        prepared = self.prepare(ws, noise_mode)
-        self._prepared = (prepared, key, where, [t._version for _, _, t in where])
-        return prepared
-
-    def _apply(self, fn, *args, **kwargs):
-        self._prepared = None          # .to(), .half(), .cuda() ... replace the parameters
-        return super()._apply(fn, *args, **kwargs)
-
-    def __getstate__(self):
-        return {**super().__getstate__(), "_prepared": None}   # copies and pickles do not carry it
+        for res in self.block_resolutions:
+            block = getattr(self, f"b{res}")
+            blocks.append(block.narrow(ws, w_idx))
+            w_idx += block.num_conv
+        return prepare_blocks(blocks, ws, noise_mode)
 
 
 class StyleGAN2Backbone(nn.Module):

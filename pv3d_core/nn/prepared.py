@@ -1,15 +1,17 @@
-"""The synthesis network prepared for one appearance: what stays the same from frame to frame, made once.
+"""Synthesis blocks prepared for one appearance: what stays the same from frame to frame, made once.
 
-A scrub renders one appearance at a new timestamp every frame. Only the motion layers see a new style;
-every other layer's modulated weight, its bias and noise times the activation gain, every ToRGB layer's
-weight and the constant input are the same each time. :class:`PreparedSynthesis` holds them and runs the
-network as its convolutions, motion layers and skip images, without the per-layer style, memo and
-bookkeeping work around them (the tiny preset's backbone: 15.9 -> 14.2 ms, 17.4 -> 15.4 and 20.4 -> 18.3 in
-three runs alternating frame by frame, 2 threads). It makes the same calls on the same values as the layers' one-image inference path, so
-its output is that path's to the bit; the layers use the functions below for that path too.
+A scrub renders one appearance at a new timestamp every frame, an orbit the same planes from new cameras.
+Only the motion layers see a new style; every other layer's modulated weight, its bias and noise times the
+activation gain, every ToRGB layer's weight and the constant input are the same each time, in the
+tri-plane synthesis network and in the super-resolution network alike. :class:`PreparedBlocks` holds them
+and runs the blocks as their convolutions, motion layers and skip images, without the per-layer style,
+memo and bookkeeping work around them (the tiny preset: backbone 15.9 -> 14.2 ms, 17.4 -> 15.4 and 20.4 ->
+18.3 in three runs alternating frame by frame; super-resolution 9.6 -> 8.4 ms; 2 threads). It makes the
+same calls on the same values as the layers' one-image path, so its output is that path's to the bit; the
+layers use the functions below for that path too.
 
-The pieces are plain objects, not modules: they hold tensors made from a network's parameters and are
-valid while those are unchanged (:class:`~pv3d_core.nn.layers.SynthesisNetwork` checks that).
+The pieces are plain objects, not modules: they hold tensors made from a module's parameters and are
+valid while those are unchanged (:class:`KeepsPrepared` checks that).
 """
 from __future__ import annotations
 
@@ -158,16 +160,46 @@ class Block:
 
 
 @dataclass(frozen=True)
-class PreparedSynthesis:
-    """The synthesis network for one appearance ``ws`` (1, num_ws, w_dim): ``(z_motion (1, D), t) -> image``."""
+class PreparedBlocks:
+    """Synthesis blocks for one appearance ``ws`` (the rows they read): ``(x, img, z_motion, t) -> (x, img)``
+    (z_motion (1, D) and t (1,) for blocks with motion layers)."""
     ws: torch.Tensor
     blocks: tuple
 
-    def __call__(self, z_motion: torch.Tensor, t) -> torch.Tensor:
-        t = torch.as_tensor(t, dtype=torch.float32, device=self.ws.device)
-        t = (t.expand(1) if t.ndim == 0 else t).reshape(-1)
-        z_motion = z_motion.to(torch.float32)
-        x = img = None
+    def __call__(self, x, img, z_motion=None, t=None):
         for block in self.blocks:
             x, img = block(x, img, z_motion, t)
-        return img
+        return x, img
+
+
+class KeepsPrepared:
+    """For a module that runs one image without gradients through :class:`PreparedBlocks`: keeps the last
+    ones, with where each of the module's parameters and buffers sat and its version, and makes them again
+    when the appearance, the key or any of those changed (written in place by a training step or a
+    load, or replaced by an assignment). Copies, pickles and moves do not carry them."""
+
+    _prepared = None       # (PreparedBlocks, key, [(owning dict, name, tensor)], versions)
+
+    def kept_prepared(self, ws: torch.Tensor, key, make) -> PreparedBlocks | None:
+        """The kept blocks for ``ws`` and ``key``, or ``make()``'s, kept; None when a parameter needs a
+        gradient."""
+        grad = torch.is_grad_enabled()
+        kept = self._prepared
+        if kept is not None and kept[1] == key and torch.equal(kept[0].ws, ws):
+            if (not grad or not any(t.requires_grad for _, _, t in kept[2])) and \
+                    all(d.get(k) is t and t._version == v for (d, k, t), v in zip(kept[2], kept[3])):
+                return kept[0]
+        where = [(m._parameters, k, t) for m in self.modules() for k, t in m._parameters.items() if t is not None]
+        if grad and any(t.requires_grad for _, _, t in where):
+            return None
+        where += [(m._buffers, k, t) for m in self.modules() for k, t in m._buffers.items() if t is not None]
+        prepared = make()
+        self._prepared = (prepared, key, where, [t._version for _, _, t in where])
+        return prepared
+
+    def _apply(self, fn, *args, **kwargs):
+        self._prepared = None          # .to(), .half(), .cuda() ... replace the parameters
+        return super()._apply(fn, *args, **kwargs)
+
+    def __getstate__(self):
+        return {**super().__getstate__(), "_prepared": None}
