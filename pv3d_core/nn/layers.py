@@ -279,7 +279,8 @@ class MotionTimeFuser(nn.Module):
 
     def prepare(self, noise_mode: str, nhwc: bool) -> P.MotionConv:
         mlp = (self.affine.prepare(), *(m.prepare() for m in self.motion_mlp), self.conv.affine.prepare())
-        return P.MotionConv(mlp, self.conv.weight, self.conv.act_gain, nhwc, self.conv.prepare(None, noise_mode, nhwc))
+        weight = self.conv.weight.contiguous(memory_format=torch.channels_last) if nhwc else self.conv.weight
+        return P.MotionConv(mlp, weight, self.conv.act_gain, nhwc, self.conv.prepare(None, noise_mode, nhwc))
 
 
 def _resolve_fused(fused_modconv, default, training: bool) -> bool:
