@@ -141,3 +141,19 @@ def test_nhwc_generator_renders_what_the_nchw_one_does(tiny_generator):
     assert p.shape[:3] == (2, 3, G.plane_channels) and p.stride(2) == 1     # channels innermost
     assert out[True]["feature_image"].is_contiguous(memory_format=torch.channels_last)
     assert out[True]["image"].is_contiguous(memory_format=torch.channels_last)
+
+
+def test_seed_latents_are_numpys_codes_in_new_tensors():
+    """pipeline.seed_latent keeps the codes it made (a scrub asks for the same motion seed's every frame);
+    each call hands out a new tensor, so a caller writing to one does not change the next."""
+    import numpy as np
+
+    from pv3d_core.pipeline import seed_latent
+
+    z = seed_latent(12, 64)
+    assert torch.equal(z, torch.from_numpy(np.random.RandomState(12).randn(1, 64).astype(np.float32)))
+    made = z.clone()
+    z.add_(1.0)
+    assert torch.equal(seed_latent(12, 64), made)
+    assert torch.equal(seed_latent(12 + 2 ** 32, 64), seed_latent(12, 64))
+    assert not torch.equal(seed_latent(13, 64), seed_latent(12, 64))
