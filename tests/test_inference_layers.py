@@ -268,6 +268,9 @@ def test_prepared_network_follows_new_appearance_weights_and_buffers():
     ws = torch.randn(1, net.num_ws, 16)                     # another appearance
     assert not torch.equal(check(), first)
     before = check()
+    ws[:, 2] += 0.5                                         # the same tensor written in place
+    assert not torch.equal(check(), before)
+    before = check()
     with torch.no_grad():
         net.b8.conv1.weight.mul_(1.5)                       # written in place (a training step)
     assert not torch.equal(check(), before)

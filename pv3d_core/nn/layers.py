@@ -394,8 +394,8 @@ def prepare_blocks(blocks_ws, ws: torch.Tensor, noise_mode: str) -> P.PreparedBl
     """:class:`~pv3d_core.nn.prepared.PreparedBlocks` of (block, its rows of ``ws``) pairs."""
     if noise_mode not in ("const", "none"):
         raise ValueError(f"prepared blocks have const or none noise, not {noise_mode!r}")
-    with torch.no_grad():
-        return P.PreparedBlocks(ws, tuple(block.prepare(w, noise_mode) for block, w in blocks_ws))
+    with torch.no_grad():   # ws kept as a copy: a caller may write to its tensor later (an optimised latent)
+        return P.PreparedBlocks(ws.detach().clone(), tuple(block.prepare(w, noise_mode) for block, w in blocks_ws))
 
 
 def preparable(module: nn.Module, blocks, kw: dict, *inputs) -> str | None:
