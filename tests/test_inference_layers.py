@@ -230,7 +230,7 @@ def _prepared_path(net, *args, **kw):
 @pytest.mark.parametrize("nhwc", [False, True])
 @pytest.mark.parametrize("noise_mode", ["const", "none"])
 def test_prepared_network_gives_the_layers_output_to_the_bit(nhwc, noise_mode):
-    """One image without gradients runs through a PreparedSynthesis made once per appearance: the
+    """One image without gradients runs through PreparedBlocks made once per appearance: the
     same calls on the same values as the layers' one-image path, at every timestamp."""
     net = _network()
     for name in ("b4", "b8", "b16"):

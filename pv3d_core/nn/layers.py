@@ -190,9 +190,16 @@ class SynthesisLayer(nn.Module):
 
     def prepare(self, w: torch.Tensor | None, noise_mode: str, nhwc: bool) -> P.Conv:
         """The layer for style vector ``w`` (1, w_dim) with ``const`` or ``none`` noise, its weight, bias
-        and noise times the gain (for a motion layer, ``w`` None: the weight is made at each call)."""
+        and noise times the gain (for a motion layer, ``w`` None: the unmodulated weight, channels-last
+        for NHWC without upsampling, the layout :func:`~pv3d_core.nn.prepared.modulated_weight` makes
+        the weight in at each call)."""
         g = self.act_gain
-        weight = self._inference_weight(self.affine(w), g, nhwc) if w is not None else self.weight
+        if w is not None:
+            weight = self._inference_weight(self.affine(w), g, nhwc)
+        elif nhwc and self.up == 1:
+            weight = self.weight.contiguous(memory_format=torch.channels_last)
+        else:
+            weight = self.weight
         noise = self.noise_const * (self.noise_strength * g) if self.use_noise and noise_mode == "const" else None
         return P.Conv(weight, self.bias * g, noise, self.resample_filter, self.up, self.padding, self.activation,
                       self._clamp(1.0))
@@ -279,8 +286,7 @@ class MotionTimeFuser(nn.Module):
 
     def prepare(self, noise_mode: str, nhwc: bool) -> P.MotionConv:
         mlp = (self.affine.prepare(), *(m.prepare() for m in self.motion_mlp), self.conv.affine.prepare())
-        weight = self.conv.weight.contiguous(memory_format=torch.channels_last) if nhwc else self.conv.weight
-        return P.MotionConv(mlp, weight, self.conv.act_gain, nhwc, self.conv.prepare(None, noise_mode, nhwc))
+        return P.MotionConv(mlp, self.conv.act_gain, nhwc, self.conv.prepare(None, noise_mode, nhwc))
 
 
 def _resolve_fused(fused_modconv, default, training: bool) -> bool:
@@ -365,17 +371,13 @@ class SynthesisBlock(nn.Module):
             img = img + y
         return x, img
 
-    def narrow(self, ws: torch.Tensor, start: int):
-        """(this block, its rows of ``ws`` from ``start``)."""
-        return self, ws.narrow(1, start, self.num_conv + self.num_torgb)
-
     def layers(self):
         return [m for m in (getattr(self, "conv0", None), self.conv1,
                             self.motion_time_fuser.conv if self.fuse_motion_time else None) if m is not None]
 
     def prepare(self, ws: torch.Tensor, noise_mode: str) -> P.Block:
         """The block for appearance ``ws`` (1, num_conv + num_torgb, w_dim), fp32, one image (see
-        :class:`~pv3d_core.nn.prepared.PreparedSynthesis`)."""
+        :class:`~pv3d_core.nn.prepared.PreparedBlocks`)."""
         fmt = torch.channels_last if self.channels_last else torch.contiguous_format
         nhwc = self.channels_last
         w = ws.unbind(dim=1)
@@ -457,13 +459,19 @@ class SynthesisNetwork(P.KeepsPrepared, nn.Module):
             if prepared is not None:
                 return prepared(None, None, z_motion, t)[1]
         x = img = None
-        w_idx = 0
-        for res in self.block_resolutions:
-            block = getattr(self, f"b{res}")
-            cur = ws.narrow(1, w_idx, block.num_conv + block.num_torgb)
-            w_idx += block.num_conv
+        for block, cur in self.blocks_ws(ws):
             x, img = block(x, img, cur, z_motion, t, **block_kwargs)
         return img
+
+    def blocks_ws(self, ws: torch.Tensor) -> list:
+        """(block, the rows of ``ws`` it reads) for each block: consecutive blocks share one row (the
+        ToRGB of one and the first convolution of the next)."""
+        pairs, w_idx = [], 0
+        for res in self.block_resolutions:
+            block = getattr(self, f"b{res}")
+            pairs.append((block, ws.narrow(1, w_idx, block.num_conv + block.num_torgb)))
+            w_idx += block.num_conv
+        return pairs
 
     def prepare(self, ws: torch.Tensor, noise_mode: str = "const") -> P.PreparedBlocks:
         """The blocks for one appearance ``ws`` (1, num_ws, w_dim) with ``const`` or ``none`` noise, in
@@ -471,12 +479,7 @@ class SynthesisNetwork(P.KeepsPrepared, nn.Module):
         ``(None, None, z_motion, t)``, their image is :meth:`forward`'s for one image without gradients, to
         the bit. Valid while the parameters are unchanged."""
         ws = ws.to(torch.float32)
-        blocks, w_idx = [], 0
-        for res in self.block_resolutions:
-            block = getattr(self, f"b{res}")
-            blocks.append(block.narrow(ws, w_idx))
-            w_idx += block.num_conv
-        return prepare_blocks(blocks, ws, noise_mode)
+        return prepare_blocks(self.blocks_ws(ws), ws, noise_mode)
 
 
 class StyleGAN2Backbone(nn.Module):

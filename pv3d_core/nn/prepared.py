@@ -106,19 +106,18 @@ class Conv:
 @dataclass(frozen=True)
 class MotionConv:
     """A motion layer: its style from (motion code x timestamp) through ``mlp`` at each call, then the
-    modulated convolution of the layer's ``weight``, added to its input."""
+    convolution of ``conv``'s weight modulated by it, added to its input."""
     mlp: tuple
-    weight: torch.Tensor
     gain: float
     nhwc: bool
-    conv: Conv          # bias, noise and settings; its weight is unused
+    conv: Conv          # its weight unmodulated; bias, noise and settings times the gain
 
     def __call__(self, x: torch.Tensor, z_motion: torch.Tensor, t: torch.Tensor) -> torch.Tensor:
         m = z_motion * t.reshape(-1, 1).to(z_motion.dtype)
         for layer in self.mlp:
             m = layer(m)
         c = self.conv
-        w = modulated_weight(self.weight, m, self.gain, self.nhwc, c.up)
+        w = modulated_weight(c.weight, m, self.gain, self.nhwc, c.up)
         return x + run_modulated(x, w, c.bias, c.noise, resample_filter=c.resample_filter, up=c.up,
                                  padding=c.padding, activation=c.activation, clamp=c.clamp)
 
