@@ -354,3 +354,29 @@ def test_the_control_socket_accepts_as_soon_as_its_path_exists(tmp_path, monkeyp
             got["client"].close()
         server.close()
     assert not os.path.exists(path)
+
+
+def test_a_bad_control_socket_path_is_a_usage_error_and_changes_nothing(tmp_path):
+    """viewer.control: a path in a missing folder, or one that is a file, is the user's error (one line,
+    exit 2 in the viewer) and the file is left as it was; a stale socket from an earlier run is replaced."""
+    import socket
+
+    from pv3d_core.errors import UsageError
+    from pv3d_viewer.control import ControlClient, ControlServer
+
+    with pytest.raises(UsageError, match="cannot listen there"):
+        ControlServer(str(tmp_path / "missing" / "ctl.sock"))
+    precious = tmp_path / "notes.txt"
+    precious.write_text("keep me")
+    with pytest.raises(UsageError, match="not a socket"):
+        ControlServer(str(precious))
+    assert precious.read_text() == "keep me"
+    assert sorted(os.listdir(tmp_path)) == ["notes.txt"]            # no temporary socket left behind
+    stale = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+    stale.bind(str(tmp_path / "ctl.sock"))
+    stale.close()                                                    # its file stays, nobody listening
+    server = ControlServer(str(tmp_path / "ctl.sock"))
+    try:
+        ControlClient(str(tmp_path / "ctl.sock"), timeout=5).close()
+    finally:
+        server.close()

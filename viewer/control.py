@@ -10,7 +10,10 @@ import json
 import os
 import queue
 import socket
+import stat
 import threading
+
+from pv3d_core.errors import UsageError
 
 
 class Pending:
@@ -27,22 +30,22 @@ class Pending:
 class ControlServer:
     def __init__(self, path: str):
         self.path = path
-        if os.path.exists(path):
-            os.unlink(path)
-        # bound and listening under a temporary name, then renamed into place: a client that sees the path
-        # can connect (bound at the path itself, a client could meet it between bind and listen and be
-        # refused)
+        if os.path.lexists(path) and not stat.S_ISSOCK(os.lstat(path).st_mode):
+            raise UsageError(f"--control-socket {path}: exists and is not a socket; choose another path")
+        # bound and listening under a temporary name, then renamed into place (over a stale socket left
+        # by an earlier run): a client that sees the path can connect (bound at the path itself, a client
+        # could meet it between bind and listen and be refused)
         tmp = f"{path}.{os.getpid()}.tmp"
         self.sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
         try:
             self.sock.bind(tmp)
             self.sock.listen(4)
             os.replace(tmp, path)
-        except OSError:
+        except OSError as e:
             self.sock.close()
             if os.path.exists(tmp):
                 os.unlink(tmp)
-            raise
+            raise UsageError(f"--control-socket {path}: cannot listen there ({e.strerror or e})") from None
         self.queue: "queue.Queue[Pending]" = queue.Queue()
         self._stop = False
         self._thread = threading.Thread(target=self._serve, name="pv3d-control", daemon=True)

@@ -129,11 +129,16 @@ class ViewerApp:
             from pv3d_core.device import pick_device
 
             device = pick_device(self.args.device)
+            if self.args.control_socket:      # opened before any window or thread: a bad path exits cleanly
+                from .control import ControlServer
+
+                self.control = ControlServer(self.args.control_socket)
         except UserError as e:
             print(f"pv3d-viewer: error: {one_line(e)}", file=sys.stderr)
             return EXIT_USAGE
         if not glfw.init():
             print(NO_DISPLAY.format(why="glfw could not initialise"), file=sys.stderr)
+            self._close_control()
             return EXIT_USAGE
         glfw.window_hint(glfw.CONTEXT_VERSION_MAJOR, 3)
         glfw.window_hint(glfw.CONTEXT_VERSION_MINOR, 3)
@@ -144,6 +149,7 @@ class ViewerApp:
         if not self.window:
             glfw.terminate()
             print(NO_DISPLAY.format(why="no OpenGL 3.3 window could be created"), file=sys.stderr)
+            self._close_control()
             return EXIT_USAGE
         glfw.make_context_current(self.window)
         glfw.swap_interval(0)   # the loop caps itself at 60 fps; vsync under Xvfb/llvmpipe only adds latency
@@ -187,11 +193,9 @@ class ViewerApp:
             self.worker.load(ckpt)
         else:
             self.notice = notice
-        if self.args.control_socket:
-            from .control import ControlServer
+        if self.control is not None:
             from .control_commands import ControlCommands
 
-            self.control = ControlServer(self.args.control_socket)
             self.control_commands = ControlCommands(self, self.control, test_faults=self.args.control_test_faults)
 
         from .widgets import Panels
@@ -259,8 +263,7 @@ class ViewerApp:
         self.jobs.cancel_all()
         self.worker.stop()
         self.jobs.join_all(30)
-        if self.control is not None:
-            self.control.close()
+        self._close_control()
         self.display.close()
         if self.cpp_renderer:
             self.imgui.backends.opengl3_shutdown()
@@ -268,6 +271,10 @@ class ViewerApp:
         implot.destroy_context()
         self.impl.shutdown()
         glfw.terminate()
+
+    def _close_control(self) -> None:
+        if self.control is not None:
+            self.control.close()
 
     # ------------------------------------------------------------------ redraw on demand
     def _watch_input(self) -> None:
