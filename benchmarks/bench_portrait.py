@@ -5,7 +5,7 @@ on synthetic heads with known cameras.
     python benchmarks/bench_portrait.py invert [--ckpt CKPT | --random] [--photos astronaut,tennis]
         [--methods legacy,encoder] [--repeats 1] [--anim-frames 64] [--set FIELD=VALUE ...] [-o out.json]
     python benchmarks/bench_portrait.py video [--ckpt CKPT] [--frames 16] [--methods legacy,encoder]
-    python benchmarks/bench_portrait.py pnp [--heads 8] [--yaw-deg 25] [--pitch-deg 10]
+    python benchmarks/bench_portrait.py pnp [--heads 8] [--yaw-deg 25] [--pitch-deg 10] [--oracle-views 0]
 
 `invert` runs on real photographs that ship inside installed packages: scikit-image's astronaut
 (frontal, 88 px face), its mirror, imgui-bundle's tennis demo photo (a 44 px face turned about
@@ -29,6 +29,12 @@ threshold is 0.6. Seconds per stage (align, encoder, w, w+, PTI), to the first r
 `video` makes a talking-head clip from the model itself (a random identity and motion, a gentle yaw
 track, ``--frames`` frames), runs ``pv3d reconstruct`` (:func:`pv3d_core.portrait.reconstruct_video`) with
 each method and reports PSNR and seconds per stage.
+
+`pnp` with ``--oracle-views N`` (N >= 2) also measures the floor of a one-view landmark fit: each head's
+own 68-point face is fitted to N other views of it (true cameras, yaw ±30°, pitch ±15°, the fit
+``fit_pnp_template.py`` makes of its training heads) and the benchmark view is solved with that face
+held rigid. What is left is the landmarks' own error (dlib's reading of the render, the lighting);
+the gap to the shipped model is what a better shape prior could still win from one view.
 """
 from __future__ import annotations
 
@@ -291,16 +297,22 @@ def run_pnp(args):
     runs) and the estimated camera's viewing direction is compared with the true one."""
     from pv3d_core.data import synth
     from pv3d_core.faces import FaceError, align_face, angle_between
+    from pv3d_core.faces.aligned import load_image
+    from pv3d_core.faces.detect import symmetric_landmarks
+    from pv3d_core.faces.pose import MODEL, FaceModel, solve_camera
     from pv3d_core.render import cameras
 
     rng = np.random.default_rng(args.seed)
-    errs, misses, rows = [], 0, []
+    view_rng = np.random.default_rng(args.seed + 99)     # the oracle's views; the heads stay the benchmark's
+    errs, oracle, misses, rows = [], [], 0, []
     for i in range(args.heads):
         ident = synth.Identity.sample(synth.clip_rng(args.seed, i))
         yaw = math.radians(rng.uniform(-args.yaw_deg, args.yaw_deg))
         pitch = math.radians(rng.uniform(-args.pitch_deg, args.pitch_deg))
         c = cameras.pack(cameras.orbit_cam2world(yaw, pitch))
         img = synth.render_head(ident, synth.Expression(), c, args.res)["image"]
+        views = [(math.radians(view_rng.uniform(-30, 30)), math.radians(view_rng.uniform(-15, 15)))
+                 for _ in range(args.oracle_views)]
         try:
             a = align_face(img, 64, min_face=20)
         except FaceError:
@@ -312,6 +324,14 @@ def run_pnp(args):
         rows.append({"yaw": round(math.degrees(yaw), 1), "pitch": round(math.degrees(pitch), 1),
                      "est_yaw": round(math.degrees(a.pose["yaw"]), 1), "est_pitch": round(math.degrees(a.pose["pitch"]), 1),
                      "error_deg": round(e, 2), **{k: round(getattr(ident, k), 3) for k in _SHAPE}})
+        if views:
+            own = _own_face(ident, views, args.res)
+            if own is not None:
+                work, _ = load_image(img)           # the image align_face found the face in
+                cam, _ = solve_camera(a.frame.to_crop(symmetric_landmarks(work, a.face.box, a.face.landmarks)),
+                                      model=FaceModel(own, np.zeros((0, 68, 3)), MODEL.weights, MODEL.prior))
+                oracle.append(angle_between(cam, c))
+                rows[-1]["own_face_error_deg"] = round(oracle[-1], 2)
         print(rows[-1], flush=True)
     found = [r for r in rows if "error_deg" in r]
     dyaw = [r["est_yaw"] - r["yaw"] for r in found]
@@ -329,7 +349,35 @@ def run_pnp(args):
                                   "median": float(np.median(errs)) if errs else None,
                                   "max": float(np.max(errs)) if errs else None},
             "yaw_error_deg": stats(dyaw), "pitch_error_deg": stats(dpitch),
+            "own_face_error_deg": {"views": args.oracle_views, "heads": len(oracle), "median": float(np.median(oracle)),
+                                   "max": float(np.max(oracle)), "mean": float(np.mean(oracle))} if oracle else None,
             "pitch_error_correlation_with_shape": shape_corr, "rows": rows}
+
+
+def _own_face(ident, views, res):
+    """A head's own 68-point face (68, 3) fitted to its landmarks in ``views`` [(yaw, pitch)] with the
+    true cameras (``fit_pnp_template.fit_head``), or None when dlib finds it in fewer than two."""
+    from fit_pnp_template import fit_head
+
+    from pv3d_core.data import synth
+    from pv3d_core.faces import FaceError, crop_frame, find_face
+    from pv3d_core.faces.detect import symmetric_landmarks
+    from pv3d_core.faces.pose import MODEL
+    from pv3d_core.render import cameras
+
+    lms, c2ws = [], []
+    for yaw, pitch in views:
+        c2w = cameras.orbit_cam2world(yaw, pitch)
+        img = synth.render_head(ident, synth.Expression(), cameras.pack(c2w), res)["image"]
+        try:
+            f = find_face(img, min_face=20)
+        except FaceError:
+            continue
+        lms.append(crop_frame(f.landmarks).to_crop(symmetric_landmarks(img, f.box, f.landmarks)))
+        c2ws.append(c2w)
+    if len(lms) < 2:
+        return None
+    return fit_head(np.stack(lms), np.stack(c2ws), MODEL.mean, MODEL.weights, cameras.DEFAULT_FOCAL, 1.0)
 
 
 _SHAPE = ("nose_len", "jaw_len", "eye_y", "mouth_y", "head_h")   # synth.Identity fields set per head
@@ -365,6 +413,8 @@ def main():
     b.add_argument("--pitch-deg", type=float, default=10.0, help="true pitch uniform in ±this (default 10)")
     b.add_argument("--res", type=int, default=256)
     b.add_argument("--seed", type=int, default=7)
+    b.add_argument("--oracle-views", type=int, default=0, choices=[0] + list(range(2, 13)), metavar="N",
+                   help="also solve each head with its own face, fitted to N (2-12) other views (default 0: off)")
     b.add_argument("-o", "--output")
     args = ap.parse_args()
     if getattr(args, "threads", None):
