@@ -27,8 +27,9 @@ passes), 3.08° / 7.61° with dlib's reading alone, 3.75° / 8.15° with one rig
 head's shape still reads as pitch. Solved with each head's own face instead (``--oracle-views 6``: fitted
 to 6 other views with the true cameras), the same landmarks give 2.17° / 5.44° and 1.83° / 4.29°: that is
 the floor of the landmarks themselves, and the gap above it is the shape one view cannot tell. Tried and
-not kept: landmarks averaged over jittered face boxes (3-18 readings: median and max within ±0.5°, no
-trend) and other K (0, 4, 8) or prior strengths (x0.5, x2): none brought both seeds' max under 6°. A solve takes about 14 ms (9 ms rigid) on one core. A hand-made
+not kept: landmarks averaged over jittered face boxes (3-18 readings, seed 7: medians 2.67-3.65°, max
+6.39-8.76°, none better on both) and other K (0, 4, 8) or prior strengths (x0.5, x2): none brought both
+seeds' max under 6°. A solve takes about 14 ms (9 ms rigid) on one core. A hand-made
 face from average adult proportions, used before both, erred by 10.8° (median) on these heads.
 """
 from __future__ import annotations
