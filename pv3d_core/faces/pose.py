@@ -29,7 +29,11 @@ to 6 other views with the true cameras), the same landmarks give 2.17° / 5.44°
 the floor of the landmarks themselves, and the gap above it is the shape one view cannot tell. Tried and
 not kept: landmarks averaged over jittered face boxes (3-18 readings, seed 7: medians 2.67-3.65°, max
 6.39-8.76°, none better on both) and other K (0, 4, 8) or prior strengths (x0.5, x2): none brought both
-seeds' max under 6°. A solve takes about 14 ms (9 ms rigid) on one core. A hand-made
+seeds' max under 6°. Nor did one face shared by a clip's frames (the K coefficients fitted jointly with
+a pose per frame): it helps where the views differ widely (10 heads x 6 random views: 3.74° / 8.48° ->
+2.74° / 7.39°), but on talking-head clips (synth.camera_track and expression_track, 6 clips x 25
+frames) it went 2.94° / 8.82° -> 3.25° / 9.02°: a clip's small head motion does not tell its shape, so
+:func:`~pv3d_core.faces.align_frames` keeps a solve per frame. A solve takes about 14 ms (9 ms rigid) on one core. A hand-made
 face from average adult proportions, used before both, erred by 10.8° (median) on these heads.
 """
 from __future__ import annotations
