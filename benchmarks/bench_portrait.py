@@ -357,7 +357,7 @@ def run_pnp(args):
 def _own_face(ident, views, res):
     """A head's own 68-point face (68, 3) fitted to its landmarks in ``views`` [(yaw, pitch)] with the
     true cameras (``fit_pnp_template.fit_head``), or None when dlib finds it in fewer than two."""
-    from fit_pnp_template import fit_head
+    from fit_pnp_template import PULL, fit_head
 
     from pv3d_core.data import synth
     from pv3d_core.faces import FaceError, crop_frame, find_face
@@ -377,7 +377,7 @@ def _own_face(ident, views, res):
         c2ws.append(c2w)
     if len(lms) < 2:
         return None
-    return fit_head(np.stack(lms), np.stack(c2ws), MODEL.mean, MODEL.weights, cameras.DEFAULT_FOCAL, 1.0)
+    return fit_head(np.stack(lms), np.stack(c2ws), MODEL.mean, MODEL.weights, cameras.DEFAULT_FOCAL, PULL)
 
 
 _SHAPE = ("nose_len", "jaw_len", "eye_y", "mouth_y", "head_h")   # synth.Identity fields set per head

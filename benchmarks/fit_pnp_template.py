@@ -140,6 +140,9 @@ def residuals(lms, c2ws, X, focal):
     return np.stack(out)
 
 
+PULL = 1.0      # a head's own face: pull to the mean face (residual units per world unit), chosen by cross-validation
+
+
 def fit_head(lms, c2ws, mean, weights, focal, pull):
     """One head's own free face from its views (true rotations, a translation each), pulled to ``mean``."""
     from scipy.optimize import least_squares
@@ -205,8 +208,8 @@ def main():
     ap.add_argument("--val-heads", type=int, default=40)
     ap.add_argument("--modes", default="0,8,12,16", help="K values tried")
     ap.add_argument("--priors", default="0.007,0.01,0.014,0.02")
-    ap.add_argument("--pull", type=float, default=1.0,
-                    help="per-head face: pull to the mean face (residual units per world unit)")
+    ap.add_argument("--pull", type=float, default=PULL,
+                    help=f"per-head face: pull to the mean face (residual units per world unit; default {PULL})")
     ap.add_argument("--save", help="write the chosen model as the .npz pose.py loads")
     args = ap.parse_args()
     from pv3d_core.faces import pose

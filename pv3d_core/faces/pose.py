@@ -33,8 +33,8 @@ seeds' max under 6°. Nor did one face shared by a clip's frames (the K coeffici
 a pose per frame): it helps where the views differ widely (10 heads x 6 random views: 3.74° / 8.48° ->
 2.74° / 7.39°), but on talking-head clips (synth.camera_track and expression_track, 6 clips x 25
 frames) it went 2.94° / 8.82° -> 3.25° / 9.02°: a clip's small head motion does not tell its shape, so
-:func:`~pv3d_core.faces.align_frames` keeps a solve per frame. A solve takes about 14 ms (9 ms rigid) on one core. A hand-made
-face from average adult proportions, used before both, erred by 10.8° (median) on these heads.
+:func:`~pv3d_core.faces.align_frames` keeps a solve per frame. A solve takes about 14 ms (9 ms rigid) on one
+core. A hand-made face from average adult proportions, used before both, erred by 10.8° (median) on these heads.
 """
 from __future__ import annotations
 
