@@ -9,6 +9,7 @@ from __future__ import annotations
 import pytest
 import torch
 
+from pv3d_core import native
 from pv3d_core.render import cameras, cpu_kernels, cuda_backend, cuda_ops, volume
 from test_cuda_kernels import assert_close, make_decoder, make_planes, make_rays, max_err, options
 
@@ -194,7 +195,7 @@ def test_wrapper_falls_back_with_reason():
 
 def test_no_compiler_runs_pytorch_and_says_why(monkeypatch, tmp_path):
     monkeypatch.setattr(cpu_kernels, "_libs", {})
-    monkeypatch.setattr(cpu_kernels, "compiler", lambda: None)
+    monkeypatch.setattr(native, "compiler", lambda: None)
     dec, planes = make_decoder(), make_planes()
     o, d = make_rays()
     with torch.no_grad():
@@ -210,7 +211,7 @@ def test_no_compiler_runs_pytorch_and_says_why(monkeypatch, tmp_path):
 def test_build_is_cached_on_disk(monkeypatch, tmp_path, caplog):
     monkeypatch.setenv(cpu_kernels.ENV_CACHE, str(tmp_path))
     monkeypatch.setattr(cpu_kernels, "_libs", {})
-    with caplog.at_level("INFO", logger=cpu_kernels.__name__):
+    with caplog.at_level("INFO", logger=native.__name__):
         first = cpu_kernels.library((16, 8, 4))
     assert first.build_seconds > 0 and first.path.parent == tmp_path
     assert any("Compiling the CPU volume renderer" in r.message for r in caplog.records)

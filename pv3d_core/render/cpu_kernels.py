@@ -4,14 +4,11 @@ The CUDA kernels' sibling for CPU tensors (selection lives in :mod:`cuda_ops`, t
 both). One pass per ray samples the three planes, runs the decoder, composites, places the importance
 samples and composites again, in per-thread scratch: no (rays x samples x channels) tensor is made.
 
-Build: the C++ source is compiled at the first render with the system's compiler (``$CXX``, else
-``g++``/``c++``; ``-O3 -march=native -fopenmp``) into a shared library with a C interface, loaded with
-ctypes (no PyTorch headers: a few seconds, no ABI ties to PyTorch). The library is cached on disk,
-keyed by the source, flags, compiler and CPU, in ``$PV3D_KERNEL_CACHE`` or
-``$XDG_CACHE_HOME/pv3d-studio/kernels`` (default ``~/.cache/pv3d-studio/kernels``); a compile logs one
-warning-level line so that the pause is explained. Without a compiler, or when the build fails, the
-wrapper runs the PyTorch reference and :func:`describe` says why. OpenMP resolves to the runtime PyTorch
-already loaded; each call uses ``torch.get_num_threads()`` threads, with dynamic scheduling (a busy
+Build: :func:`pv3d_core.native.build` compiles the C++ source at the first render (``-O3 -march=native
+-fopenmp``) into a shared library loaded with ctypes and cached on disk (keyed by the source, flags,
+compiler and CPU); a compile logs one warning-level line so that the pause is explained. Without a
+compiler, or when the build fails, the wrapper runs the PyTorch reference and :func:`describe` says why.
+Each call uses ``torch.get_num_threads()`` threads, with dynamic scheduling (a busy
 core delays only its last chunk, not half the frame).
 
 Feature skipping (:func:`set_skip_budget`): the decoder's output layer (2/3 of the work) is skipped for
@@ -23,18 +20,13 @@ are always exact.
 from __future__ import annotations
 
 import ctypes
-import hashlib
 import logging
-import os
-import platform
-import shutil
-import subprocess
 import threading
-import time
 from pathlib import Path
 
 import torch
 
+from .. import native
 from ..paths import kernel_file
 from . import volume
 
@@ -45,7 +37,7 @@ __all__ = ["CpuKernelsUnavailable", "SOURCE_FILE", "MAX_SAMPLES", "source_path",
 logger = logging.getLogger(__name__)
 
 SOURCE_FILE = "triplane_render_cpu.cpp"
-ENV_CACHE = "PV3D_KERNEL_CACHE"
+ENV_CACHE = native.ENV_CACHE
 MAX_SAMPLES = 1024                 # per list (coarse or fine): MAX_SAMPLES in the source
 DEFAULT_SKIP_BUDGET = 1e-6         # feature error <= 2e-6 per ray, below the float summation-order noise
 
@@ -59,62 +51,18 @@ def source_path() -> Path:
     return kernel_file(SOURCE_FILE)
 
 
-def cache_dir() -> Path:
-    env = os.environ.get(ENV_CACHE)
-    if env:
-        return Path(env)
-    base = os.environ.get("XDG_CACHE_HOME") or os.path.join(os.path.expanduser("~"), ".cache")
-    return Path(base) / "pv3d-studio" / "kernels"
-
-
-def compiler() -> str | None:
-    """The C++ compiler to use: ``$CXX``, else g++, else c++ (None if there is none)."""
-    for name in (os.environ.get("CXX"), "g++", "c++"):
-        if name and shutil.which(name):
-            return shutil.which(name)
-    return None
-
-
-# Flag sets tried in order: the first that compiles is used.
-_FLAG_SETS = (
-    ["-O3", "-march=native", "-fopenmp"],
-    ["-O3", "-fopenmp"],
-    ["-O3", "-march=native"],
-    ["-O3"],
-)
-_COMMON = ["-std=c++17", "-shared", "-fPIC", "-fno-math-errno", "-fno-trapping-math", "-fvisibility=hidden"]
-
-
-def _cpu_signature() -> str:
-    """What -march=native depends on: the CPU's model and feature flags (a cache shared by machines of
-    different CPUs must not hand one the other's binary)."""
-    parts = [platform.machine()]
-    try:
-        with open("/proc/cpuinfo") as f:
-            for line in f:
-                if line.startswith(("flags", "model name", "Features", "CPU part")):
-                    parts.append(line.strip())
-                    if len(parts) > 3:
-                        break
-    except OSError:
-        parts.append(platform.processor())
-    return "\n".join(parts)
-
-
-def _compiler_version(cxx: str) -> str:
-    try:
-        return subprocess.run([cxx, "--version"], capture_output=True, text=True, timeout=30).stdout.splitlines()[0]
-    except (OSError, subprocess.SubprocessError, IndexError):
-        return "?"
+cache_dir = native.cache_dir
+compiler = native.compiler
 
 
 class Library:
     """The built kernels for one decoder size (cin, hidden, cout)."""
 
-    def __init__(self, path: Path, dims: tuple[int, int, int], flags: list[str], cxx_version: str, seconds: float):
-        self.path, self.dims, self.flags, self.compiler_version = path, dims, flags, cxx_version
-        self.build_seconds = seconds      # 0 when loaded from the cache
-        lib = ctypes.CDLL(str(path))
+    def __init__(self, built: native.Built, dims: tuple[int, int, int]):
+        self.path, self.dims, self.flags = built.path, dims, built.flags
+        self.compiler_version, self.build_seconds = built.compiler_version, built.seconds  # 0: from the cache
+        self.built = built
+        lib = built.cdll
         p, i32, i64, f64 = ctypes.c_void_p, ctypes.c_int, ctypes.c_int64, ctypes.c_double
         lib.pv3d_cpu_dims.argtypes = [ctypes.POINTER(i32)] * 3
         lib.pv3d_cpu_render.argtypes = [p, p, i32, i32, p, p, p, i64, i64, p, i32, i32, p, i32, i32, f64, p, f64, p, p,
@@ -128,17 +76,13 @@ class Library:
         got = [i32(), i32(), i32()]
         self.n_params = lib.pv3d_cpu_dims(*[ctypes.byref(g) for g in got])
         if tuple(g.value for g in got) != tuple(dims):
-            raise CpuKernelsUnavailable(f"{path} was built for {tuple(g.value for g in got)}, not {dims}")
+            raise CpuKernelsUnavailable(f"{self.path} was built for {tuple(g.value for g in got)}, not {dims}")
         self.lib = lib
-        self.openmp = "-fopenmp" in flags
-        self.native = "-march=native" in flags
+        self.openmp = built.openmp
+        self.native = built.native
 
     def label(self) -> str:
-        arch = "native" if self.native else "generic"
-        par = "OpenMP" if self.openmp else "1 thread"
-        words = self.compiler_version.split()
-        name = f"{words[0]} {words[-1]}" if len(words) > 1 else (words[0] if words else "?")
-        return f"{name}, -march={arch}, {par}"
+        return self.built.label()
 
 
 _libs: dict = {}
@@ -147,50 +91,13 @@ _building: set = set()
 
 
 def _build(dims: tuple[int, int, int]) -> Library:
-    cxx = compiler()
-    if cxx is None:
-        raise CpuKernelsUnavailable("no C++ compiler found (install g++, or set $CXX)")
-    src = source_path()
-    if not src.is_file():
-        raise CpuKernelsUnavailable(f"kernel source not found at {src} (set $PV3D_CUDA_DIR)")
-    text = src.read_text()
-    version = _compiler_version(cxx)
     defines = [f"-DPV3D_CIN={dims[0]}", f"-DPV3D_HIDDEN={dims[1]}", f"-DPV3D_COUT={dims[2]}"]
-    out_dir = cache_dir()
     try:
-        out_dir.mkdir(parents=True, exist_ok=True)
-    except OSError as e:
-        raise CpuKernelsUnavailable(f"cannot create the kernel cache {out_dir}: {e}") from None
-    errors = []
-    for flags in _FLAG_SETS:
-        args = [*flags, *_COMMON, *defines]
-        key = "\0".join([text, *args, version, _cpu_signature()])
-        path = out_dir / f"triplane_cpu-{dims[0]}-{dims[1]}-{dims[2]}-{hashlib.sha256(key.encode()).hexdigest()[:16]}.so"
-        seconds = 0.0
-        if not path.exists():
-            logger.warning("Compiling the CPU volume renderer for this machine (once, a few seconds; cached in %s)",
-                           out_dir)
-            t0 = time.perf_counter()
-            tmp = path.with_suffix(f".{os.getpid()}.{threading.get_ident()}.tmp")
-            try:
-                proc = subprocess.run([cxx, *args, str(src), "-o", str(tmp)], capture_output=True, text=True,
-                                      timeout=600)
-            except (OSError, subprocess.SubprocessError) as e:
-                errors.append(f"{' '.join(flags)}: {e}")
-                continue
-            if proc.returncode != 0:
-                tmp.unlink(missing_ok=True)
-                last = (proc.stderr.strip().splitlines() or ["?"])[-1]
-                errors.append(f"{' '.join(flags)}: {last}")
-                continue
-            os.replace(tmp, path)
-            seconds = time.perf_counter() - t0
-            logger.info("CPU volume renderer compiled in %.1f s (%s)", seconds, " ".join(flags))
-        try:
-            return Library(path, dims, flags, version, seconds)
-        except OSError as e:   # a binary this CPU cannot load: try the next flags
-            errors.append(f"{' '.join(flags)}: {e}")
-    raise CpuKernelsUnavailable("the CPU kernels did not compile (" + "; ".join(errors[-2:]) + ")")
+        built = native.build(SOURCE_FILE, f"triplane_cpu-{dims[0]}-{dims[1]}-{dims[2]}", defines,
+                             what="CPU volume renderer")
+    except native.NativeUnavailable as e:
+        raise CpuKernelsUnavailable(str(e)) from None
+    return Library(built, dims)
 
 
 def library(dims, wait: bool = True) -> Library:
