@@ -1,6 +1,6 @@
 """Issue 14's goal table and scaling tables: the fast CPU path against the previous one, side by side.
 
-    python benchmarks/bench_realtime.py [--threads N] [--runs 7] [--runs-512 3] [--part goals,scaling,memory,layers,prepared]
+    python benchmarks/bench_realtime.py [--threads N] [--runs 7] [--runs-512 3] [--part goals,scaling,memory,layers,prepared,winograd]
                                         [--ckpt PATH] [--official-root DIR]
 
 Every row renders through pipeline.FrameRenderer (deterministic sampling) and alternates, frame by
@@ -25,6 +25,8 @@ Layers (``--part layers``): the synthesis layers' inference shortcuts (one-image
 folded in and the modulated weight kept, bilinear skip upsampling; ``nn.ops.set_inference_shortcuts``)
 off and on, frame by frame, on the fast path otherwise. Prepared (``--part prepared``): the synthesis
 and super-resolution blocks prepared once per appearance (``prepare_inference``) off and on, the same way.
+Winograd (``--part winograd``): the 3x3 convolutions as Winograd F(4x4, 3x3) (``nn.winograd.set_enabled``)
+off and on, the same way (per layer shape: ``bench_winograd.py``).
 
 Scaling: cached-plane frame time against rays per frame (neural 32, 64, 128) and against output
 resolution (half, native, double), both presets, both configurations.
@@ -53,6 +55,7 @@ from pv3d_core import host_memory  # noqa: E402
 from pv3d_core.config import preset  # noqa: E402
 from pv3d_core.io import build_generator, load_generator  # noqa: E402
 from pv3d_core.nn import ops as nn_ops  # noqa: E402
+from pv3d_core.nn import winograd  # noqa: E402
 from pv3d_core.paths import default_checkpoint  # noqa: E402
 from pv3d_core.pipeline import FrameRenderer, RenderSettings  # noqa: E402
 from pv3d_core.render import cpu_kernels, cuda_ops  # noqa: E402
@@ -184,6 +187,12 @@ def prepared(args) -> None:
     switched(args, "synthesis and super-resolution blocks prepared per appearance", switch)
 
 
+def winograd_part(args) -> None:
+    """The 3x3 convolutions as Winograd F(4x4, 3x3) off and on, frame by frame in one process."""
+    switched(args, "Winograd F(4x4, 3x3) convolutions", lambda G, on: winograd.set_enabled(on))
+    winograd.set_enabled(None)
+
+
 def switched(args, what: str, switch) -> None:
     """The issue's workloads with ``switch(G, False)`` and ``switch(G, True)``, alternating frame by frame."""
     print(f"\n{what}, off and on, alternating frame by frame, medians:")
@@ -263,14 +272,14 @@ def main(argv=None) -> int:
     ap.add_argument("--threads", type=int, default=None, help="torch threads (default: torch's)")
     ap.add_argument("--runs", type=int, default=7, help="timed frames per configuration, tiny preset")
     ap.add_argument("--runs-512", type=int, default=3, help="timed frames per configuration, released config")
-    ap.add_argument("--part", default="goals,scaling", help="goals, scaling, memory, layers, prepared (comma-separated)")
+    ap.add_argument("--part", default="goals,scaling", help="goals, scaling, memory, layers, prepared, winograd (comma-separated)")
     ap.add_argument("--rounds", type=int, default=3, help="--part memory: alternating rounds of child processes")
     ap.add_argument("--ckpt", help="tiny-size checkpoint (default: the embedded model)")
     ap.add_argument("--official-root", help="checkout of the official PV3D code: also run bench_vs_official.py")
     args = ap.parse_args(argv)
-    unknown = set(args.part.split(",")) - {"goals", "scaling", "memory", "layers", "prepared", "memory-child"}
+    unknown = set(args.part.split(",")) - {"goals", "scaling", "memory", "layers", "prepared", "winograd", "memory-child"}
     if unknown:
-        ap.error(f"--part: unknown part(s) {', '.join(sorted(unknown))}; choose from goals, scaling, memory, layers, prepared")
+        ap.error(f"--part: unknown part(s) {', '.join(sorted(unknown))}; choose from goals, scaling, memory, layers, prepared, winograd")
     for flag, value in (("--runs", args.runs), ("--runs-512", args.runs_512), ("--rounds", args.rounds)):
         if not 1 <= value <= 1000:
             ap.error(f"{flag} must be between 1 and 1000, got {value}")
@@ -289,6 +298,8 @@ def main(argv=None) -> int:
         layers(args)
     if "prepared" in parts:
         prepared(args)
+    if "winograd" in parts:
+        winograd_part(args)
     if "goals" in parts:
         goals(args)
     if "scaling" in parts:

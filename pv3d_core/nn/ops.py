@@ -12,6 +12,8 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
+from . import winograd
+
 SQRT2 = float(np.sqrt(2))
 
 _shortcuts = {"on": True}
@@ -197,6 +199,8 @@ def _conv(x, w, stride=1, padding=0, groups=1, transpose=False, flip_weight=True
             n, c, h, wd = x.shape
             y = F.linear(x.permute(0, 2, 3, 1).reshape(n * h * wd, c), w[:, :, 0, 0], bias)
             return y.view(n, h, wd, -1).permute(0, 3, 1, 2)
+        if winograd.usable(x, w, bias, stride, padding, groups, transpose):
+            return winograd.conv3x3(x, w, bias)      # 3x3 inference on the CPU: 4x fewer multiply-adds
         w = w.contiguous(memory_format=torch.channels_last)  # keep oneDNN/cuDNN on the NHWC path
     if transpose:
         return _add_bias(F.conv_transpose2d(x, w, stride=stride, padding=padding, groups=groups), bias)

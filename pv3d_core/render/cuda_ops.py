@@ -52,6 +52,7 @@ from typing import Sequence
 import torch
 
 from ..errors import KernelUnavailable
+from ..nn import winograd
 from ..rules import env_flag, parse_bool
 from . import cpu_kernels, cuda_launch, kernel_check, kernel_verdicts, volume
 from .kernel_verdicts import check_cpu
@@ -86,6 +87,7 @@ def set_kernels(mode: str | None = None, *, half_planes: bool | None = None) -> 
         raise ValueError(f"kernel mode must be one of {MODES}, not {mode!r}")
     _mode_override = mode
     _half_override = half_planes
+    winograd.set_enabled(False if mode == "off" else None)     # "off" is the PyTorch reference throughout
 
 
 def kernels_mode() -> str:
@@ -230,7 +232,7 @@ def describe(device: torch.device | str | None = None, decoder=None) -> str:
         problem = kernel_verdicts.rejection(check_cpu(lib))
         if problem is not None:
             return f"PyTorch ({problem})"
-        return cpu_kernels.status_line(lib)
+        return cpu_kernels.status_line(lib) + (" + Winograd 3x3" if winograd.available() else "")
     if device.type != "cuda":
         return f"PyTorch (no kernels for {device.type} tensors)"
     try:
