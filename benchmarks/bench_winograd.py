@@ -2,9 +2,10 @@
 
     python benchmarks/bench_winograd.py [--threads 2] [--runs 21] [--presets tiny,pv3d-vox512]
 
-Records the 3x3, stride-1, padding-1 convolutions of one frame of each preset (a full frame: backbone and
-super-resolution), then times each distinct shape alone, the two ways alternating call by call, on
-random data of that shape. Prints per shape: calls a frame, median milliseconds of each, their ratio,
+Records the 3x3 convolutions of one frame of each preset (a full frame: backbone and super-resolution),
+the plain ones and the 2x upsampling ones (``conv2d_resample(up=2)``: a transposed convolution and the
+FIR directly, Winograd's four output phases with it), then times each distinct shape alone through
+``conv2d_resample``, the two ways alternating call by call, on random data of that shape. Prints per shape: calls a frame, median milliseconds of each, their ratio,
 whether the Winograd rule (``winograd.usable``) picks it, and the relative error of each against a
 float64 convolution. The last line sums the frame's picked convolutions both ways.
 
@@ -19,7 +20,6 @@ import time
 from pathlib import Path
 
 import torch
-import torch.nn.functional as F
 
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
@@ -27,22 +27,23 @@ sys.path.insert(0, str(ROOT))
 from pv3d_core.config import preset  # noqa: E402
 from pv3d_core.io import build_generator  # noqa: E402
 from pv3d_core.nn import winograd  # noqa: E402
+from pv3d_core.nn.ops import conv2d_resample, setup_filter  # noqa: E402
 from pv3d_core.pipeline import FrameRenderer, RenderSettings  # noqa: E402
 
 
 def frame_shapes(name: str) -> dict:
-    """(in, height, width, out) -> calls in one full frame of the preset (random weights)."""
+    """(in, height, width, out, up) -> calls in one full frame of the preset (random weights)."""
     G = build_generator(preset(name)).eval().requires_grad_(False)
     r = FrameRenderer(G, channels_last=True)
     seen: dict = {}
-    real = winograd.usable                  # asked by nn.ops for every NHWC convolution
+    real = winograd.usable           # asked by nn.ops for every NHWC 3x3 convolution (up=2: upsampling layers)
 
-    def spy(x, w, bias, stride, padding, groups, transpose):
+    def spy(x, w, bias, stride, padding, groups, transpose, up=1):
         if tuple(w.shape[2:]) == (3, 3) and not transpose and groups == 1 and stride in (1, [1, 1], (1, 1)) \
                 and padding in (1, [1, 1], (1, 1)):
-            key = (x.shape[1], x.shape[2], x.shape[3], w.shape[0])
+            key = (x.shape[1], x.shape[2], x.shape[3], w.shape[0], up)
             seen[key] = seen.get(key, 0) + 1
-        return real(x, w, bias, stride, padding, groups, transpose)
+        return real(x, w, bias, stride, padding, groups, transpose, up)
 
     winograd.usable = spy
     try:
@@ -52,23 +53,32 @@ def frame_shapes(name: str) -> dict:
     return seen
 
 
-def time_shape(cin: int, h: int, w: int, cout: int, runs: int) -> dict:
+def time_shape(cin: int, h: int, w: int, cout: int, up: int, runs: int) -> dict:
+    """The convolution (up=2: with its 2x upsampling, ``conv2d_resample``) with Winograd off and on."""
     g = torch.Generator().manual_seed(0)
     x = torch.randn(1, cin, h, w, generator=g).contiguous(memory_format=torch.channels_last)
     wt = (torch.randn(cout, cin, 3, 3, generator=g) / (9 * cin) ** 0.5).contiguous(memory_format=torch.channels_last)
     b = torch.randn(cout, generator=g)
-    ref = F.conv2d(x.double(), wt.double(), b.double(), padding=1)
-    direct = lambda: F.conv2d(x, wt, b, padding=1)          # noqa: E731
-    wino = lambda: winograd.conv3x3(x, wt, b)               # noqa: E731
-    err = {k: ((f().double() - ref).abs().max() / ref.abs().max()).item() for k, f in (("direct", direct),
-                                                                                       ("winograd", wino))}
+    f = setup_filter([1, 3, 3, 1])
+
+    def run(on: bool, double: bool = False):
+        winograd.set_enabled(on)
+        args = (x.double(), wt.double(), f.double(), b.double()) if double else (x, wt, f, b)
+        with torch.no_grad():
+            return conv2d_resample(args[0], args[1], f=args[2], up=up, padding=1, flip_weight=(up == 1), bias=args[3])
+
+    ref = run(False, double=True)
+    err = {k: ((run(on).double() - ref).abs().max() / ref.abs().max()).item() for k, on in (("direct", False),
+                                                                                           ("winograd", True))}
     ts = {"direct": [], "winograd": []}
     for _ in range(runs):
-        for k, f in (("direct", direct), ("winograd", wino)):
+        for k, on in (("direct", False), ("winograd", True)):
+            winograd.set_enabled(on)
             t0 = time.perf_counter()
-            f()
+            run(on)
             ts[k].append(time.perf_counter() - t0)
-    picked = winograd.usable(x, wt, b, 1, [1, 1], 1, False)
+    winograd.set_enabled(None)
+    picked = winograd.usable(x, wt, b, 1, [1, 1], 1, False, up)
     return {"direct": statistics.median(ts["direct"]), "winograd": statistics.median(ts["winograd"]),
             "picked": picked, "err": err}
 
@@ -89,16 +99,16 @@ def main(argv=None) -> int:
     for name in args.presets.split(","):
         shapes = frame_shapes(name.strip())
         print(f"\n{name}: the 3x3 convolutions of one full frame")
-        print("| in | size | out | calls | oneDNN | Winograd | ratio | picked | error oneDNN / Winograd |")
-        print("|---|---|---|---|---|---|---|---|---|")
+        print("| in | size | out | up | calls | direct | Winograd | ratio | picked | error direct / Winograd |")
+        print("|---|---|---|---|---|---|---|---|---|---|")
         tot = {"direct": 0.0, "winograd": 0.0}
-        for (cin, h, w, cout), calls in sorted(shapes.items(), key=lambda kv: kv[0][1]):
-            runs = args.runs if cin * cout * h * w <= 2 ** 24 else max(3, args.runs // 4)
-            m = time_shape(cin, h, w, cout, runs)
+        for (cin, h, w, cout, up), calls in sorted(shapes.items(), key=lambda kv: (kv[0][4], kv[0][1])):
+            runs = args.runs if cin * cout * h * w * up * up <= 2 ** 24 else max(3, args.runs // 4)
+            m = time_shape(cin, h, w, cout, up, runs)
             if m["picked"]:
                 tot["direct"] += calls * m["direct"]
                 tot["winograd"] += calls * m["winograd"]
-            print(f"| {cin} | {h}x{w} | {cout} | {calls} | {m['direct'] * 1e3:.3f} ms | {m['winograd'] * 1e3:.3f} ms | "
+            print(f"| {cin} | {h}x{w} | {cout} | {up} | {calls} | {m['direct'] * 1e3:.3f} ms | {m['winograd'] * 1e3:.3f} ms | "
                   f"{m['direct'] / m['winograd']:.2f}x | {'yes' if m['picked'] else 'no'} | "
                   f"{m['err']['direct']:.1e} / {m['err']['winograd']:.1e} |", flush=True)
         if tot["winograd"]:

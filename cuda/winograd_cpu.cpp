@@ -5,10 +5,10 @@
 // per tile, 4x fewer multiply-adds than a direct convolution (36 per 4x4 outputs against 144); the
 // transforms are additions and small constant multiples over each 6x6 tile.
 //
-// pv3d_wino_conv runs the whole convolution in one call: each thread takes blocks of TB tiles and runs
+// pv3d_wino_conv runs the whole convolution in one call: each thread takes blocks of tiles and runs
 // the input transform, the 36 products (an AVX-512 register-blocked kernel where the compiler targets
-// it, plain loops otherwise) and the output transform on its block in its own scratch (36 x TB x (C + O)
-// floats, in the L2 cache), so the transformed tiles never travel to memory. Each output is computed by
+// it, plain loops otherwise) and the output transform on its block in its own scratch (36 x block x
+// (C + O) floats, in the L2 cache for most sizes), so the transformed tiles never travel to memory. Each output is computed by
 // one thread in a fixed order: the same bits for any thread count.
 //
 // Built at first use by pv3d_core/native.py (-O3 -march=native -fopenmp, cached on disk) with a C
@@ -36,7 +36,7 @@ inline int64_t tiles_of(int n, int h, int w) { return (int64_t)n * ((h + 3) / 4)
 
 }  // namespace
 
-PV3D_EXPORT int pv3d_wino_version() { return 2; }
+PV3D_EXPORT int pv3d_wino_version() { return 5; }
 
 // x: [N, H, W, C] contiguous; tiles are numbered n-major, then by row and column (N * ceil(H/4) * ceil(W/4)
 // of them). Tile (ty, tx) reads input rows 4ty-1 .. 4ty+4 and columns 4tx-1 .. 4tx+4 (zero outside: the
@@ -105,30 +105,35 @@ inline void input_tile(const float* x, int N, int H, int W, int C, int64_t t, in
 }  // namespace
 
 
-// M: [36, T, O], the products of a block of tiles; bias: [O] or null; y: [N, H, W, O] contiguous.
-// y = A^T m A + bias for each tile's 4x4 outputs (those inside H x W).
+// M: [36, T, O], the products of a block of tiles; bias: [Oc] or null. up == 1: O == Oc and y is
+// [N, H, W, Oc]; y = A^T m A + bias for each tile's 4x4 outputs (those inside H x W). up == 2: O == 4 Oc,
+// column p * Oc + o holding output phase p = 2 py + px, and y is [N, 2H, 2W, Oc]: input-grid output
+// (i, j) of phase (py, px) goes to (2i + py, 2j + px) (a polyphase 2x upsampling convolution).
 namespace {
 
 // Row k of M[36][T][O] (tile t) to y, plus the bias.
-inline void output_tile(const float* M, const float* bias, int N, int H, int W, int O, int64_t t, int64_t k,
-                        int64_t T, float* y) {
+inline void output_tile(const float* M, const float* bias, int N, int H, int W, int O, int Oc, int up, int64_t t,
+                        int64_t k, int64_t T, float* y) {
     const int th = (H + 3) / 4, tw = (W + 3) / 4;
     (void)N;
     const int n = (int)(t / ((int64_t)th * tw));
     const int r = (int)(t % ((int64_t)th * tw));
     const int oy = (r / tw) * 4, ox = (r % tw) * 4;
+    const int Ho = H * up, Wo = W * up;
     alignas(64) float m[6][6][CB];
     alignas(64) float u[4][6][CB];
     alignas(64) float b[CB];
-    for (int o0 = 0; o0 < O; o0 += CB) {
-        const int ob = std::min(CB, O - o0);
+    for (int ph = 0; ph < up * up; ph++)
+    for (int oc0 = 0; oc0 < Oc; oc0 += CB) {
+        const int o0 = ph * Oc + oc0, py = ph / 2, px = ph % 2;
+        const int ob = std::min(CB, Oc - oc0);
         for (int q = 0; q < 36; q++) {
             const float* src = M + ((int64_t)q * T + k) * O + o0;
             std::memcpy(m[q / 6][q % 6], src, sizeof(float) * ob);
             if (ob < CB) std::memset(m[q / 6][q % 6] + ob, 0, sizeof(float) * (CB - ob));
         }
         if (bias) {
-            std::memcpy(b, bias + o0, sizeof(float) * ob);
+            std::memcpy(b, bias + oc0, sizeof(float) * ob);
             if (ob < CB) std::memset(b + ob, 0, sizeof(float) * (CB - ob));
         } else {
             std::memset(b, 0, sizeof(b));
@@ -160,8 +165,9 @@ inline void output_tile(const float* M, const float* bias, int N, int H, int W, 
                 v[2][c] = s12 + 4.f * s34 + b[c];
                 v[3][c] = d12 + 8.f * d34 + a5 + b[c];
             }
-            float* dst = y + (((int64_t)n * H + oy + i) * W + ox) * O + o0;
-            for (int j = 0; j < 4 && ox + j < W; j++) std::memcpy(dst + (int64_t)j * O, v[j], sizeof(float) * ob);
+            float* dst = y + (((int64_t)n * Ho + (oy + i) * up + py) * Wo + ox * up + px) * Oc + oc0;
+            for (int j = 0; j < 4 && ox + j < W; j++)
+                std::memcpy(dst + (int64_t)j * up * Oc, v[j], sizeof(float) * ob);
         }
     }
 }
@@ -170,10 +176,10 @@ inline void output_tile(const float* M, const float* bias, int N, int H, int W, 
 
 
 // ---------------------------------------------------------------------------------------------- conv
-// U: [36, C, O] (O innermost). Returns 0, 1 for bad sizes, 2 when a thread's scratch cannot be had.
+// U: [36, C, Oc * up²] (innermost: the output channels, phase-major for up == 2). y: [N, up H, up W, Oc].
+// Returns 0, 1 for bad sizes, 2 when a thread's scratch cannot be had.
 namespace {
 
-constexpr int TB = 16;       // tiles per block (rows of the products); a multiple of 8
 
 // Cm[r][o] = sum_k A[r][k] B[k][o] for 8 rows, all O columns. A: rows of lda, B: [K][O], Cm: rows of ldc.
 inline void gemm_rows8(const float* A, int lda, const float* B, int K, int O, float* Cm, int ldc) {
@@ -228,10 +234,23 @@ std::vector<float>& thread_scratch() {
 
 }  // namespace
 
-PV3D_EXPORT int pv3d_wino_conv(const float* x, int N, int H, int W, int C, const float* U, const float* bias, int O,
-                               float* y, int nthreads) {
-    if (N <= 0 || H <= 0 || W <= 0 || C <= 0 || O <= 0) return 1;
+PV3D_EXPORT int pv3d_wino_conv(const float* x, int N, int H, int W, int C, const float* U, const float* bias, int Oc,
+                               int up, float* y, int nthreads, int tiles_per_block) {
+    if (N <= 0 || H <= 0 || W <= 0 || C <= 0 || Oc <= 0 || (up != 1 && up != 2) || tiles_per_block < 0 ||
+        tiles_per_block % 8 != 0 || tiles_per_block > 256)
+        return 1;
+    const int O = Oc * up * up;
     const int64_t T = tiles_of(N, H, W);
+    int TB = tiles_per_block;
+    if (TB == 0) {
+        // Small blocks keep V and the products in L1/L2 while U sits in the cache; a U too large for it
+        // (36 x C x O floats over 8 MB: 512 channels) is streamed once per block, so blocks grow with it
+        // (512 x 512 at 64²: 8 tiles 139 ms, 16: 78, 64: 41, 128: 37). Each thread gets at least a block.
+        const double u_bytes = 36.0 * C * O * sizeof(float);
+        TB = u_bytes <= 8e6 ? 8 : std::min(128, 8 * (int)((u_bytes / 300e3 + 7) / 8));
+        const int per_thread = (int)std::min<int64_t>(128, T / std::max(1, nthreads)) / 8 * 8;
+        TB = std::max(8, std::min(TB, per_thread));
+    }
     const int64_t blocks = (T + TB - 1) / TB;
     int failed = 0;
 #pragma omp parallel num_threads(nthreads)
@@ -263,8 +282,64 @@ PV3D_EXPORT int pv3d_wino_conv(const float* x, int N, int H, int W, int C, const
                 for (int r0 = 0; r0 < TB; r0 += 8)
                     gemm_rows8(V + ((size_t)q * TB + r0) * C, C, U + (size_t)q * C * O, C, O,
                                M + ((size_t)q * TB + r0) * O, O);
-            for (int64_t k = 0; k < count; k++) output_tile(M, bias, N, H, W, O, t0 + k, k, TB, y);
+            for (int64_t k = 0; k < count; k++) output_tile(M, bias, N, H, W, O, Oc, up, t0 + k, k, TB, y);
         }
     }
     return failed ? 2 : 0;
+}
+
+// ---------------------------------------------------------------------------------------------- weight
+// U[q][i][o] = (G w[o][i] G^T)[q / 6][q % 6] for a 3x3 weight w[o][i][k] (k = 3 ky + kx) at element strides
+// so, si, sk (a contiguous weight: 9I, 9, 1; a channels-last one: 9I, 1, I). In blocks of 16 x 16
+// (out, in) pairs, vectorised over the output channels so that U's rows (the output channels) are
+// written whole. A motion layer's weight is new every frame: this takes its
+// transform from 0.39 ms (PyTorch: a strided copy and a product) to a fraction of that.
+PV3D_EXPORT int pv3d_wino_weight(const float* w, int O, int I, int64_t so, int64_t si, int64_t sk, float* U,
+                                 int nthreads) {
+    if (O <= 0 || I <= 0) return 1;
+    constexpr int BL = 16;
+    const int ob_n = (O + BL - 1) / BL, ib_n = (I + BL - 1) / BL;
+#pragma omp parallel for num_threads(nthreads) schedule(static)
+    for (int blk = 0; blk < ob_n * ib_n; blk++) {
+        const int o0 = (blk / ib_n) * BL, i0 = (blk % ib_n) * BL;
+        const int on = std::min(BL, O - o0), in = std::min(BL, I - i0);
+        alignas(64) float out[36][BL][BL];       // [q][i][o]
+        for (int il = 0; il < in; il++) {
+            alignas(64) float g[9][BL];             // lanes: output channels (a gather at stride so)
+            const float* src = w + (int64_t)o0 * so + (int64_t)(i0 + il) * si;
+            for (int k = 0; k < 9; k++) {
+#pragma omp simd
+                for (int ol = 0; ol < BL; ol++) g[k][ol] = ol < on ? src[(int64_t)ol * so + (int64_t)k * sk] : 0.f;
+            }
+            alignas(64) float t[6][3][BL];           // G g: along ky
+            for (int c = 0; c < 3; c++) {
+#pragma omp simd
+                for (int ol = 0; ol < BL; ol++) {
+                    const float g0 = g[c][ol], g1 = g[3 + c][ol], g2 = g[6 + c][ol];
+                    t[0][c][ol] = 0.25f * g0;
+                    t[1][c][ol] = -(g0 + g1 + g2) / 6.f;
+                    t[2][c][ol] = -(g0 - g1 + g2) / 6.f;
+                    t[3][c][ol] = g0 / 24.f + g1 / 12.f + g2 / 6.f;
+                    t[4][c][ol] = g0 / 24.f - g1 / 12.f + g2 / 6.f;
+                    t[5][c][ol] = g2;
+                }
+            }
+            for (int a = 0; a < 6; a++) {            // (G g) G^T: along kx
+#pragma omp simd
+                for (int ol = 0; ol < BL; ol++) {
+                    const float g0 = t[a][0][ol], g1 = t[a][1][ol], g2 = t[a][2][ol];
+                    out[a * 6 + 0][il][ol] = 0.25f * g0;
+                    out[a * 6 + 1][il][ol] = -(g0 + g1 + g2) / 6.f;
+                    out[a * 6 + 2][il][ol] = -(g0 - g1 + g2) / 6.f;
+                    out[a * 6 + 3][il][ol] = g0 / 24.f + g1 / 12.f + g2 / 6.f;
+                    out[a * 6 + 4][il][ol] = g0 / 24.f - g1 / 12.f + g2 / 6.f;
+                    out[a * 6 + 5][il][ol] = g2;
+                }
+            }
+        }
+        for (int q = 0; q < 36; q++)
+            for (int il = 0; il < in; il++)
+                std::memcpy(U + ((int64_t)q * I + i0 + il) * O + o0, out[q][il], sizeof(float) * on);
+    }
+    return 0;
 }

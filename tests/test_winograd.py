@@ -153,3 +153,41 @@ def test_a_build_in_another_thread_does_not_hold_up_a_render(monkeypatch):
     assert winograd._lib is None
     winograd._lib = built
     assert winograd.usable(x, wt, **ok)
+
+
+@pytest.mark.parametrize("flip_weight", [False, True])
+def test_upsampling_layers_as_four_phases(flip_weight):
+    """conv2d_resample(up=2) (transposed convolution + FIR) as one Winograd convolution of its four output
+    phases, written interleaved: against the float64 operation itself."""
+    from pv3d_core.nn.ops import setup_filter
+    f = setup_filter([1, 3, 3, 1])
+    x = _nhwc(2, 64, 17, 20)
+    g = torch.Generator().manual_seed(3)
+    wt, b = torch.randn(32, 64, 3, 3, generator=g) / 24, torch.randn(32, generator=g)
+    ref = conv2d_resample(x.double(), wt.double(), f=f.double(), up=2, padding=1, flip_weight=flip_weight,
+                          bias=b.double())
+    winograd.stats(reset=True)
+    with torch.no_grad():
+        got = conv2d_resample(x, wt, f=f, up=2, padding=1, flip_weight=flip_weight, bias=b)
+    assert winograd.stats()["convs"] == 1
+    assert got.shape == ref.shape == (2, 32, 34, 40) and got.is_contiguous(memory_format=torch.channels_last)
+    assert _rel_err(got, ref) < 3e-5
+    # another filter whose phases are wider than 3x3 keeps the transposed convolution
+    f6 = setup_filter([1, 5, 10, 10, 5, 1])
+    with torch.no_grad():
+        conv2d_resample(x, wt, f=f6, up=2, padding=1, flip_weight=flip_weight, bias=b)
+    assert winograd.stats()["convs"] == 1
+
+
+def test_transient_weights_do_not_pile_up():
+    """A motion layer's weight is new every frame: its transform goes when the weight goes (and its
+    memory serves the next one), and the kernel's transform equals the PyTorch one."""
+    x = _nhwc(1, 32, 16, 16)
+    for _ in range(50):
+        winograd.conv3x3(x, torch.randn(48, 32, 3, 3))
+    assert len(winograd._weights) < 5
+    w = torch.randn(48, 32, 3, 3)
+    odd = torch.randn(3, 48, 32, 3).permute(1, 2, 0, 3)           # strides the kernel does not take
+    assert odd.stride(2) != 3 * odd.stride(3)
+    odd.copy_(w)
+    torch.testing.assert_close(winograd.transform_weight(odd), winograd.transform_weight(w), rtol=0, atol=1e-6)

@@ -6,6 +6,7 @@ anything. Filters are 2-D tensors prepared by :func:`setup_filter`.
 """
 from __future__ import annotations
 
+import functools
 import math
 
 import numpy as np
@@ -217,12 +218,69 @@ def _add_bias(x: torch.Tensor, bias: torch.Tensor | None) -> torch.Tensor:
     return x.add_(b)
 
 
+@functools.lru_cache(maxsize=8)
+def _polyphase_mixing(f_taps: tuple, f_shape: tuple, flip_weight: bool, flip_filter: bool) -> torch.Tensor | None:
+    """A 3x3 weight's 2x upsampling convolution (``conv2d_resample(up=2, padding=1)``: transposed
+    convolution, then the FIR) as four 3x3 convolutions on the input grid, one per output phase: M (9, 36),
+    vec(phase kernels (py, px, ky, kx)) = vec(w) @ M. Read off the operation itself, one unit weight at a
+    time, applied to an impulse; None if a phase's footprint is larger than 3x3 (another filter)."""
+    f = torch.tensor(f_taps, dtype=torch.float64).reshape(f_shape)
+    n = i0 = 9
+    x = torch.zeros(1, 1, 2 * n, 2 * n, dtype=torch.float64)
+    x[0, 0, i0, i0] = 1
+    m = torch.zeros(3, 3, 2, 2, 3, 3, dtype=torch.float64)
+    with torch.no_grad():
+        for a in range(3):
+            for b in range(3):
+                w = torch.zeros(1, 1, 3, 3, dtype=torch.float64)
+                w[0, 0, a, b] = 1
+                y = conv2d_resample(x, w, f=f, up=2, padding=1, flip_weight=flip_weight, flip_filter=flip_filter)[0, 0]
+                seen = torch.zeros_like(y)
+                for py in range(2):
+                    for px in range(2):
+                        for ky in range(3):
+                            for kx in range(3):
+                                yy, xx = 2 * (i0 + 1 - ky) + py, 2 * (i0 + 1 - kx) + px
+                                m[a, b, py, px, ky, kx] = seen[yy, xx] = y[yy, xx]
+                if not torch.equal(seen, y):
+                    return None
+    return m.reshape(9, 36).to(torch.float32)
+
+
+def _filter_key(f: torch.Tensor, flip_weight: bool, flip_filter: bool) -> tuple:
+    return tuple(f.detach().cpu().double().flatten().tolist()), tuple(f.shape), bool(flip_weight), bool(flip_filter)
+
+
+def polyphase_weight(w: torch.Tensor, key: tuple) -> torch.Tensor:
+    """(out, in, 3, 3) weight of a 2x upsampling layer -> (4 out, in, 3, 3): output phase (py, px)'s 3x3
+    kernel on the input grid, phase-major (see :func:`_polyphase_mixing`)."""
+    o, i = w.shape[:2]
+    p = torch.mm(w.detach().reshape(o * i, 9).to(torch.float32), _polyphase_mixing(*key))
+    return p.view(o, i, 2, 2, 3, 3).permute(2, 3, 0, 1, 4, 5).reshape(4 * o, i, 3, 3)
+
+
+def _winograd_up2(x, w, f, padding, groups, flip_weight, flip_filter, bias) -> torch.Tensor | None:
+    """The 2x upsampling convolution as one Winograd convolution of its four phases, where it runs
+    (:func:`winograd.usable`), else None. It replaces the transposed convolution and the FIR pass."""
+    if (f is None or groups != 1 or tuple(w.shape[2:]) != (3, 3) or _pad4(padding) != [1, 1, 1, 1]
+            or not winograd.usable(x, w, bias, 1, 1, 1, False, up=2)):
+        return None
+    key = _filter_key(f, flip_weight, flip_filter)
+    if _polyphase_mixing(*key) is None:
+        return None
+    return winograd.conv3x3(x, w, bias, up=2, derive=functools.partial(polyphase_weight, key=key), tag=key)
+
+
 def conv2d_resample(x, w, f=None, up: int = 1, down: int = 1, padding=0, groups: int = 1,
                     flip_weight: bool = True, flip_filter: bool = False, bias=None) -> torch.Tensor:
     """2-D convolution with optional FIR up/downsampling, padding applied once at the start.
 
     ``bias`` (per output channel) is added to the result: inside the convolution where a convolution
     gives the result (one pass less over the activations), else after the resampling."""
+    if up == 2 and down == 1 and is_nhwc(x):
+        y = _winograd_up2(x, w, f, padding, groups, flip_weight, flip_filter, bias)
+        if y is not None:
+            return y
     if bias is not None:
         px0, px1, py0, py1 = _pad4(padding)
         if up == 1 and down == 1 and px0 == px1 and py0 == py1 and px0 >= 0 and py0 >= 0:

@@ -3,11 +3,12 @@
 A 3x3, stride-1, padding-1 convolution of NHWC float32 activations as Winograd F(4x4, 3x3): 36
 multiply-adds per 4x4 outputs and channel pair instead of 144. One C++ call per convolution transforms
 a block of tiles, multiplies and transforms back in each thread's cache-sized scratch; the weight's
-transform ``G w G^T`` is made here once per weight tensor. oneDNN's direct convolution already runs at
-150-210 GFLOP/s on these 2 cores, the fp32 floor of a direct convolution; this does a quarter of the
-work. Per layer shape alone (``benchmarks/bench_winograd.py``, 2 threads): the tiny preset's picked
-layers 1.85-2.87x faster than oneDNN (9.2 -> 4.0 ms a frame), the released config's 1.64-2.47x (1136 ->
-553 ms a 512² frame).
+transform ``G w G^T`` (also C++) is made once per weight tensor. oneDNN's direct convolution already runs
+at 150-210 GFLOP/s on these 2 cores, the fp32 floor of a direct convolution; this does a quarter of the
+work. A 2x upsampling layer (``nn.ops.conv2d_resample(up=2)``: transposed convolution, then the FIR) runs
+as one such convolution of its four output phases, each a 3x3 kernel on the input grid, interleaved as
+they are written. Per layer shape alone (``benchmarks/bench_winograd.py``, 2 threads): the tiny preset's
+picked layers 1.2-2.9x faster than the direct path, the released config's 1.3-2.5x.
 
 Where it runs (:func:`usable`): CPU float32 NHWC activations, no gradient recorded, 3x3 weight, stride 1,
 padding 1, one group, sides of at least :data:`MIN_SIDE`, and for more than :data:`WIDE` channel pairs
@@ -30,6 +31,7 @@ layer's weight is new every frame and transformed every frame (0.1-0.2 ms at 128
 from __future__ import annotations
 
 import ctypes
+import functools
 import logging
 import os
 import threading
@@ -45,9 +47,14 @@ logger = logging.getLogger(__name__)
 SOURCE_FILE = "winograd_cpu.cpp"
 ENV = "PV3D_WINOGRAD"
 ENV_KERNELS = "PV3D_KERNELS"     # the kernels' switch (pv3d_core.render.cuda_ops) turns these off too
-MIN_SIDE = 16                # 128 channels alone: 8² measured 0.81x of oneDNN, 16² 1.85x
-WIDE = 256 * 256             # more channel pairs than this (512 x 512): 16² measured 0.89x, 32² 1.64x
+MIN_SIDE = 16                # 128 channels alone: 4² measured 0.64x of oneDNN, 8² 1.20x, 16² 2.40x
+WIDE = 256 * 256             # more channel pairs than this (512 x 512): 16² measured 1.05x, 32² 1.65x
 MIN_WIDE_PIXELS = 32 * 32
+WIDE_UP = 128 * 256          # 2x upsampling layers, in x 4 out channels (the four phases make 4x the work of
+                             # the transposed convolution, Winograd takes 4x off): 128 -> 64 at 32² measured
+                             # 1.19x of the transposed convolution and FIR, 64 -> 32 at 64² 1.25x, 32 -> 256 at
+                             # 128² 1.28x; 128 -> 128 at 16² 0.62x, 512 -> 512 at 32² 0.64x
+TILES_PER_BLOCK = 0          # 0: the kernel's choice by sizes (benchmarks may set it)
 
 # F(4x4, 3x3): the weight transform G (the input and output transforms are written out in the source)
 _G = torch.tensor([[1 / 4, 0, 0],
@@ -61,8 +68,9 @@ _K = torch.kron(_G, _G).t().to(torch.float32).contiguous()     # (9, 36): vec(G 
 _enabled: bool | None = None
 _lib = None                  # native.Built, or the NativeUnavailable that says why not
 _lock = threading.Lock()
-_weights: dict = {}          # id(weight) -> (weakref, version, transformed)
-_MAX_WEIGHTS = 512
+_weights: dict = {}          # (id(weight), tag) -> (weakref, version, transformed)
+_spare: dict = {}            # shape -> transformed tensors of weights that died, to be written again
+_MAX_SPARE = 4               # per shape
 _stats = {"convs": 0, "transforms": 0}
 
 
@@ -81,7 +89,7 @@ def enabled() -> bool:
 
 
 def _check(cdll) -> None:
-    if cdll.pv3d_wino_version() != 2:
+    if cdll.pv3d_wino_version() != 5:
         raise native.NativeUnavailable("winograd_cpu.cpp version mismatch")
 
 
@@ -99,8 +107,11 @@ def library(wait: bool = True) -> native.Built:
                 try:
                     built = native.build(SOURCE_FILE, "winograd_cpu", what="Winograd convolutions", check=_check)
                     p, i32 = ctypes.c_void_p, ctypes.c_int
-                    built.cdll.pv3d_wino_conv.argtypes = [p, i32, i32, i32, i32, p, p, i32, p, i32]
+                    built.cdll.pv3d_wino_conv.argtypes = [p, i32, i32, i32, i32, p, p, i32, i32, p, i32, i32]
                     built.cdll.pv3d_wino_conv.restype = i32
+                    i64 = ctypes.c_int64
+                    built.cdll.pv3d_wino_weight.argtypes = [p, i32, i32, i64, i64, i64, p, i32]
+                    built.cdll.pv3d_wino_weight.restype = i32
                     _lib = built
                 except native.NativeUnavailable as e:
                     logger.info("Winograd convolutions unavailable: %s", e)
@@ -144,17 +155,21 @@ def stats(reset: bool = False) -> dict:
     return out
 
 
-def _shape_ok(h: int, w: int, cin: int, cout: int) -> bool:
+def _shape_ok(h: int, w: int, cin: int, cout: int, up: int) -> bool:
+    if up == 2:
+        return min(h, w) >= MIN_SIDE and cin * cout * 4 <= WIDE_UP
     return min(h, w) >= MIN_SIDE and (cin * cout <= WIDE or h * w >= MIN_WIDE_PIXELS)
 
 
-def usable(x: torch.Tensor, w: torch.Tensor, bias, stride, padding, groups: int, transpose: bool) -> bool:
-    """Whether :func:`conv3x3` may run this convolution (see the module's docstring)."""
+def usable(x: torch.Tensor, w: torch.Tensor, bias, stride, padding, groups: int, transpose: bool,
+           up: int = 1) -> bool:
+    """Whether :func:`conv3x3` may run this convolution (see the module's docstring); ``up=2``: a 2x
+    upsampling layer's, as its four phases on the input grid (stride and padding are then those)."""
     if transpose or groups != 1 or stride not in (1, [1, 1], (1, 1)) or padding not in (1, [1, 1], (1, 1)):
         return False
     if x.device.type != "cpu" or x.dtype != torch.float32 or w.dtype != torch.float32 or x.ndim != 4:
         return False
-    if tuple(w.shape[2:]) != (3, 3) or w.shape[1] != x.shape[1] or not _shape_ok(x.shape[2], x.shape[3], w.shape[1], w.shape[0]):
+    if tuple(w.shape[2:]) != (3, 3) or w.shape[1] != x.shape[1] or not _shape_ok(x.shape[2], x.shape[3], w.shape[1], w.shape[0], up):
         return False
     if not x.is_contiguous(memory_format=torch.channels_last) or x.is_contiguous():
         return False
@@ -165,35 +180,72 @@ def usable(x: torch.Tensor, w: torch.Tensor, bias, stride, padding, groups: int,
     return available(wait=False)
 
 
-def transform_weight(w: torch.Tensor) -> torch.Tensor:
-    """(out, in, 3, 3) cross-correlation weight -> (36, out, in) = G w G^T per (out, in) pair: one
-    product with kron(G, G) (9, 36), reading a channels-last weight row by row (the products take it
-    transposed, which measured as fast). Kept for the tensor while it lives and its version is unchanged."""
-    key = id(w)
+def _new_transformed(i: int, o: int) -> torch.Tensor:
+    """A (36, i, o) tensor to write a transform into: a dead weight's when there is one. A motion layer's
+    weight is new every frame; fresh megabytes cost page faults that measured as much as the transform."""
+    spare = _spare.get((i, o))
+    return spare.pop() if spare else torch.empty(36, i, o)
+
+
+def _recycle(u: torch.Tensor) -> None:
+    spare = _spare.setdefault((u.shape[1], u.shape[2]), [])
+    if len(spare) < _MAX_SPARE:
+        spare.append(u)
+
+
+def _forget(key, _ref) -> None:
+    """A weight died: drop its transform (kept for the next weight of its shape)."""
+    hit = _weights.get(key)
+    if hit is not None and hit[0] is _ref:
+        del _weights[key]
+        _recycle(hit[2])
+
+
+def transform_weight(w: torch.Tensor, derive=None, tag=None) -> torch.Tensor:
+    """(out, in, 3, 3) cross-correlation weight -> (36, in, out) = G w G^T per (in, out) pair: one
+    product with kron(G, G) (9, 36). ``derive(w)`` first makes the 3x3 weight actually convolved (a 2x
+    upsampling layer's four phases, ``tag`` naming the derivation). Kept for the tensor while it lives
+    and its version is unchanged."""
+    key = (id(w), tag)
     hit = _weights.get(key)
     if hit is not None and hit[0]() is w and hit[1] == w._version:
         return hit[2]
     with torch.no_grad():
-        o, i = w.shape[:2]
-        u = torch.mm(_K.t(), w.detach().permute(2, 3, 1, 0).reshape(9, i * o)).view(36, i, o)
+        v = w.detach() if derive is None else derive(w)
+        o, i = v.shape[:2]
+        so, si, sky, skx = v.stride()
+        if v.dtype == torch.float32 and v.device.type == "cpu" and sky == 3 * skx:
+            u = _new_transformed(i, o)
+            if library().cdll.pv3d_wino_weight(v.data_ptr(), o, i, so, si, skx, u.data_ptr(),
+                                               torch.get_num_threads()) != 0:
+                raise ValueError(f"Winograd weight transform refused {tuple(v.shape)}")
+        else:
+            u = torch.mm(_K.t(), v.to(torch.float32).permute(2, 3, 1, 0).reshape(9, i * o)).view(36, i, o)
     _stats["transforms"] += 1
-    if len(_weights) >= _MAX_WEIGHTS:
-        for k in [k for k, v in _weights.items() if v[0]() is None][: _MAX_WEIGHTS // 2] or list(_weights)[:1]:
-            _weights.pop(k, None)
-    _weights[key] = (weakref.ref(w), w._version, u)
+    old = _weights.get(key)
+    if old is not None:
+        _recycle(old[2])                  # the same tensor changed in place (or its id was reused)
+    _weights[key] = (weakref.ref(w, functools.partial(_forget, key)), w._version, u)
     return u
 
 
-def conv3x3(x: torch.Tensor, w: torch.Tensor, bias: torch.Tensor | None = None) -> torch.Tensor:
-    """F.conv2d(x, w, bias, padding=1) for what :func:`usable` accepts; NHWC (channels-last) result."""
+def conv3x3(x: torch.Tensor, w: torch.Tensor, bias: torch.Tensor | None = None, up: int = 1, derive=None,
+            tag=None) -> torch.Tensor:
+    """F.conv2d(x, w, bias, padding=1) for what :func:`usable` accepts; NHWC (channels-last) result.
+
+    ``up=2``: a 2x upsampling convolution given as ``derive(w)``, the (4 out, in, 3, 3) kernels of its
+    output phases (py, px) on the input grid, phase-major; the phases are interleaved into the (2H, 2W)
+    result as they are written (``tag`` names the derivation for the weight cache)."""
+    if up not in (1, 2) or (up == 2) != (derive is not None):
+        raise ValueError("conv3x3: up=2 needs the phases' derivation, up=1 none")
     lib = library().cdll
     n, c, h, wd = x.shape
-    u = transform_weight(w)
-    o = u.shape[2]
+    u = transform_weight(w, derive, tag)
+    o = u.shape[2] // (up * up)
     b = None if bias is None else bias.detach().contiguous()
-    y = torch.empty((n, o, h, wd), memory_format=torch.channels_last)
-    rc = lib.pv3d_wino_conv(x.data_ptr(), n, h, wd, c, u.data_ptr(), None if b is None else b.data_ptr(), o,
-                            y.data_ptr(), torch.get_num_threads())
+    y = torch.empty((n, o, h * up, wd * up), memory_format=torch.channels_last)
+    rc = lib.pv3d_wino_conv(x.data_ptr(), n, h, wd, c, u.data_ptr(), None if b is None else b.data_ptr(), o, up,
+                            y.data_ptr(), torch.get_num_threads(), TILES_PER_BLOCK)
     _stats["convs"] += 1
     if rc != 0:
         raise MemoryError(f"Winograd convolution of {tuple(x.shape)} -> {o} channels failed (code {rc})")
