@@ -285,7 +285,12 @@ def conv2d_resample(x, w, f=None, up: int = 1, down: int = 1, padding=0, groups:
         px0, px1, py0, py1 = _pad4(padding)
         if up == 1 and down == 1 and px0 == px1 and py0 == py1 and px0 >= 0 and py0 >= 0:
             return _conv(x, w, padding=[py0, px0], groups=groups, flip_weight=flip_weight, bias=bias)
-        return _add_bias(conv2d_resample(x, w, f, up, down, padding, groups, flip_weight, flip_filter), bias)
+        return _add_bias(_resample_direct(x, w, f, up, down, padding, groups, flip_weight, flip_filter), bias)
+    return _resample_direct(x, w, f, up, down, padding, groups, flip_weight, flip_filter)
+
+
+def _resample_direct(x, w, f, up, down, padding, groups, flip_weight, flip_filter) -> torch.Tensor:
+    """:func:`conv2d_resample` without a bias, as direct (or transposed) convolutions and FIR passes."""
     out_ch, in_per_group, kh, kw = w.shape
     fw = f.shape[-1] if f is not None else 1
     px0, px1, py0, py1 = _pad4(padding)
