@@ -34,6 +34,8 @@ def test_doctor_on_this_machine(tmp_path):
     cpu = [k for k in rep["kernels"] if k["device"] == "cpu"]
     assert cpu and all(k["status"] == "ok" and k["max_error"] <= 1e-5 for k in cpu), cpu
     assert {m for k in cpu for m in k["models"]} == {"tiny", "pv3d-vox512"}
+    conv = rep["convolutions"]
+    assert conv["cpu"] == "Winograd 3x3 convolutions" and conv["self_check_error"] < 1e-4, conv
     t = {x["model"]: x for x in rep["timings"]}
     assert t["tiny"]["resolution"] == 128 and t["pv3d-vox512"]["resolution"] == 512
     for x in t.values():
@@ -58,6 +60,7 @@ def test_doctor_on_this_machine(tmp_path):
     for section in ("versions", "devices", "kernels (self-check", "display", "timings on", "fallbacks", "skipped"):
         assert f"\n{section}" in text, section
     assert "tiny 128²" in text and "pv3d-vox512 512²" in text
+    assert "cpu, 3x3 convolutions: Winograd 3x3 convolutions (self-check error " in text
 
 
 def test_a_rejected_kernel_and_a_missing_gl_context_are_reported_with_their_reasons(monkeypatch, capsys):

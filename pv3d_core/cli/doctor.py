@@ -172,6 +172,11 @@ def check_kernels(report: dict) -> list[dict]:
         report["fallbacks"].append({"what": "CUDA kernel launcher",
                                     "reason": "CuPy is not installed: the kernels compile with libnvrtc through ctypes "
                                               "(works as well; CuPy also caches the binaries on disk)"})
+    from ..nn import winograd
+    conv = winograd.describe()
+    report["convolutions"] = {"cpu": conv, "self_check_error": winograd.self_check_error()}
+    if not conv.startswith("Winograd"):
+        report["fallbacks"].append({"what": "3x3 convolutions on the CPU", "reason": conv})
     mode = cuda_ops.kernels_mode()
     if mode == "off":
         report["fallbacks"].append({"what": "volume rendering", "reason": f"PyTorch everywhere: {cuda_ops.ENV_MODE}=off"})
@@ -323,6 +328,10 @@ def format_report(r: dict) -> str:
                                 f"checked in {k['check_seconds']:.2f} s")
         else:
             lines.append(head + f"{k['status'].upper()}: {k['reason']}")
+    if "convolutions" in r:
+        c = r["convolutions"]
+        err = c.get("self_check_error")
+        lines.append(f"  cpu, 3x3 convolutions: {c['cpu']}" + (f" (self-check error {err:.1e})" if err is not None else ""))
     lines += ["", "display"]
     disp = r["display"]
     if disp.get("status") == "ok":
