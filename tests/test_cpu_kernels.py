@@ -13,7 +13,7 @@ from pv3d_core import native
 from pv3d_core.render import cameras, cpu_kernels, cuda_backend, cuda_ops, volume
 from test_cuda_kernels import assert_close, make_decoder, make_planes, make_rays, max_err, options
 
-pytestmark = pytest.mark.skipif(cpu_kernels.compiler() is None, reason="no C++ compiler for the CPU kernels")
+pytestmark = pytest.mark.skipif(native.compiler() is None, reason="no C++ compiler for the CPU kernels")
 
 
 @pytest.fixture(autouse=True)
@@ -209,7 +209,7 @@ def test_no_compiler_runs_pytorch_and_says_why(monkeypatch, tmp_path):
 
 
 def test_build_is_cached_on_disk(monkeypatch, tmp_path, caplog):
-    monkeypatch.setenv(cpu_kernels.ENV_CACHE, str(tmp_path))
+    monkeypatch.setenv(native.ENV_CACHE, str(tmp_path))
     monkeypatch.setattr(cpu_kernels, "_libs", {})
     with caplog.at_level("INFO", logger=native.__name__):
         first = cpu_kernels.library((16, 8, 4))

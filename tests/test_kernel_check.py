@@ -15,6 +15,7 @@ import shutil
 import pytest
 import torch
 
+from pv3d_core import native
 from pv3d_core.render import cpu_kernels, cuda_launch, cuda_ops, kernel_check, kernel_verdicts, volume
 from test_cuda_kernels import make_decoder, make_planes, make_rays, options
 
@@ -231,7 +232,7 @@ def cpu_build(monkeypatch, tmp_path, fresh_state):
     src_dir.mkdir()
     shutil.copy(cpu_kernels.source_path(), src_dir / cpu_kernels.SOURCE_FILE)
     monkeypatch.setenv("PV3D_CUDA_DIR", str(src_dir))
-    monkeypatch.setenv(cpu_kernels.ENV_CACHE, str(tmp_path / "cache"))
+    monkeypatch.setenv(native.ENV_CACHE, str(tmp_path / "cache"))
     monkeypatch.setattr(cpu_kernels, "_libs", {})
     return src_dir / cpu_kernels.SOURCE_FILE
 

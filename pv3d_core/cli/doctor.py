@@ -72,9 +72,10 @@ def _cupy_version() -> str | None:
 def versions() -> dict:
     import torch
 
-    from ..render import cpu_kernels, cuda_ops
+    from .. import native
+    from ..render import cuda_ops
 
-    cxx = cpu_kernels.compiler()
+    cxx = native.compiler()
     cxx_version = None
     if cxx:
         try:

@@ -136,15 +136,16 @@ _check_error: float | None = None
 
 
 def _self_check(built: native.Built) -> None:
-    """Once per process, before first use: a 2x upsampling and a plain convolution of odd sizes (edges,
-    partial tiles and channel blocks) against PyTorch's direct ones in float64; a build that disagrees
-    (a miscompile) is refused with the figure, and the direct convolutions run instead."""
+    """Once per process, before first use: a convolution of odd sizes (edges, partial tiles and channel
+    blocks) against PyTorch's in float64, and the C++ weight transform against PyTorch's; a build that
+    disagrees (a miscompile) is refused with the figure, and the direct convolutions run instead. (The
+    upsampling layers' phase interleaving is held by tests/test_winograd.py, not here.)"""
     global _check_error
     g = torch.Generator().manual_seed(0)
     x = torch.randn(2, 40, 19, 22, generator=g).contiguous(memory_format=torch.channels_last)
     w = torch.randn(24, 40, 3, 3, generator=g) / 19
     b = torch.randn(24, generator=g)
-    u = torch.mm(_K.t(), w.permute(2, 3, 1, 0).reshape(9, 40 * 24)).view(36, 40, 24).contiguous()
+    u = _transform_torch(w).contiguous()
     y = torch.empty((2, 24, 19, 22), memory_format=torch.channels_last)
     rc = built.cdll.pv3d_wino_conv(x.data_ptr(), 2, 19, 22, 40, u.data_ptr(), b.data_ptr(), 24, 1, y.data_ptr(),
                                    max(1, min(2, torch.get_num_threads())), 0)
@@ -219,6 +220,12 @@ def usable(x: torch.Tensor, w: torch.Tensor, bias, stride, padding, groups: int,
     return available(wait=False)
 
 
+def _transform_torch(w: torch.Tensor) -> torch.Tensor:
+    """The weight transform in PyTorch: one product with kron(G, G) (9, 36) -> (36, in, out)."""
+    o, i = w.shape[:2]
+    return torch.mm(_K.t(), w.to(torch.float32).permute(2, 3, 1, 0).reshape(9, i * o)).view(36, i, o)
+
+
 def _new_transformed(i: int, o: int) -> torch.Tensor:
     """A (36, i, o) tensor to write a transform into: a dead weight's when there is one. A motion layer's
     weight is new every frame; fresh megabytes cost page faults that measured as much as the transform."""
@@ -241,8 +248,8 @@ def _forget(key, _ref) -> None:
 
 
 def transform_weight(w: torch.Tensor, derive=None, tag=None) -> torch.Tensor:
-    """(out, in, 3, 3) cross-correlation weight -> (36, in, out) = G w G^T per (in, out) pair: one
-    product with kron(G, G) (9, 36). ``derive(w)`` first makes the 3x3 weight actually convolved (a 2x
+    """(out, in, 3, 3) cross-correlation weight -> (36, in, out) = G w G^T per (in, out) pair, by the C++
+    transform (PyTorch's :func:`_transform_torch` for strides it does not take). ``derive(w)`` first makes the 3x3 weight actually convolved (a 2x
     upsampling layer's four phases, ``tag`` naming the derivation). Kept for the tensor while it lives
     and its version is unchanged."""
     key = (id(w), tag)
@@ -259,7 +266,7 @@ def transform_weight(w: torch.Tensor, derive=None, tag=None) -> torch.Tensor:
                                                torch.get_num_threads()) != 0:
                 raise ValueError(f"Winograd weight transform refused {tuple(v.shape)}")
         else:
-            u = torch.mm(_K.t(), v.to(torch.float32).permute(2, 3, 1, 0).reshape(9, i * o)).view(36, i, o)
+            u = _transform_torch(v)
     _stats["transforms"] += 1
     old = _weights.get(key)
     if old is not None:

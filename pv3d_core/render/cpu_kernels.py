@@ -30,14 +30,13 @@ from .. import native
 from ..paths import kernel_file
 from . import volume
 
-__all__ = ["CpuKernelsUnavailable", "SOURCE_FILE", "MAX_SAMPLES", "source_path", "cache_dir", "compiler",
+__all__ = ["CpuKernelsUnavailable", "SOURCE_FILE", "MAX_SAMPLES", "source_path",
            "library", "loaded_dims", "build_state", "describe", "set_skip_budget", "skip_budget", "render_rays", "query",
            "march", "importance_depths", "stats"]
 
 logger = logging.getLogger(__name__)
 
 SOURCE_FILE = "triplane_render_cpu.cpp"
-ENV_CACHE = native.ENV_CACHE
 MAX_SAMPLES = 1024                 # per list (coarse or fine): MAX_SAMPLES in the source
 DEFAULT_SKIP_BUDGET = 1e-6         # feature error <= 2e-6 per ray, below the float summation-order noise
 
@@ -49,10 +48,6 @@ class CpuKernelsUnavailable(RuntimeError):
 # ---------------------------------------------------------------------------------------------- build
 def source_path() -> Path:
     return kernel_file(SOURCE_FILE)
-
-
-cache_dir = native.cache_dir
-compiler = native.compiler
 
 
 class Library:

@@ -110,7 +110,7 @@ def verdicts_path() -> Path:
     env = os.environ.get(ENV_VERDICTS)
     if env:
         return Path(env)
-    from .cpu_kernels import cache_dir
+    from ..native import cache_dir
 
     return cache_dir() / "selfcheck.json"
 
