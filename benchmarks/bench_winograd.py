@@ -24,7 +24,7 @@ import torch
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
-from pv3d_core.config import preset  # noqa: E402
+from pv3d_core.config import PRESETS, preset  # noqa: E402
 from pv3d_core.io import build_generator  # noqa: E402
 from pv3d_core.nn import winograd  # noqa: E402
 from pv3d_core.nn.ops import conv2d_resample, setup_filter  # noqa: E402
@@ -91,13 +91,17 @@ def main(argv=None) -> int:
     args = ap.parse_args(argv)
     if not 1 <= args.runs <= 1000 or not 1 <= args.threads <= 256:
         ap.error("--runs must be 1-1000 and --threads 1-256")
+    names = [n.strip() for n in args.presets.split(",")]
+    unknown = [n for n in names if n not in PRESETS]
+    if unknown:
+        ap.error(f"--presets: unknown {', '.join(unknown)}; choose from {', '.join(PRESETS)}")
     torch.set_num_threads(args.threads)
     if not winograd.available():
         print(f"Winograd convolutions unavailable: {winograd.describe()}")
         return 2
     print(f"torch {torch.__version__}, {torch.get_num_threads()} threads; {winograd.library().label()}")
-    for name in args.presets.split(","):
-        shapes = frame_shapes(name.strip())
+    for name in names:
+        shapes = frame_shapes(name)
         print(f"\n{name}: the 3x3 convolutions of one full frame")
         print("| in | size | out | up | calls | direct | Winograd | ratio | picked | error direct / Winograd |")
         print("|---|---|---|---|---|---|---|---|---|---|")
