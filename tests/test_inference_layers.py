@@ -66,6 +66,53 @@ def test_inference_path_matches_general_path(up, nhwc, noise_mode):
     torch.testing.assert_close(out, ref, rtol=1e-5, atol=1e-5)
 
 
+@pytest.mark.parametrize("nhwc", [False, True])
+@pytest.mark.parametrize("noise_mode", ["const", "random", "none"])
+def test_a_motion_layer_modulates_its_input_and_keeps_its_weight(nhwc, noise_mode):
+    """A motion layer's style is new every frame: its one-image path scales the input's channels by the
+    style and the output's by the demodulation, convolving one unchanged weight (the same tensor for
+    every style, so a Winograd transform of it is made once)."""
+    layer = _layer(1, clamp=0.8)
+    layer.modulates_input = True
+    x = torch.randn(1, 12, 16, 16) * 3
+    if nhwc:
+        x = x.contiguous(memory_format=torch.channels_last)
+    kept = None
+    for seed in range(3):
+        w = torch.randn(1, 16, generator=torch.Generator().manual_seed(seed))
+        ref = _general(layer, x, w, noise_mode=noise_mode, gain=1.3)
+        out = _fast(layer, x, w, noise_mode=noise_mode, gain=1.3)
+        assert (ref.abs() == 0.8 * 1.3).any(), "the test should exercise the clamp"
+        torch.testing.assert_close(out, ref, rtol=1e-5, atol=1e-5)
+        assert out.is_contiguous(memory_format=torch.channels_last if nhwc else torch.contiguous_format)
+        assert layer._weight_memo is None                      # no modulated weight was made
+        weight = layer._plain_memo[2]
+        assert kept is None or weight is kept
+        kept = weight
+    with torch.no_grad():
+        layer.weight.mul_(0.5)                                 # a training step or a load: made again
+    w = torch.randn(1, 16)
+    torch.testing.assert_close(_fast(layer, x, w, noise_mode=noise_mode), _general(layer, x, w, noise_mode=noise_mode),
+                               rtol=1e-5, atol=1e-5)
+    assert layer._plain_memo[2] is not kept
+
+
+def test_a_motion_layers_weight_is_transformed_once_across_styles():
+    winograd.set_enabled(None)
+    if not winograd.available():
+        pytest.skip("no Winograd build here")
+    torch.manual_seed(0)
+    layer = SynthesisLayer(32, 32, w_dim=16, resolution=32).eval()
+    layer.modulates_input = True
+    x = torch.randn(1, 32, 32, 32).contiguous(memory_format=torch.channels_last)
+    _fast(layer, x, torch.randn(1, 16), noise_mode="none")
+    before = winograd.stats()
+    for _ in range(3):
+        _fast(layer, x, torch.randn(1, 16), noise_mode="none")
+    after = winograd.stats()
+    assert after["convs"] - before["convs"] == 3 and after["transforms"] == before["transforms"]
+
+
 def test_the_weight_is_kept_for_one_style_and_remade_for_another():
     layer = _layer(1, clamp=None)
     x = torch.randn(1, 12, 16, 16)

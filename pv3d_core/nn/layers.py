@@ -144,6 +144,8 @@ class SynthesisLayer(nn.Module):
             self.noise_strength = nn.Parameter(torch.zeros([]))
         self.bias = nn.Parameter(torch.zeros([out_channels]))
         self._weight_memo = None     # (key, styles, weight) of the last inference call; see _inference_weight
+        self._plain_memo = None      # (key, weight ref, weight laid out, its squares); see _plain_weight
+        self.modulates_input = False  # a new style every call (a motion layer): see _forward_inference
 
     def forward(self, x, w, noise_mode: str = "random", fused_modconv: bool = True, gain: float = 1.0):
         if noise_mode not in ("random", "const", "none"):
@@ -172,12 +174,18 @@ class SynthesisLayer(nn.Module):
         the output; the noise is added in place. Then the activation and the clamp, in place. Only the
         rounding differs from the general path (about 1e-7 relative)."""
         g = self.act_gain * gain
-        weight = self._inference_weight(styles, g, is_nhwc(x))
         noise = None
         if self.use_noise and noise_mode != "none":
             noise = (torch.randn([1, 1, self.resolution, self.resolution], device=x.device)
                      if noise_mode == "random" else self.noise_const)
             noise = noise * (self.noise_strength * g)
+        if self.modulates_input and self.up == 1:
+            # A motion layer's style is new every frame: modulate the activations, keep the weight.
+            weight, weight_sq = self._plain_weight(is_nhwc(x))
+            return P.run_input_modulated(x, weight, weight_sq, styles, g, self.bias * g, noise,
+                                         resample_filter=self.resample_filter, padding=self.padding,
+                                         activation=self.activation, clamp=self._clamp(gain))
+        weight = self._inference_weight(styles, g, is_nhwc(x))
         return P.run_modulated(x, weight, self.bias * g, noise, resample_filter=self.resample_filter, up=self.up,
                                padding=self.padding, activation=self.activation, clamp=self._clamp(gain))
 
@@ -190,14 +198,14 @@ class SynthesisLayer(nn.Module):
 
     def prepare(self, w: torch.Tensor | None, noise_mode: str, nhwc: bool) -> P.Conv:
         """The layer for style vector ``w`` (1, w_dim) with ``const`` or ``none`` noise, its weight, bias
-        and noise times the gain (for a motion layer, ``w`` None: the unmodulated weight, channels-last
-        for NHWC without upsampling, the layout :func:`~pv3d_core.nn.prepared.modulated_weight` makes
-        the weight in at each call)."""
+        and noise times the gain (for a motion layer, ``w`` None: the unmodulated weight of
+        :meth:`_plain_weight`, which :func:`~pv3d_core.nn.prepared.run_input_modulated` convolves at each
+        call)."""
         g = self.act_gain
         if w is not None:
             weight = self._inference_weight(self.affine(w), g, nhwc)
-        elif nhwc and self.up == 1:
-            weight = self.weight.contiguous(memory_format=torch.channels_last)
+        elif self.up == 1:
+            weight = self._plain_weight(nhwc)[0]
         else:
             weight = self.weight
         noise = self.noise_const * (self.noise_strength * g) if self.use_noise and noise_mode == "const" else None
@@ -222,12 +230,27 @@ class SynthesisLayer(nn.Module):
         self._weight_memo = (key, weakref.ref(self.weight), styles.detach().clone(), w)
         return w
 
+    def _plain_weight(self, nhwc: bool) -> tuple[torch.Tensor, torch.Tensor]:
+        """The unmodulated weight as :meth:`prepare` lays it out for a motion layer, and its
+        :func:`~pv3d_core.nn.prepared.weight_squares`: the same tensors while the weight is unchanged (keyed
+        as :meth:`_inference_weight`), so that what a convolution keeps per weight stays valid."""
+        key = (self.weight.data_ptr(), self.weight._version, self.weight.device, nhwc)
+        memo = self._plain_memo
+        if memo is not None and memo[0] == key and memo[1]() is self.weight:
+            return memo[2], memo[3]
+        with torch.no_grad():
+            weight = self.weight.detach()
+            laid = weight.contiguous(memory_format=torch.channels_last) if nhwc else weight
+            self._plain_memo = (key, weakref.ref(self.weight), laid, P.weight_squares(weight))
+        return self._plain_memo[2], self._plain_memo[3]
+
     def _apply(self, fn, *args, **kwargs):
-        self._weight_memo = None      # .to(), .half(), .cuda() ... may replace the weight's storage
+        self._weight_memo = self._plain_memo = None   # .to(), .half(), .cuda() ... may replace the weight's storage
         return super()._apply(fn, *args, **kwargs)
 
     def __getstate__(self):
-        return {**super().__getstate__(), "_weight_memo": None}   # copies and pickles do not carry the memo (nor a weakref)
+        # copies and pickles do not carry the memos (nor a weakref)
+        return {**super().__getstate__(), "_weight_memo": None, "_plain_memo": None}
 
 
 _HOMOGENEOUS = ("lrelu", "relu", "linear")   # activations a positive gain passes through
@@ -275,6 +298,7 @@ class MotionTimeFuser(nn.Module):
             FullyConnectedLayer(motion_dim, motion_dim),
         )
         self.conv = SynthesisLayer(channels, channels, w_dim=motion_dim, resolution=resolution, conv_clamp=None)
+        self.conv.modulates_input = True
 
     def motion_style(self, z_motion, t):
         m = self.affine(z_motion * t.reshape(-1, 1).to(z_motion.dtype))
@@ -286,7 +310,8 @@ class MotionTimeFuser(nn.Module):
 
     def prepare(self, noise_mode: str, nhwc: bool) -> P.MotionConv:
         mlp = (self.affine.prepare(), *(m.prepare() for m in self.motion_mlp), self.conv.affine.prepare())
-        return P.MotionConv(mlp, self.conv.act_gain, nhwc, self.conv.prepare(None, noise_mode, nhwc))
+        return P.MotionConv(mlp, self.conv.act_gain, self.conv._plain_weight(nhwc)[1],
+                            self.conv.prepare(None, noise_mode, nhwc))
 
 
 def _resolve_fused(fused_modconv, default, training: bool) -> bool:
