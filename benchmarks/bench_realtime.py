@@ -1,11 +1,13 @@
 """Issue 14's goal table and scaling tables: the fast CPU path against the previous one, side by side.
 
-    python benchmarks/bench_realtime.py [--threads N] [--runs 7] [--runs-512 3] [--part goals,scaling,memory,layers,prepared,winograd]
+    python benchmarks/bench_realtime.py [--threads N] [--runs 7] [--runs-512 3] [--block 1] [--part goals,scaling,memory,layers,prepared,winograd]
                                         [--ckpt PATH] [--official-root DIR]
 
-Every row renders through pipeline.FrameRenderer (deterministic sampling) and alternates, frame by
-frame, two configurations of the same model in one process, so that load on the machine hits both
-alike; it prints medians and their ratio:
+Every row renders through pipeline.FrameRenderer (deterministic sampling) and alternates two
+configurations of the same model in one process, so that load on the machine hits both alike; it prints
+medians and their ratio. ``--block 1`` (the default) alternates frame by frame; ``--block N`` lets each
+render N timed frames in turn after an untimed one, as the viewer renders frame after frame of one path
+(each configuration's frames otherwise start with the other's data in the caches):
 
 * before: the PyTorch reference renderer (``PV3D_KERNELS=off``) and NCHW convolutions, as
   FrameRenderer ran before the fused CPU path (the current nn.ops otherwise);
@@ -68,22 +70,44 @@ def configure(G, name: str) -> None:
     G.set_channels_last(name == "after")
 
 
+BLOCK = 1      # --block: frames a configuration renders in turn before the other's (1: frame by frame)
+
+
 def alternate(renderer: FrameRenderer, settings: list[RenderSettings], setups: dict) -> dict:
-    """Median frame time per configuration (name -> function that switches to it), alternating frame by
-    frame in one process; settings[0] is a warm-up for each."""
+    """Median frame time per configuration (name -> function that switches to it), alternating in one
+    process; settings[0] is a warm-up for each. With BLOCK > 1 each configuration renders BLOCK frames in
+    turn, after an untimed one: a frame that follows the other configuration's finds its weights and
+    buffers evicted from the caches by it (the released 512² frame, or the tiny preset's reference path,
+    touches more than the 32 MB L3), where the viewer's next frame follows one of its own."""
     times = {k: [] for k in setups}
-    for i, s in enumerate(settings):
+    if BLOCK == 1:
+        for i, s in enumerate(settings):
+            for name, setup in setups.items():
+                setup()
+                t0 = time.perf_counter()
+                renderer.render(s)
+                if i:
+                    times[name].append(time.perf_counter() - t0)
+        return {k: statistics.median(v) for k, v in times.items()}
+    timed = settings[1:]
+    for start in range(0, len(timed), BLOCK):
+        chunk = timed[start:start + BLOCK]
         for name, setup in setups.items():
             setup()
-            t0 = time.perf_counter()
-            renderer.render(s)
-            if i:
+            renderer.render(settings[0] if start == 0 else timed[start - 1])      # untimed, after the switch
+            for s in chunk:
+                t0 = time.perf_counter()
+                renderer.render(s)
                 times[name].append(time.perf_counter() - t0)
     return {k: statistics.median(v) for k, v in times.items()}
 
 
+def alternation() -> str:
+    return "frame by frame" if BLOCK == 1 else f"in blocks of {BLOCK} frames after an untimed one"
+
+
 def side_by_side(G, renderer: FrameRenderer, settings: list[RenderSettings]) -> dict:
-    """The previous path and the fast one (CONFIGS), frame by frame."""
+    """The previous path and the fast one (CONFIGS), alternating (--block)."""
     med = alternate(renderer, settings, {name: (lambda name=name: configure(G, name)) for name in CONFIGS})
     cuda_ops.set_kernels(None)
     G.set_channels_last(True)
@@ -180,7 +204,7 @@ def layers(args) -> None:
 
 def prepared(args) -> None:
     """The synthesis and super-resolution networks' blocks prepared once per appearance
-    (``prepare_inference`` of each) off and on, frame by frame in one process; the layers' shortcuts on
+    (``prepare_inference`` of each) off and on, alternating in one process (--block); the layers' shortcuts on
     either way."""
     def switch(G, on):
         G.backbone.synthesis.prepare_inference = G.superresolution.prepare_inference = on
@@ -188,14 +212,14 @@ def prepared(args) -> None:
 
 
 def winograd_part(args) -> None:
-    """The 3x3 convolutions as Winograd F(4x4, 3x3) off and on, frame by frame in one process."""
+    """The 3x3 convolutions as Winograd F(4x4, 3x3) off and on, alternating in one process (--block)."""
     switched(args, "Winograd F(4x4, 3x3) convolutions", lambda G, on: winograd.set_enabled(on))
     winograd.set_enabled(None)
 
 
 def switched(args, what: str, switch) -> None:
-    """The issue's workloads with ``switch(G, False)`` and ``switch(G, True)``, alternating frame by frame."""
-    print(f"\n{what}, off and on, alternating frame by frame, medians:")
+    """The issue's workloads with ``switch(G, False)`` and ``switch(G, True)``, alternating (--block)."""
+    print(f"\n{what}, off and on, alternating {alternation()}, medians:")
     print("| workload | off | on | ratio |\n|---|---|---|---|")
     base = RenderSettings(t=0.3)
     for name in ("tiny", "released"):
@@ -274,20 +298,25 @@ def main(argv=None) -> int:
     ap.add_argument("--runs-512", type=int, default=3, help="timed frames per configuration, released config")
     ap.add_argument("--part", default="goals,scaling", help="goals, scaling, memory, layers, prepared, winograd (comma-separated)")
     ap.add_argument("--rounds", type=int, default=3, help="--part memory: alternating rounds of child processes")
+    ap.add_argument("--block", type=int, default=1,
+                    help="frames each configuration renders in turn (after an untimed one); 1: frame by frame")
     ap.add_argument("--ckpt", help="tiny-size checkpoint (default: the embedded model)")
     ap.add_argument("--official-root", help="checkout of the official PV3D code: also run bench_vs_official.py")
     args = ap.parse_args(argv)
     unknown = set(args.part.split(",")) - {"goals", "scaling", "memory", "layers", "prepared", "winograd", "memory-child"}
     if unknown:
         ap.error(f"--part: unknown part(s) {', '.join(sorted(unknown))}; choose from goals, scaling, memory, layers, prepared, winograd")
-    for flag, value in (("--runs", args.runs), ("--runs-512", args.runs_512), ("--rounds", args.rounds)):
+    for flag, value in (("--runs", args.runs), ("--runs-512", args.runs_512), ("--rounds", args.rounds),
+                        ("--block", args.block)):
         if not 1 <= value <= 1000:
             ap.error(f"{flag} must be between 1 and 1000, got {value}")
     if args.threads:
         torch.set_num_threads(args.threads)
     load = os.getloadavg() if hasattr(os, "getloadavg") else ("?",)
+    global BLOCK
+    BLOCK = args.block
     print(f"torch {torch.__version__}, {torch.get_num_threads()} threads, {os.cpu_count()} cores, "
-          f"load average {load[0]:.2f} at start; {cuda_ops.describe('cpu')}")
+          f"load average {load[0]:.2f} at start; {cuda_ops.describe('cpu')}; alternating {alternation()}")
     parts = args.part.split(",")
     if parts == ["memory-child"]:
         memory_child(args)
