@@ -1,13 +1,12 @@
 """Issue 14's goal table and scaling tables: the fast CPU path against the previous one, side by side.
 
-    python benchmarks/bench_realtime.py [--threads N] [--runs 7] [--runs-512 3] [--block 1] [--part goals,scaling,memory,layers,prepared,winograd]
+    python benchmarks/bench_realtime.py [--threads N] [--runs 7] [--runs-512 3] [--part goals,scaling,memory,layers,prepared,winograd]
                                         [--ckpt PATH] [--official-root DIR]
 
-Every row renders through pipeline.FrameRenderer (deterministic sampling) and alternates two
-configurations of the same model in one process, so that load on the machine hits both alike; it prints
-medians and their ratio. ``--block 1`` (the default) alternates frame by frame; ``--block N`` lets each
-render N timed frames in turn after an untimed one, as the viewer renders frame after frame of one path
-(each configuration's frames otherwise start with the other's data in the caches):
+Every row renders through pipeline.FrameRenderer (deterministic sampling) and alternates, frame by
+frame, two configurations of the same model in one process, so that load on the machine hits both
+alike; it prints medians and their ratio. Each configuration has its own copy of the model (``Pair``),
+so that neither remakes what the other's frame replaced:
 
 * before: the PyTorch reference renderer (``PV3D_KERNELS=off``) and NCHW convolutions, as
   FrameRenderer ran before the fused CPU path (the current nn.ops otherwise);
@@ -39,6 +38,7 @@ figures are unreliable (a two-thread op waits for a descheduled thread); use --t
 from __future__ import annotations
 
 import argparse
+import copy
 import json
 import math
 import os
@@ -65,52 +65,45 @@ from pv3d_core.render import cpu_kernels, cuda_ops  # noqa: E402
 CONFIGS = ("before", "after")
 
 
-def configure(G, name: str) -> None:
-    cuda_ops.set_kernels("off" if name == "before" else "auto")
-    G.set_channels_last(name == "after")
+class Pair:
+    """One model in both configurations (CONFIGS), each with its own copy and FrameRenderer.
+
+    A model keeps the blocks it prepared for one appearance and one layout, and the Winograd transforms
+    of their weights; switching one model's layout every frame would make the fast frames prepare and
+    transform everything again (about 8 ms of a 25 ms tiny scrub frame, which the table quoted until
+    2026-12-04), a cost no viewer pays. Two copies keep what each made, as a viewer rendering one path
+    does; only the renderer switch (``cuda_ops.set_kernels``) is global."""
+
+    def __init__(self, G):
+        self.models = {"before": copy.deepcopy(G), "after": G}
+        self.renderers = {}
+        for name, model in self.models.items():
+            model.set_channels_last(name == "after")
+            self.renderers[name] = FrameRenderer(model)
+
+    def switch(self, name: str) -> FrameRenderer:
+        cuda_ops.set_kernels("off" if name == "before" else "auto")
+        return self.renderers[name]
 
 
-BLOCK = 1      # --block: frames a configuration renders in turn before the other's (1: frame by frame)
-
-
-def alternate(renderer: FrameRenderer, settings: list[RenderSettings], setups: dict) -> dict:
-    """Median frame time per configuration (name -> function that switches to it), alternating in one
-    process; settings[0] is a warm-up for each. With BLOCK > 1 each configuration renders BLOCK frames in
-    turn, after an untimed one: a frame that follows the other configuration's finds its weights and
-    buffers evicted from the caches by it (the released 512² frame, or the tiny preset's reference path,
-    touches more than the 32 MB L3), where the viewer's next frame follows one of its own."""
+def alternate(settings: list[RenderSettings], setups: dict) -> dict:
+    """Median frame time per configuration (name -> function that switches to it and returns the
+    FrameRenderer to use), alternating frame by frame in one process; settings[0] is a warm-up for each."""
     times = {k: [] for k in setups}
-    if BLOCK == 1:
-        for i, s in enumerate(settings):
-            for name, setup in setups.items():
-                setup()
-                t0 = time.perf_counter()
-                renderer.render(s)
-                if i:
-                    times[name].append(time.perf_counter() - t0)
-        return {k: statistics.median(v) for k, v in times.items()}
-    timed = settings[1:]
-    for start in range(0, len(timed), BLOCK):
-        chunk = timed[start:start + BLOCK]
+    for i, s in enumerate(settings):
         for name, setup in setups.items():
-            setup()
-            renderer.render(settings[0] if start == 0 else timed[start - 1])      # untimed, after the switch
-            for s in chunk:
-                t0 = time.perf_counter()
-                renderer.render(s)
+            renderer = setup()
+            t0 = time.perf_counter()
+            renderer.render(s)
+            if i:
                 times[name].append(time.perf_counter() - t0)
     return {k: statistics.median(v) for k, v in times.items()}
 
 
-def alternation() -> str:
-    return "frame by frame" if BLOCK == 1 else f"in blocks of {BLOCK} frames after an untimed one"
-
-
-def side_by_side(G, renderer: FrameRenderer, settings: list[RenderSettings]) -> dict:
-    """The previous path and the fast one (CONFIGS), alternating (--block)."""
-    med = alternate(renderer, settings, {name: (lambda name=name: configure(G, name)) for name in CONFIGS})
+def side_by_side(pair: Pair, settings: list[RenderSettings]) -> dict:
+    """The previous path and the fast one (CONFIGS), frame by frame."""
+    med = alternate(settings, {name: (lambda name=name: pair.switch(name)) for name in CONFIGS})
     cuda_ops.set_kernels(None)
-    G.set_channels_last(True)
     return med
 
 
@@ -144,27 +137,25 @@ def row(label: str, med: dict, unit: str) -> str:
 
 def goals(args) -> None:
     G, label = load_tiny(args.ckpt)
-    G = G.eval().requires_grad_(False)
-    r = FrameRenderer(G)
+    r = Pair(G.eval().requires_grad_(False))
     base = RenderSettings(t=0.3)
     print(f"\ntiny: {label}; released: pv3d-vox512 random weights")
     print("\n| workload | before (reference, NCHW) | after (fused CPU, NHWC) | ratio |\n|---|---|---|---|")
-    print(row("tiny 128², orbit with cached planes", side_by_side(G, r, orbit(base, args.runs)), "fps"), flush=True)
-    print(row("tiny 128², scrub (new t every frame)", side_by_side(G, r, scrub(base, args.runs)), "fps"), flush=True)
-    print(row("tiny orbit at neural resolution 64", side_by_side(G, r, orbit(base, args.runs, neural_resolution=64)),
+    print(row("tiny 128², orbit with cached planes", side_by_side(r, orbit(base, args.runs)), "fps"), flush=True)
+    print(row("tiny 128², scrub (new t every frame)", side_by_side(r, scrub(base, args.runs)), "fps"), flush=True)
+    print(row("tiny orbit at neural resolution 64", side_by_side(r, orbit(base, args.runs, neural_resolution=64)),
               "fps"), flush=True)
     cpu_kernels.stats(reset=True)
-    side_by_side(G, r, orbit(base, 2))
+    side_by_side(r, orbit(base, 2))
     st = cpu_kernels.stats()
     print(f"\n(tiny: feature decodes skipped {st['skipped'] / max(st['samples'], 1):.1%} of samples; "
           f"{cuda_ops.describe('cpu')})")
     del G, r
     G, _ = released()
-    G = G.eval().requires_grad_(False)
-    r = FrameRenderer(G)
+    r = Pair(G.eval().requires_grad_(False))
     print("\n| workload | before (reference, NCHW) | after (fused CPU, NHWC) | ratio |\n|---|---|---|---|")
-    print(row("released 512², full frame (new t)", side_by_side(G, r, scrub(base, args.runs_512)), "s"), flush=True)
-    print(row("released 512², cached planes", side_by_side(G, r, orbit(base, args.runs_512)), "s"), flush=True)
+    print(row("released 512², full frame (new t)", side_by_side(r, scrub(base, args.runs_512)), "s"), flush=True)
+    print(row("released 512², cached planes", side_by_side(r, orbit(base, args.runs_512)), "s"), flush=True)
     if args.official_root:
         for kernels in ("auto", "off"):
             cmd = [sys.executable, str(ROOT / "benchmarks" / "bench_vs_official.py"), "--official-root",
@@ -177,20 +168,20 @@ def scaling(args) -> None:
     for which in ("tiny", "pv3d-vox512"):
         G, label = load_tiny(args.ckpt) if which == "tiny" else released()
         G = G.eval().requires_grad_(False)
-        r = FrameRenderer(G)
+        r = Pair(G)
         runs = args.runs if which == "tiny" else args.runs_512
         base = RenderSettings(t=0.3)
         native = G.img_resolution
         print(f"\n{which} ({label}), cached planes: frame time against rays per frame")
         print("| neural res | rays/frame | before | after | ratio |\n|---|---|---|---|---|")
         for nr in (32, 64, 128):
-            med = side_by_side(G, r, orbit(base, runs, neural_resolution=nr))
+            med = side_by_side(r, orbit(base, runs, neural_resolution=nr))
             print(f"| {nr} | {nr * nr} | {med['before'] * 1e3:.0f} ms | {med['after'] * 1e3:.0f} ms | "
                   f"{med['before'] / med['after']:.2f}x |", flush=True)
         print(f"\n{which}, cached planes: frame time against output resolution (the model's neural resolution)")
         print("| output | before | after | ratio |\n|---|---|---|---|")
         for out in (native // 2, native, native * 2):
-            med = side_by_side(G, r, orbit(base, runs, resolution=out))
+            med = side_by_side(r, orbit(base, runs, resolution=out))
             print(f"| {out}² | {med['before'] * 1e3:.0f} ms | {med['after'] * 1e3:.0f} ms | "
                   f"{med['before'] / med['after']:.2f}x |", flush=True)
         del G, r
@@ -204,7 +195,7 @@ def layers(args) -> None:
 
 def prepared(args) -> None:
     """The synthesis and super-resolution networks' blocks prepared once per appearance
-    (``prepare_inference`` of each) off and on, alternating in one process (--block); the layers' shortcuts on
+    (``prepare_inference`` of each) off and on, frame by frame in one process; the layers' shortcuts on
     either way."""
     def switch(G, on):
         G.backbone.synthesis.prepare_inference = G.superresolution.prepare_inference = on
@@ -212,14 +203,14 @@ def prepared(args) -> None:
 
 
 def winograd_part(args) -> None:
-    """The 3x3 convolutions as Winograd F(4x4, 3x3) off and on, alternating in one process (--block)."""
+    """The 3x3 convolutions as Winograd F(4x4, 3x3) off and on, frame by frame in one process."""
     switched(args, "Winograd F(4x4, 3x3) convolutions", lambda G, on: winograd.set_enabled(on))
     winograd.set_enabled(None)
 
 
 def switched(args, what: str, switch) -> None:
-    """The issue's workloads with ``switch(G, False)`` and ``switch(G, True)``, alternating (--block)."""
-    print(f"\n{what}, off and on, alternating {alternation()}, medians:")
+    """The issue's workloads with ``switch(G, False)`` and ``switch(G, True)``, alternating frame by frame."""
+    print(f"\n{what}, off and on, alternating frame by frame, medians:")
     print("| workload | off | on | ratio |\n|---|---|---|---|")
     base = RenderSettings(t=0.3)
     for name in ("tiny", "released"):
@@ -231,7 +222,8 @@ def switched(args, what: str, switch) -> None:
                 ("tiny orbit at neural resolution 64", orbit(base, n, neural_resolution=64))] if name == "tiny" else \
                [("released 512², full frame (new t)", scrub(base, n)), ("released 512², cached planes", orbit(base, n))]
         for label, settings in rows:
-            med = alternate(r, settings, {"off": lambda G=G: switch(G, False), "on": lambda G=G: switch(G, True)})
+            med = alternate(settings, {"off": lambda G=G, r=r: (switch(G, False), r)[1],
+                                       "on": lambda G=G, r=r: (switch(G, True), r)[1]})
             print(f"| {label} | {med['off'] * 1e3:.0f} ms | {med['on'] * 1e3:.0f} ms | {med['off'] / med['on']:.2f}x |",
                   flush=True)
         switch(G, True)
@@ -298,25 +290,20 @@ def main(argv=None) -> int:
     ap.add_argument("--runs-512", type=int, default=3, help="timed frames per configuration, released config")
     ap.add_argument("--part", default="goals,scaling", help="goals, scaling, memory, layers, prepared, winograd (comma-separated)")
     ap.add_argument("--rounds", type=int, default=3, help="--part memory: alternating rounds of child processes")
-    ap.add_argument("--block", type=int, default=1,
-                    help="frames each configuration renders in turn (after an untimed one); 1: frame by frame")
     ap.add_argument("--ckpt", help="tiny-size checkpoint (default: the embedded model)")
     ap.add_argument("--official-root", help="checkout of the official PV3D code: also run bench_vs_official.py")
     args = ap.parse_args(argv)
     unknown = set(args.part.split(",")) - {"goals", "scaling", "memory", "layers", "prepared", "winograd", "memory-child"}
     if unknown:
         ap.error(f"--part: unknown part(s) {', '.join(sorted(unknown))}; choose from goals, scaling, memory, layers, prepared, winograd")
-    for flag, value in (("--runs", args.runs), ("--runs-512", args.runs_512), ("--rounds", args.rounds),
-                        ("--block", args.block)):
+    for flag, value in (("--runs", args.runs), ("--runs-512", args.runs_512), ("--rounds", args.rounds)):
         if not 1 <= value <= 1000:
             ap.error(f"{flag} must be between 1 and 1000, got {value}")
     if args.threads:
         torch.set_num_threads(args.threads)
     load = os.getloadavg() if hasattr(os, "getloadavg") else ("?",)
-    global BLOCK
-    BLOCK = args.block
     print(f"torch {torch.__version__}, {torch.get_num_threads()} threads, {os.cpu_count()} cores, "
-          f"load average {load[0]:.2f} at start; {cuda_ops.describe('cpu')}; alternating {alternation()}")
+          f"load average {load[0]:.2f} at start; {cuda_ops.describe('cpu')}")
     parts = args.part.split(",")
     if parts == ["memory-child"]:
         memory_child(args)
