@@ -207,7 +207,7 @@ class SynthesisLayer(nn.Module):
         elif self.up == 1:
             weight = self._plain_weight(nhwc)[0]
         else:
-            weight = self.weight
+            raise ValueError("a motion layer (no style given) runs without upsampling")
         noise = self.noise_const * (self.noise_strength * g) if self.use_noise and noise_mode == "const" else None
         return P.Conv(weight, self.bias * g, noise, self.resample_filter, self.up, self.padding, self.activation,
                       self._clamp(1.0))

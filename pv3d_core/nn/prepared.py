@@ -29,8 +29,8 @@ def modulated_weight(weight: torch.Tensor, styles: torch.Tensor, gain: float, nh
     For NHWC activations it is laid out as the NHWC convolution reads it (for an upsampling layer, the
     transposed convolution's weight is the transpose), so that no call copies it again. Without
     upsampling it is made in that layout from the start: the style then scales the innermost dimension
-    (a motion layer's 128-channel weight in 0.06 ms instead of 0.19; pass ``weight`` channels-last to save
-    the first copy too)."""
+    (a 128-channel weight in 0.06 ms instead of 0.19; pass ``weight`` channels-last to save the first copy
+    too). Motion layers, whose style is new every call, do not make one: :func:`run_input_modulated`."""
     if nhwc and up == 1:
         weight = weight.contiguous(memory_format=torch.channels_last)
     w = weight * styles.reshape(1, -1, 1, 1)
