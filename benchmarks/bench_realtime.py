@@ -221,9 +221,11 @@ def switched(args, what: str, switch) -> None:
         rows = [("tiny 128², orbit with cached planes", orbit(base, n)), ("tiny 128², scrub", scrub(base, n)),
                 ("tiny orbit at neural resolution 64", orbit(base, n, neural_resolution=64))] if name == "tiny" else \
                [("released 512², full frame (new t)", scrub(base, n)), ("released 512², cached planes", orbit(base, n))]
+        def setup(on: bool, G=G, r=r) -> FrameRenderer:
+            switch(G, on)
+            return r
         for label, settings in rows:
-            med = alternate(settings, {"off": lambda G=G, r=r: (switch(G, False), r)[1],
-                                       "on": lambda G=G, r=r: (switch(G, True), r)[1]})
+            med = alternate(settings, {"off": lambda: setup(False), "on": lambda: setup(True)})
             print(f"| {label} | {med['off'] * 1e3:.0f} ms | {med['on'] * 1e3:.0f} ms | {med['off'] / med['on']:.2f}x |",
                   flush=True)
         switch(G, True)
