@@ -28,8 +28,10 @@ warm-up), renders use the direct convolutions. The built library checks itself o
 sized convolution against PyTorch's in float64) and is refused, with the figure, if it disagrees.
 
 A transformed weight is kept per weight tensor (while the tensor lives and is unchanged), so the
-prepared blocks of one appearance pay for it once; a motion layer's weight is new every frame and
-transformed every frame (0.14 ms at 128 x 128 channels), into the memory of the last one that died.
+prepared blocks of one appearance pay for it once, and motion layers, which keep their weight
+(:func:`pv3d_core.nn.prepared.run_input_modulated`), once for all. A new appearance every frame (a seed
+blend dragged) makes new weights every frame: each is transformed (0.14 ms at 128 x 128 channels) into the
+memory of the last one that died.
 Each OpenMP thread keeps its scratch (36 x block x (in + out) floats: 0.3 MB for the tiny preset, up to
 19 MB for 512-channel layers) for the process's life.
 """
@@ -227,8 +229,9 @@ def _transform_torch(w: torch.Tensor) -> torch.Tensor:
 
 
 def _new_transformed(i: int, o: int) -> torch.Tensor:
-    """A (36, i, o) tensor to write a transform into: a dead weight's when there is one. A motion layer's
-    weight is new every frame; fresh megabytes cost page faults that measured as much as the transform."""
+    """A (36, i, o) tensor to write a transform into: a dead weight's when there is one. Weights made new
+    every frame (a new appearance each frame) would otherwise cost fresh megabytes, whose page faults
+    measured as much as the transform."""
     spare = _spare.get((i, o))
     return spare.pop() if spare else torch.empty(36, i, o)
 
