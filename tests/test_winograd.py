@@ -180,8 +180,8 @@ def test_upsampling_layers_as_four_phases(flip_weight):
 
 
 def test_transient_weights_do_not_pile_up():
-    """A motion layer's weight is new every frame: its transform goes when the weight goes (and its
-    memory serves the next one), and the kernel's transform equals the PyTorch one."""
+    """Weights made new every frame (a new appearance each frame): a transform goes when its weight goes
+    (and its memory serves the next one), and the kernel's transform equals the PyTorch one."""
     x = _nhwc(1, 32, 16, 16)
     before = len(winograd._weights)           # what other tests' live models hold
     for _ in range(50):
