@@ -329,7 +329,7 @@ def run_pnp(args):
             if own is not None:
                 work, _ = load_image(img)           # the image align_face found the face in
                 cam, _ = solve_camera(a.frame.to_crop(symmetric_landmarks(work, a.face.box, a.face.landmarks)),
-                                      model=FaceModel(own, np.zeros((0, 68, 3)), MODEL.weights, MODEL.prior))
+                                      model=FaceModel(own, np.zeros((0, 68, 3)), MODEL.noise, MODEL.prior))
                 oracle.append(angle_between(cam, c))
                 rows[-1]["own_face_error_deg"] = round(oracle[-1], 2)
         print(rows[-1], flush=True)
@@ -377,7 +377,7 @@ def _own_face(ident, views, res):
         c2ws.append(c2w)
     if len(lms) < 2:
         return None
-    return fit_head(np.stack(lms), np.stack(c2ws), MODEL.mean, MODEL.weights, cameras.DEFAULT_FOCAL, PULL)
+    return fit_head(np.stack(lms), np.stack(c2ws), MODEL.mean, MODEL.landmark_weights, cameras.DEFAULT_FOCAL, PULL)
 
 
 _SHAPE = ("nose_len", "jaw_len", "eye_y", "mouth_y", "head_h")   # synth.Identity fields set per head
