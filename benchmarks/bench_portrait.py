@@ -6,6 +6,7 @@ on synthetic heads with known cameras.
         [--methods legacy,encoder] [--repeats 1] [--anim-frames 64] [--set FIELD=VALUE ...] [-o out.json]
     python benchmarks/bench_portrait.py video [--ckpt CKPT] [--frames 16] [--methods legacy,encoder]
     python benchmarks/bench_portrait.py pnp [--heads 8] [--yaw-deg 25] [--pitch-deg 10] [--oracle-views 0]
+    python benchmarks/bench_portrait.py pnp-clips [--clips 12] [--frames 25] [--seed 5000]
 
 `invert` runs on real photographs that ship inside installed packages: scikit-image's astronaut
 (frontal, 88 px face), its mirror, imgui-bundle's tennis demo photo (a 44 px face turned about
@@ -35,6 +36,10 @@ own 68-point face is fitted to N other views of it (true cameras, yaw ±30°, pi
 ``fit_pnp_template.py`` makes of its training heads) and the benchmark view is solved with that face
 held rigid. What is left is the landmarks' own error (dlib's reading of the render, the lighting);
 the gap to the shipped model is what a better shape prior could still win from one view.
+
+`pnp-clips` measures the same error on talking-head frames: `pv3d data synth`'s clips (a head's
+expression track, mouth, smile, blinks and brows moving, and its camera track, yaw within ±35° and pitch
+within ±20°), each frame aligned on its own by ``align_face`` as a photo is.
 """
 from __future__ import annotations
 
@@ -380,6 +385,33 @@ def _own_face(ident, views, res):
     return fit_head(np.stack(lms), np.stack(c2ws), MODEL.mean, MODEL.landmark_weights, cameras.DEFAULT_FOCAL, PULL)
 
 
+def run_pnp_clips(args):
+    """Camera-direction error of align_face on each frame of synthetic talking-head clips."""
+    from pv3d_core.data import synth
+    from pv3d_core.faces import FaceError, align_face, angle_between
+
+    errs, per_clip, misses = [], [], 0
+    for i in range(args.clips):
+        rng = synth.clip_rng(args.seed, i)
+        ident = synth.Identity.sample(rng)
+        exprs, cams = synth.expression_track(rng, args.frames), synth.camera_track(rng, args.frames)
+        clip = []
+        for e, c in zip(exprs, cams):
+            try:
+                a = align_face(synth.render_head(ident, e, c, args.res)["image"], 64, min_face=20)
+            except FaceError:
+                misses += 1
+                continue
+            clip.append(angle_between(a.camera, c))
+        errs += clip
+        per_clip.append({"clip": i, "frames": len(clip), "median": float(np.median(clip)) if clip else None,
+                         "max": float(np.max(clip)) if clip else None})
+        print(per_clip[-1], flush=True)
+    return {"clips": args.clips, "frames": args.frames, "seed": args.seed, "found": len(errs), "missed": misses,
+            "angular_error_deg": {"mean": float(np.mean(errs)), "median": float(np.median(errs)),
+                                  "max": float(np.max(errs))}, "per_clip": per_clip}
+
+
 _SHAPE = ("nose_len", "jaw_len", "eye_y", "mouth_y", "head_h")   # synth.Identity fields set per head
 
 
@@ -416,10 +448,16 @@ def main():
     b.add_argument("--oracle-views", type=int, default=0, choices=[0] + list(range(2, 13)), metavar="N",
                    help="also solve each head with its own face, fitted to N (2-12) other views (default 0: off)")
     b.add_argument("-o", "--output")
+    c = sub.add_parser("pnp-clips")
+    c.add_argument("--clips", type=int, default=12)
+    c.add_argument("--frames", type=int, default=25)
+    c.add_argument("--res", type=int, default=256)
+    c.add_argument("--seed", type=int, default=5000)
+    c.add_argument("-o", "--output")
     args = ap.parse_args()
     if getattr(args, "threads", None):
         torch.set_num_threads(args.threads)
-    res = {"invert": run_invert, "video": run_video, "pnp": run_pnp}[args.mode](args)
+    res = {"invert": run_invert, "video": run_video, "pnp": run_pnp, "pnp-clips": run_pnp_clips}[args.mode](args)
     text = json.dumps(res, indent=1)
     print(text)
     if args.output:
