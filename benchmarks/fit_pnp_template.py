@@ -112,11 +112,9 @@ def mirrored(data: dict) -> dict:
     """The same renders mirrored: each landmark set flipped (u -> 1 - u, left and right swapped), the
     camera's yaw negated. The renderer's key light is on the head's left; with the mirrors the data,
     and the model learnt from them, are symmetric."""
-    from pv3d_core.faces.landmarks import MIRROR
+    from pv3d_core.faces.landmarks import mirror_landmarks
 
-    lm = data["landmarks"][:, MIRROR].copy()
-    lm[..., 0] = 1 - lm[..., 0]
-    return {**data, "landmarks": lm, "yaw": -data["yaw"]}
+    return {**data, "landmarks": mirror_landmarks(data["landmarks"], 1.0), "yaw": -data["yaw"]}
 
 
 def true_c2w(data: dict) -> np.ndarray:
@@ -239,7 +237,7 @@ def figures(e: np.ndarray) -> str:
 def main():
     ap = argparse.ArgumentParser()
     ap.add_argument("--cache", required=True, help="training landmarks .npz: read when it exists, else collected")
-    ap.add_argument("--identities", type=int, default=400)
+    ap.add_argument("--identities", type=int, default=800)
     ap.add_argument("--views", type=int, default=5)
     ap.add_argument("--seed", type=int, default=1000)
     ap.add_argument("--val-cache", required=True, nargs="+",

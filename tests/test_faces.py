@@ -29,6 +29,9 @@ def test_mirror_order_is_an_involution():
     X = template()
     # the template is symmetric: mirroring it (x -> -x) and relabelling gives itself
     assert np.allclose(X[MIRROR] * [-1, 1, 1], X)
+    # a batch of landmark sets mirrors as each set does
+    sets = np.random.default_rng(0).uniform(0, 1, (3, 68, 2))
+    assert np.array_equal(mirror_landmarks(sets, 1.0), np.stack([mirror_landmarks(s, 1.0) for s in sets]))
 
 
 def test_face_found_and_cropped_in_the_training_framing(aligned):

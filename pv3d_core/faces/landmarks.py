@@ -30,10 +30,11 @@ MIRROR = _mirror_order()
 
 
 def mirror_landmarks(lm: np.ndarray, width: float) -> np.ndarray:
-    """Landmarks of the horizontally flipped image (pixel-centre convention: x -> width - x)."""
+    """Landmarks (..., 68, 2) of the horizontally flipped image (pixel-centre convention: x -> width - x;
+    in crop coordinates, width 1)."""
     lm = np.asarray(lm, dtype=np.float64)
-    out = lm[MIRROR].copy()
-    out[:, 0] = width - out[:, 0]
+    out = lm[..., MIRROR, :].copy()
+    out[..., 0] = width - out[..., 0]
     return out
 
 
