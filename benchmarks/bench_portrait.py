@@ -455,6 +455,9 @@ def main():
     c.add_argument("--seed", type=int, default=5000)
     c.add_argument("-o", "--output")
     args = ap.parse_args()
+    if args.mode == "pnp-clips" and not (1 <= args.clips <= 1000 and 1 <= args.frames <= 1000
+                                         and 64 <= args.res <= 2048):
+        ap.error("pnp-clips: --clips and --frames 1-1000, --res 64-2048")
     if getattr(args, "threads", None):
         torch.set_num_threads(args.threads)
     res = {"invert": run_invert, "video": run_video, "pnp": run_pnp, "pnp-clips": run_pnp_clips}[args.mode](args)
